@@ -1,0 +1,39 @@
+"""Shared fixtures: the small PixArt models built offline and converted once per test session."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import helpers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model")
+
+
+@pytest.fixture(scope="session")
+def tiny_source(model_root) -> Path:
+    return helpers.resolve_model_source("tiny", root=model_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_standard_source(model_root) -> Path:
+    return helpers.resolve_model_source("tiny-standard", root=model_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_variant(model_root, tiny_source) -> Path:
+    folder = helpers.variant_dir("tiny", "FP16", root=model_root)
+    helpers.convert_pipeline(tiny_source, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_standard_variant(model_root, tiny_standard_source) -> Path:
+    folder = helpers.variant_dir("tiny-standard", "FP16", root=model_root)
+    helpers.convert_pipeline(tiny_standard_source, folder)
+    return folder

@@ -1,0 +1,118 @@
+"""Conversion: three IRs, skipping, interruption, and the IR measures (dynamic sizes, FP32 timestep table, T5)."""
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+
+import helpers
+
+
+def test_conversion_writes_a_self_contained_variant(tiny_variant):
+    for part in helpers.PARTS:
+        assert helpers.is_part_converted(tiny_variant, part)
+        assert (tiny_variant / part / "config.json").is_file()
+    assert (tiny_variant / "tokenizer" / "tokenizer_config.json").is_file()
+    assert (tiny_variant / "scheduler" / "scheduler_config.json").is_file()
+    assert (tiny_variant / helpers.MODEL_INDEX).is_file()
+    assert helpers.check_variant(tiny_variant) == tiny_variant
+    assert not list(tiny_variant.glob(".*partial"))
+
+
+def test_converted_parts_are_skipped(tiny_source, tiny_variant):
+    before = {p: (tiny_variant / p / helpers.IR_NAME).stat().st_mtime_ns for p in helpers.PARTS}
+    messages = []
+    assert helpers.convert_pipeline(tiny_source, tiny_variant, progress=messages.append) == {}
+    assert all("skipped" in m for m in messages) and len(messages) == 3
+    assert before == {p: (tiny_variant / p / helpers.IR_NAME).stat().st_mtime_ns for p in helpers.PARTS}
+
+
+def test_interrupted_conversion_is_not_taken_as_done(tiny_source, tmp_path, monkeypatch):
+    real_save = ov.save_model
+
+    def killed_while_writing(model, path, *args, **kwargs):
+        real_save(model, path, *args, **kwargs)  # the files exist, as after a kill during the rename's prelude
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(helpers.ov, "save_model", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        helpers.convert_pipeline(tiny_source, tmp_path, parts=("text_encoder",))
+    assert not helpers.is_part_converted(tmp_path, "text_encoder")
+    with pytest.raises(helpers.VariantNotReadyError, match="run notebook 1"):
+        helpers.check_variant(tmp_path)
+
+    monkeypatch.setattr(helpers.ov, "save_model", real_save)
+    assert set(helpers.convert_pipeline(tiny_source, tmp_path)) == set(helpers.PARTS)  # the next run finishes it
+    helpers.check_variant(tmp_path)
+
+
+def test_sinusoid_tables_are_not_rounded_to_fp16(tiny_variant):
+    model = ov.Core().read_model(tiny_variant / "transformer" / helpers.IR_NAME)
+    tables = helpers.sinusoid_tables(model)
+    assert tables and all(table.dtype != np.float16 for table in tables.values())
+    # diffusers' get_timestep_embedding frequencies for 256 channels (shared by timestep, resolution, aspect ratio)
+    expected = np.exp(-np.log(10000.0) * np.arange(128, dtype=np.float32) / 128).astype(np.float32)
+    timestep = [table for table in tables.values() if table.size == 128]
+    assert len(timestep) == 1
+    np.testing.assert_allclose(timestep[0].ravel(), expected, rtol=1e-6)  # FP16 would be ~5e-4 off
+    weights = [op for op in model.get_ops() if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16]
+    assert sum(int(np.prod(list(op.get_output_shape(0)))) for op in weights) > 10_000  # the weights stay FP16
+
+
+def test_text_encoder_carries_the_activations_scale_factor(tiny_variant):
+    model = ov.Core().read_model(tiny_variant / "text_encoder" / helpers.IR_NAME)
+    assert model.get_rt_info(["runtime_options", "ACTIVATIONS_SCALE_FACTOR"]).astype(str) == "8.0"
+
+
+# Latent sizes: the traced size, native 128² (1024² images), 1024 bins 96x168 and 168x96, odd shapes; batch 1 and 2.
+@pytest.mark.parametrize("batch,height,width", [(2, 64, 68), (1, 128, 128), (2, 96, 168), (1, 168, 96), (2, 16, 40)])
+def test_transformer_ir_matches_torch_at_every_size(tiny_source, tiny_variant, batch, height, width):
+    torch_model = helpers.load_torch_part(tiny_source, "transformer")
+    ov_model = helpers.OVTransformer(tiny_variant / "transformer", ov.Core(), "CPU", helpers.F32_CONFIG)
+    torch.manual_seed(0)
+    length = 120
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[:, 17:] = 0  # padded prompt
+    inputs = dict(
+        hidden_states=torch.randn(batch, 4, height, width),
+        encoder_hidden_states=torch.randn(batch, length, 32),
+        encoder_attention_mask=mask,
+        timestep=torch.tensor([999, 3] if batch == 2 else [999]),  # large t: where FP16 frequencies hurt most
+        added_cond_kwargs={
+            "resolution": torch.tensor([[height * 8.0, width * 8.0]]).repeat(batch, 1),
+            "aspect_ratio": torch.tensor([[height / width]]).repeat(batch, 1),
+        },
+    )
+    with torch.no_grad():
+        expected = torch_model(**inputs, return_dict=False)[0]
+    actual = ov_model(**inputs)[0]
+    assert actual.shape == expected.shape == (batch, 8, height, width)
+    # FP16 weights against fp32 torch: ~3e-4 of the output's scale measured at every size. Rounded sinusoid
+    # tables give 7e-3 at 1024² (the resolution condition), a baked position embedding far more.
+    assert torch.allclose(actual, expected, atol=1e-3 * expected.abs().max(), rtol=0)
+
+
+def test_text_encoder_ir_matches_torch(tiny_source, tiny_variant):
+    torch_model = helpers.load_torch_part(tiny_source, "text_encoder")
+    ov_model = helpers.OVTextEncoder(tiny_variant / "text_encoder", ov.Core(), "CPU", helpers.F32_CONFIG)
+    torch.manual_seed(0)
+    ids = torch.randint(3, 300, (2, 37))
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0
+    with torch.no_grad():
+        expected = torch_model(ids, attention_mask=mask)[0]
+    actual = ov_model(ids, attention_mask=mask)[0]
+    assert torch.allclose(actual, expected, atol=2e-3 * expected.abs().max(), rtol=0)
+
+
+def test_vae_decoder_ir_matches_torch_non_square(tiny_source, tiny_variant):
+    torch_model = helpers.load_torch_part(tiny_source, "vae_decoder")
+    ov_model = helpers.OVVaeDecoder(tiny_variant / "vae_decoder", ov.Core(), "CPU", helpers.F32_CONFIG)
+    torch.manual_seed(0)
+    latents = torch.randn(1, 4, 24, 40)
+    with torch.no_grad():
+        expected = torch_model.decode(latents, return_dict=False)[0]
+    actual = ov_model.decode(latents)[0]
+    assert actual.shape == (1, 3, 192, 320)
+    # FP16 weights through convolutions and group norms: ~2e-3 of the output's scale measured.
+    assert torch.allclose(actual, expected, atol=5e-3 * expected.abs().max(), rtol=0)

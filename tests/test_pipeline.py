@@ -1,0 +1,100 @@
+"""The OpenVINO pipeline against diffusers' PyTorch pipeline, and its errors for bad input."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from diffusers import PixArtAlphaPipeline
+
+import helpers
+
+# FP16-compressed weights against fp32 PyTorch, compiled with an f32 hint: the images differ by rounding only
+# (~65 dB measured on the tiny model). 40 dB leaves room for other CPUs' kernels and still fails on any real
+# mismatch (a wrong position embedding, timestep or mask gives < 20 dB).
+MIN_PSNR_DB = 40.0
+
+
+@pytest.fixture(scope="module")
+def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_variant):
+    return {
+        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG)),
+        "standard": (
+            PixArtAlphaPipeline.from_pretrained(tiny_standard_source),
+            helpers.OVPixArtAlphaPipeline.from_variant(tiny_standard_variant, "CPU", helpers.F32_CONFIG),
+        ),
+    }
+
+
+@pytest.mark.parametrize("recipe", ["LCM", "standard"])
+@pytest.mark.parametrize("height,width", [(1024, 1024), (768, 1344)])
+def test_openvino_image_matches_pytorch(pipelines, recipe, height, width):
+    reference, ov_pipe = pipelines[recipe]
+    expected, _ = helpers.generate(reference, helpers.EXAMPLE_PROMPTS[1], seed=42, height=height, width=width)
+    actual, _ = helpers.generate(ov_pipe, helpers.EXAMPLE_PROMPTS[1], seed=42, height=height, width=width)
+    assert actual.size == expected.size == (width, height)
+    assert helpers.psnr(expected, actual) > MIN_PSNR_DB
+
+
+def test_batch_of_two_prompts_with_guidance_matches_pytorch(pipelines):
+    reference, ov_pipe = pipelines["standard"]
+    kwargs = dict(
+        prompt=list(helpers.EXAMPLE_PROMPTS[:2]), negative_prompt="blurry", num_inference_steps=5, guidance_scale=4.5,
+        height=512, width=768, use_resolution_binning=False, output_type="np",
+    )
+    expected = reference(**kwargs, generator=torch.Generator().manual_seed(7)).images
+    actual = ov_pipe(**kwargs, generator=torch.Generator().manual_seed(7)).images
+    assert actual.shape == expected.shape == (2, 512, 768, 3)
+    assert 0.0 <= actual.min() and actual.max() <= 1.0
+    assert all(helpers.psnr(e, a) > MIN_PSNR_DB for e, a in zip(expected, actual))
+
+
+def test_num_images_per_prompt_and_recipe_defaults(pipelines):
+    _, ov_pipe = pipelines["LCM"]
+    assert ov_pipe.recipe == helpers.LCM_RECIPE
+    images = ov_pipe("a red circle", num_images_per_prompt=2, height=256, width=256, use_resolution_binning=False).images
+    assert [image.size for image in images] == [(256, 256)] * 2
+    assert np.asarray(images[0]).std() > 0 and not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(prompt=[]), "prompt list is empty"),
+        (dict(prompt="   "), "prompt is empty"),
+        (dict(prompt="a cat", num_inference_steps=0), "at least 1 step"),
+        (dict(prompt="a cat", height=1001), "height=1001 is not allowed"),
+        (dict(prompt="a cat", width=-8), "width=-8 is not allowed"),
+        (dict(prompt="a cat", height=520, use_resolution_binning=False), "multiple of 16"),
+    ],
+)
+def test_bad_input_is_refused_with_the_fix(pipelines, kwargs, message):
+    _, ov_pipe = pipelines["LCM"]
+    with pytest.raises(ValueError, match=message):
+        ov_pipe(**kwargs)
+
+
+def test_unknown_device_lists_the_devices(tiny_variant):
+    with pytest.raises(ValueError, match=r"Unknown device 'NPU9'.*AUTO"):
+        helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "NPU9")
+
+
+def test_missing_variant_says_run_notebook_1(tmp_path):
+    with pytest.raises(helpers.VariantNotReadyError, match=r"run notebook 1 \(01-convert\) first"):
+        helpers.OVPixArtAlphaPipeline.from_variant(tmp_path / "nothing-here")
+
+
+def test_half_written_variant_is_refused(tiny_variant, tmp_path):
+    copy = shutil.copytree(tiny_variant, tmp_path / "FP16")
+    (copy / "transformer" / "openvino_model.bin").unlink()
+    with pytest.raises(helpers.VariantNotReadyError, match="incomplete.*transformer.*run notebook 1"):
+        helpers.OVPixArtAlphaPipeline.from_variant(copy)
+
+
+def test_psnr_on_known_arrays():
+    a = np.zeros((4, 4, 3))
+    b = np.full((4, 4, 3), 0.1)
+    assert helpers.psnr(a, b) == pytest.approx(20.0)
+    assert helpers.psnr(a, a) == float("inf")
+    with pytest.raises(ValueError, match="shape"):
+        helpers.psnr(a, np.zeros((2, 2, 3)))

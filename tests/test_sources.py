@@ -1,0 +1,80 @@
+"""Model sources: the small PixArt built offline, local folders, and the offline error for hub ids."""
+
+import hashlib
+
+import pytest
+from diffusers import PixArtAlphaPipeline
+
+import helpers
+
+
+def _digests(folder):
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def test_tiny_builds_identically_twice(tiny_source, tmp_path):
+    again = helpers.build_tiny_pipeline(tmp_path / "again")
+    weights = {k: v for k, v in _digests(tiny_source).items() if k.endswith((".safetensors", ".json"))}
+    assert weights == {k: v for k, v in _digests(again).items() if k in weights}
+    assert any(k.startswith("transformer/") and k.endswith(".safetensors") for k in weights)
+
+
+def test_tiny_takes_the_real_checkpoints_code_paths(tiny_source):
+    pipe = PixArtAlphaPipeline.from_pretrained(tiny_source)
+    assert pipe.transformer.config.sample_size == 128  # resolution/aspect-ratio conditions and 1024 bins
+    assert pipe.transformer.use_additional_conditions
+    assert pipe.vae_scale_factor == 8
+    assert type(pipe.scheduler).__name__ == "LCMScheduler"
+    assert helpers.recipe_for(pipe.scheduler) == helpers.LCM_RECIPE
+
+
+def test_tiny_standard_uses_dpm_solver(tiny_standard_source):
+    pipe = PixArtAlphaPipeline.from_pretrained(tiny_standard_source)
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert helpers.recipe_for(pipe.scheduler) == helpers.STANDARD_RECIPE
+
+
+def test_tiny_tokenizer_knows_words(tiny_source):
+    pipe = PixArtAlphaPipeline.from_pretrained(tiny_source)
+    ids = pipe.tokenizer("a red circle at the top left").input_ids
+    assert ids[-1] == pipe.tokenizer.eos_token_id
+    assert pipe.tokenizer.unk_token_id not in ids  # transformers 5's T5Tokenizer(vocab_file=...) maps all to unk
+
+
+def test_interrupted_build_leaves_nothing_that_loads(tmp_path, monkeypatch):
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PixArtAlphaPipeline, "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        helpers.build_tiny_pipeline(tmp_path / "tiny")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_model_offline_names_the_ways_forward(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(helpers.ModelSourceError) as error:
+        helpers.resolve_model_source("PixArt-alpha/no-such-model-here")
+    assert "PIXART_MODEL_ID=tiny" in str(error.value)
+    assert "folder" in str(error.value)
+
+
+def test_local_folder_without_model_index_is_refused(tmp_path):
+    with pytest.raises(helpers.ModelSourceError, match="model_index.json"):
+        helpers.resolve_model_source(str(tmp_path))
+
+
+def test_local_diffusers_folder_is_used_as_is(tiny_source):
+    assert helpers.resolve_model_source(str(tiny_source)) == tiny_source
+
+
+def test_paths_derive_from_the_model_id():
+    assert helpers.model_name("PixArt-alpha/PixArt-LCM-XL-2-1024-MS") == "PixArt-LCM-XL-2-1024-MS"
+    assert helpers.variant_dir("tiny", "INT8").parts[-2:] == ("tiny", "INT8")
+
+
+def test_model_id_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv("PIXART_MODEL_ID", raising=False)
+    assert helpers.model_id_from_env() == helpers.DEFAULT_MODEL_ID
+    monkeypatch.setenv("PIXART_MODEL_ID", "tiny")
+    assert helpers.model_id_from_env() == "tiny"
