@@ -395,7 +395,7 @@ def load_torch_part(source: Path, part: str, dtype: torch.dtype = torch.float32)
     spec = PART_SPECS[part]
     module_name, class_name = spec.loader.rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.from_pretrained(source, subfolder=spec.subfolder, torch_dtype=dtype).eval()
+    return cls.from_pretrained(source, subfolder=spec.subfolder, dtype=dtype).eval()
 
 
 def is_part_converted(folder: Path, part: str) -> bool:
