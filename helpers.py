@@ -4,7 +4,8 @@
 2. Model sources       — a hub id, a local diffusers folder, or a small PixArt built offline (``tiny``).
 3. Conversion          — the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, part by part.
 4. OpenVINO pipeline   — one small class per part, put into diffusers' own ``PixArtAlphaPipeline``.
-5. Comparison          — image similarity and timing helpers.
+5. Compression         — NNCF weight compression, variant folder to variant folder.
+6. Comparison          — pictures, latency, sizes and similarity of variants side by side.
 
 Every notebook, test and script imports from here; nothing below knows whether the model is real or small.
 """
@@ -18,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -494,18 +496,19 @@ def convert_pipeline(
         gc.collect()  # free this part's weights before the next part is loaded
         seconds[part] = time.perf_counter() - start
         progress(f"{part}: converted in {seconds[part]:.1f} s")
-    _copy_pipeline_files(source, out_dir)
+    _finish_variant(source, out_dir, {"variant": "FP16", "source": str(source)})
     return seconds
 
 
-def _copy_pipeline_files(source: Path, out_dir: Path) -> None:
+def _finish_variant(source: Path, out_dir: Path, index: dict) -> None:
+    """Copy the tokenizer and scheduler from ``source``; once every part is in place, write ``model_index.json``."""
     for sub in ("tokenizer", "scheduler"):
-        with _atomic_folder(out_dir / sub) as tmp:
-            shutil.copytree(source / sub, tmp, dirs_exist_ok=True)
+        if not (out_dir / sub).is_dir():
+            with _atomic_folder(out_dir / sub) as tmp:
+                shutil.copytree(source / sub, tmp, dirs_exist_ok=True)
     if all(is_part_converted(out_dir, part) for part in PARTS):
-        index = {"_class_name": "OVPixArtAlphaPipeline", "source": str(source), "parts": list(PARTS)}
         tmp = out_dir / f".{MODEL_INDEX}.partial"
-        tmp.write_text(json.dumps(index, indent=2))
+        tmp.write_text(json.dumps({"_class_name": "OVPixArtAlphaPipeline", "parts": list(PARTS), **index}, indent=2))
         tmp.replace(out_dir / MODEL_INDEX)
 
 
@@ -555,6 +558,7 @@ class OVModelPart:
         self.compiled = core.compile_model(self.model, device, ov_config or {})
         self.request = self.compiled.create_infer_request()
         self.input_names = {next(iter(inp.get_names())) for inp in self.model.inputs}
+        self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
 
     dtype = torch.float32
     device = torch.device("cpu")
@@ -562,7 +566,10 @@ class OVModelPart:
     def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
         """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""
         feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in self.input_names}
-        return torch.from_numpy(self.request.infer(feed)[0].copy())
+        start = time.perf_counter()
+        output = self.request.infer(feed)[0].copy()
+        self.seconds.append(time.perf_counter() - start)
+        return torch.from_numpy(output)
 
 
 def _to_numpy(value: torch.Tensor) -> np.ndarray:
@@ -709,7 +716,88 @@ def device_widget(default: str = "AUTO"):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 5. Comparison
+# 5. Compression
+# ---------------------------------------------------------------------------------------------------------------
+
+# nncf.compress_weights arguments per part. INT8: asymmetric per-channel weights, about half of FP16. INT4 (T5 only,
+# about 80 % of the real pipeline's weights): symmetric groups of 128; layers too small for 128 fall back to the
+# largest power-of-two group that fits (the small model's 32-wide layers), instead of failing.
+INT8_WEIGHTS = {"mode": "int8_asym"}
+INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "adjust"}
+COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
+    "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
+    "INT4-T5": {"text_encoder": INT4_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
+}
+
+
+def compress_part(source: Path, out_dir: Path, part: str, settings: dict) -> Path:
+    """Compress the weights of one part's IR with NNCF into ``out_dir/part`` (temporary folder, renamed at the end)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+    settings = dict(settings)
+    kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(settings.pop("mode"))}
+    if "group_size_fallback" in settings:
+        fallback = GroupSizeFallbackMode(settings.pop("group_size_fallback"))
+        kwargs["advanced_parameters"] = AdvancedCompressionParameters(group_size_fallback_mode=fallback)
+    model = nncf.compress_weights(ov.Core().read_model(Path(source) / part / IR_NAME), **kwargs, **settings)
+    with _atomic_folder(Path(out_dir) / part) as tmp:
+        # compress_to_fp16=False: the FP16 IR's constants are already FP16, and its FP32 sinusoid tables stay FP32.
+        ov.save_model(model, tmp / IR_NAME, compress_to_fp16=False)
+        shutil.copy(Path(source) / part / "config.json", tmp / "config.json")
+    del model
+    return Path(out_dir) / part
+
+
+def compress_variant(
+    source: Path, out_dir: Path, recipe: dict[str, dict], progress: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Make a compressed variant folder from a finished FP16 one, part by part (one part's weights in memory).
+
+    Parts already compressed are skipped; ``model_index.json`` is written last. Returns seconds per part.
+    """
+    source = check_variant(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for part in PARTS:
+        if is_part_converted(out_dir, part):
+            progress(f"{part}: already compressed, skipped")
+            continue
+        start = time.perf_counter()
+        compress_part(source, out_dir, part, recipe[part])
+        gc.collect()
+        seconds[part] = time.perf_counter() - start
+        progress(f"{part}: {recipe[part]['mode']} in {seconds[part]:.1f} s")
+    _finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe})
+    return seconds
+
+
+def weight_types(xml_path: Path) -> dict[str, int]:
+    """Number of weight values (elements of constants) per element type in an IR, e.g. ``{"u8": …, "f16": …}``."""
+    counts: dict[str, int] = {}
+    for op in ov.Core().read_model(xml_path).get_ops():
+        if op.get_type_name() == "Constant":
+            name = op.get_element_type().get_type_name()
+            counts[name] = counts.get(name, 0) + int(np.prod(list(op.get_output_shape(0))))
+    return counts
+
+
+def weight_type_table(folder: Path):
+    """Percent of each part's weight values stored as int4, int8, FP16 and FP32 (a pandas DataFrame)."""
+    import pandas as pd
+
+    groups = {"int4": ("i4", "u4"), "int8": ("i8", "u8"), "FP16": ("f16",), "FP32": ("f32", "f64")}
+    rows = {}
+    for part in PARTS:
+        counts = weight_types(Path(folder) / part / IR_NAME)
+        values = {group: sum(counts.get(t, 0) for t in types) for group, types in groups.items()}
+        rows[part] = {group: 100 * n / sum(values.values()) for group, n in values.items()}
+    return pd.DataFrame.from_dict(rows, orient="index").round(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 6. Comparison
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -752,8 +840,155 @@ def folder_size_mb(folder: Path) -> float:
 
 
 def part_sizes_mb(folder: Path) -> dict[str, float]:
-    """IR size (xml + bin) of each part of a variant folder, in MB."""
-    return {part: folder_size_mb(Path(folder) / part) for part in PARTS}
+    """Weights size (the IR's ``.bin``) of each part of a variant folder, in MB."""
+    return {part: (Path(folder) / part / IR_NAME).with_suffix(".bin").stat().st_size / 1e6 for part in PARTS}
+
+
+def size_table(before: Path, after: Path):
+    """MB of weights per part and in total, before and after compression, and their ratio (a pandas DataFrame)."""
+    import pandas as pd
+
+    rows = pd.DataFrame({"MB before": part_sizes_mb(before), "MB after": part_sizes_mb(after)})
+    rows.loc["total"] = rows.sum()
+    rows["ratio"] = rows["MB before"] / rows["MB after"]
+    return rows.round(3)
+
+
+def ssim(reference: Image.Image | np.ndarray, image: Image.Image | np.ndarray) -> float:
+    """Structural similarity (1 = identical) of two RGB images, computed per channel by scikit-image."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _as_unit_array(reference), _as_unit_array(image)
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))
+
+
+def cosine_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """Cosine of the angle between two tensors taken as flat vectors (1 = same direction)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def latency_summary(seconds: Iterable[float]) -> dict[str, float]:
+    """Median and spread (min, max) of repeated timings, in seconds."""
+    samples = np.asarray(list(seconds), dtype=np.float64)
+    if samples.size == 0:
+        raise ValueError("No timings to summarize: run the pipeline at least once after the warm-up.")
+    return {"median": float(np.median(samples)), "min": float(samples.min()), "max": float(samples.max()), "runs": int(samples.size)}
+
+
+@dataclass
+class VariantRun:
+    """What one variant produced on the comparison prompts, and how long it took."""
+
+    variant: str
+    images: list[Image.Image]
+    latents: list[np.ndarray]
+    text_embeddings: list[np.ndarray]
+    pipeline_seconds: list[float]
+    part_seconds: dict[str, list[float]]
+    sizes_mb: dict[str, float]
+
+
+def run_variant(
+    folder: Path,
+    prompts: Iterable[str],
+    seeds: Iterable[int],
+    device: str = "AUTO",
+    ov_config: dict | None = None,
+    runs: int = 3,
+    warmup: int = 1,
+    **kwargs: Any,
+) -> VariantRun:
+    """Compile one variant, make a picture per prompt and seed, then time ``runs`` generations after ``warmup``.
+
+    One variant is compiled at a time and freed at the end, so comparing the real pipeline's variants never holds
+    two in memory. The final latents come from the pipeline's step callback, the text embeddings from its
+    ``encode_prompt``.
+    """
+    pipe = OVPixArtAlphaPipeline.from_variant(folder, device, ov_config)
+    pipe.set_progress_bar_config(disable=True)
+    images, latents, embeddings = [], [], []
+    prompts, seeds = list(prompts), list(seeds)
+    for prompt, seed in zip(prompts, seeds):
+        last = {}
+        image, _ = generate(pipe, prompt, seed, callback=lambda step, t, x: last.update(latents=x), **kwargs)
+        images.append(image)
+        latents.append(last["latents"].numpy())
+        embeddings.append(pipe.encode_prompt(prompt, do_classifier_free_guidance=False)[0].numpy())
+    for _ in range(warmup):
+        generate(pipe, prompts[0], seeds[0], **kwargs)
+    parts = {"text encoder": pipe.text_encoder, "transformer step": pipe.transformer, "VAE decode": pipe.vae}
+    for part in parts.values():
+        part.seconds.clear()
+    pipeline_seconds = [generate(pipe, prompts[0], seeds[0], **kwargs)[1] for _ in range(runs)]
+    run = VariantRun(
+        variant=Path(folder).name,
+        images=images,
+        latents=latents,
+        text_embeddings=embeddings,
+        pipeline_seconds=pipeline_seconds,
+        part_seconds={name: list(part.seconds) for name, part in parts.items()},
+        sizes_mb=part_sizes_mb(folder),
+    )
+    del pipe
+    gc.collect()
+    return run
+
+
+def comparison_table(runs: list[VariantRun], reference: str = "FP16"):
+    """One row per variant: size, latency (median and spread), and similarity to the reference variant."""
+    import pandas as pd
+
+    base = next(run for run in runs if run.variant == reference)
+    rows = {}
+    for run in runs:
+        total = latency_summary(run.pipeline_seconds)
+        rows[run.variant] = {
+            "weights MB": sum(run.sizes_mb.values()),
+            "size ratio": sum(base.sizes_mb.values()) / sum(run.sizes_mb.values()),
+            "pipeline s (median)": total["median"],
+            "pipeline s (min–max)": f"{total['min']:.2f}–{total['max']:.2f}",
+            **{f"{name} ms": 1000 * latency_summary(seconds)["median"] for name, seconds in run.part_seconds.items()},
+            "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(base.images, run.images)])),
+            "SSIM": float(np.mean([ssim(a, b) for a, b in zip(base.images, run.images)])),
+            "text cosine": float(np.mean([cosine_similarity(a, b) for a, b in zip(base.text_embeddings, run.text_embeddings)])),
+            "latent cosine": float(np.mean([cosine_similarity(a, b) for a, b in zip(base.latents, run.latents)])),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index").round(3)
+    return table.round({"SSIM": 4, "text cosine": 6, "latent cosine": 6})
+
+
+def show_grid(runs: list[VariantRun], prompts: Iterable[str], size: float = 3.0):
+    """Pictures in a grid: one row per prompt, one column per variant."""
+    import matplotlib.pyplot as plt
+
+    prompts = list(prompts)
+    fig, axes = plt.subplots(len(prompts), len(runs), figsize=(size * len(runs), size * len(prompts)), squeeze=False)
+    for row, prompt in enumerate(prompts):
+        for col, run in enumerate(runs):
+            ax = axes[row][col]
+            ax.imshow(run.images[row])
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(run.variant)
+            if col == 0:
+                ax.set_ylabel(prompt[:40] + ("…" if len(prompt) > 40 else ""), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(table, columns: Iterable[str] = ("weights MB", "pipeline s (median)", "PSNR dB")):
+    """One bar chart per column of the comparison table, variants side by side."""
+    import matplotlib.pyplot as plt
+
+    columns = list(columns)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        values = table[column].replace(np.inf, np.nan)
+        ax.bar(table.index, values, color=["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c"][: len(values)])
+        ax.set_title(column)
+    fig.tight_layout()
+    return fig
 
 
 def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size: float = 4.0):

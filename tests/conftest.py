@@ -37,3 +37,13 @@ def tiny_standard_variant(model_root, tiny_standard_source) -> Path:
     folder = helpers.variant_dir("tiny-standard", "FP16", root=model_root)
     helpers.convert_pipeline(tiny_standard_source, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_compressed(model_root, tiny_variant) -> dict:
+    """The INT8 and INT4-T5 variants of the tiny model, by name."""
+    folders = {}
+    for name, recipe in helpers.COMPRESSION_RECIPES.items():
+        folders[name] = helpers.variant_dir("tiny", name, root=model_root)
+        helpers.compress_variant(tiny_variant, folders[name], recipe, progress=lambda message: None)
+    return folders
