@@ -3,7 +3,6 @@
 import numpy as np
 import openvino as ov
 import pytest
-import torch
 
 import helpers
 

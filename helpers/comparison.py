@@ -1,0 +1,219 @@
+"""Comparison: pictures, latency, sizes and similarity of variants side by side."""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .settings import IR_NAME, PARTS, VariantNotReadyError
+from .pipeline import OVPixArtAlphaPipeline, generate
+
+def save_baseline(image: Image.Image, settings: dict, folder: Path) -> Path:
+    """Keep the PyTorch baseline image and the settings that made it, for later notebooks to compare against."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save(folder / "image.png")
+    (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+    return folder
+
+
+def load_baseline(folder: Path) -> tuple[Image.Image, dict]:
+    """The baseline image and its settings, or a clear error if notebook 1 has not made them."""
+    folder = Path(folder)
+    if not (folder / "settings.json").is_file():
+        raise VariantNotReadyError(f"No PyTorch baseline at {folder}: run notebook 1 (01-convert) first.")
+    return Image.open(folder / "image.png").convert("RGB"), json.loads((folder / "settings.json").read_text())
+
+
+def psnr(reference: Image.Image | np.ndarray, image: Image.Image | np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of ``image`` against ``reference`` (pixel values in 0–255 or 0–1)."""
+    a, b = _as_unit_array(reference), _as_unit_array(image)
+    if a.shape != b.shape:
+        raise ValueError(f"Images differ in shape: {a.shape} vs {b.shape}.")
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def _as_unit_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    array = np.asarray(image, dtype=np.float64)
+    return array / 255.0 if array.max() > 1.0 else array
+
+
+def folder_size_mb(folder: Path) -> float:
+    """Size on disk of everything under ``folder``, in MB (10^6 bytes)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6
+
+
+def part_sizes_mb(folder: Path) -> dict[str, float]:
+    """Weights size (the IR's ``.bin``) of each part of a variant folder, in MB."""
+    return {part: (Path(folder) / part / IR_NAME).with_suffix(".bin").stat().st_size / 1e6 for part in PARTS}
+
+
+def size_table(before: Path, after: Path):
+    """MB of weights per part and in total, before and after compression, and their ratio (a pandas DataFrame)."""
+    import pandas as pd
+
+    rows = pd.DataFrame({"MB before": part_sizes_mb(before), "MB after": part_sizes_mb(after)})
+    rows.loc["total"] = rows.sum()
+    rows["ratio"] = rows["MB before"] / rows["MB after"]
+    return rows.round(3)
+
+
+def ssim(reference: Image.Image | np.ndarray, image: Image.Image | np.ndarray) -> float:
+    """Structural similarity (1 = identical) of two RGB images, computed per channel by scikit-image."""
+    from skimage.metrics import structural_similarity
+
+    a, b = _as_unit_array(reference), _as_unit_array(image)
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=1.0))
+
+
+def cosine_similarity(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """Cosine of the angle between two tensors taken as flat vectors (1 = same direction)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def latency_summary(seconds: Iterable[float]) -> dict[str, float]:
+    """Median and spread (min, max) of repeated timings, in seconds."""
+    samples = np.asarray(list(seconds), dtype=np.float64)
+    if samples.size == 0:
+        raise ValueError("No timings to summarize: run the pipeline at least once after the warm-up.")
+    return {"median": float(np.median(samples)), "min": float(samples.min()), "max": float(samples.max()), "runs": int(samples.size)}
+
+
+@dataclass
+class VariantRun:
+    """What one variant produced on the comparison prompts, and how long it took."""
+
+    variant: str
+    images: list[Image.Image]
+    latents: list[np.ndarray]
+    text_embeddings: list[np.ndarray]
+    pipeline_seconds: list[float]
+    part_seconds: dict[str, list[float]]
+    sizes_mb: dict[str, float]
+
+
+def run_variant(
+    folder: Path,
+    prompts: Iterable[str],
+    seeds: Iterable[int],
+    device: str = "AUTO",
+    ov_config: dict | None = None,
+    runs: int = 3,
+    warmup: int = 1,
+    **kwargs: Any,
+) -> VariantRun:
+    """Compile one variant, make a picture per prompt and seed, then time ``runs`` generations after ``warmup``.
+
+    One variant is compiled at a time and freed at the end, so comparing the real pipeline's variants never holds
+    two in memory. The final latents come from the pipeline's step callback, the text embeddings from its
+    ``encode_prompt``.
+    """
+    pipe = OVPixArtAlphaPipeline.from_variant(folder, device, ov_config)
+    pipe.set_progress_bar_config(disable=True)
+    images, latents, embeddings = [], [], []
+    prompts, seeds = list(prompts), list(seeds)
+    for prompt, seed in zip(prompts, seeds):
+        last = {}
+        image, _ = generate(pipe, prompt, seed, callback=lambda step, t, x: last.update(latents=x), **kwargs)
+        images.append(image)
+        latents.append(last["latents"].numpy())
+        embeddings.append(pipe.encode_prompt(prompt, do_classifier_free_guidance=False)[0].numpy())
+    for _ in range(warmup):
+        generate(pipe, prompts[0], seeds[0], **kwargs)
+    parts = {"text encoder": pipe.text_encoder, "transformer step": pipe.transformer, "VAE decode": pipe.vae}
+    for part in parts.values():
+        part.seconds.clear()
+    pipeline_seconds = [generate(pipe, prompts[0], seeds[0], **kwargs)[1] for _ in range(runs)]
+    run = VariantRun(
+        variant=Path(folder).name,
+        images=images,
+        latents=latents,
+        text_embeddings=embeddings,
+        pipeline_seconds=pipeline_seconds,
+        part_seconds={name: list(part.seconds) for name, part in parts.items()},
+        sizes_mb=part_sizes_mb(folder),
+    )
+    del pipe
+    gc.collect()
+    return run
+
+
+def comparison_table(runs: list[VariantRun], reference: str = "FP16"):
+    """One row per variant: size, latency (median and spread), and similarity to the reference variant."""
+    import pandas as pd
+
+    base = next(run for run in runs if run.variant == reference)
+    rows = {}
+    for run in runs:
+        total = latency_summary(run.pipeline_seconds)
+        rows[run.variant] = {
+            "weights MB": sum(run.sizes_mb.values()),
+            "size ratio": sum(base.sizes_mb.values()) / sum(run.sizes_mb.values()),
+            "pipeline s (median)": total["median"],
+            "pipeline s (min–max)": f"{total['min']:.2f}–{total['max']:.2f}",
+            **{f"{name} ms": 1000 * latency_summary(seconds)["median"] for name, seconds in run.part_seconds.items()},
+            "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(base.images, run.images)])),
+            "SSIM": float(np.mean([ssim(a, b) for a, b in zip(base.images, run.images)])),
+            "text cosine": float(np.mean([cosine_similarity(a, b) for a, b in zip(base.text_embeddings, run.text_embeddings)])),
+            "latent cosine": float(np.mean([cosine_similarity(a, b) for a, b in zip(base.latents, run.latents)])),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index").round(3)
+    return table.round({"SSIM": 4, "text cosine": 6, "latent cosine": 6})
+
+
+def show_grid(runs: list[VariantRun], prompts: Iterable[str], size: float = 3.0):
+    """Pictures in a grid: one row per prompt, one column per variant."""
+    import matplotlib.pyplot as plt
+
+    prompts = list(prompts)
+    fig, axes = plt.subplots(len(prompts), len(runs), figsize=(size * len(runs), size * len(prompts)), squeeze=False)
+    for row, prompt in enumerate(prompts):
+        for col, run in enumerate(runs):
+            ax = axes[row][col]
+            ax.imshow(run.images[row])
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(run.variant)
+            if col == 0:
+                ax.set_ylabel(prompt[:40] + ("…" if len(prompt) > 40 else ""), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_comparison(table, columns: Iterable[str] = ("weights MB", "pipeline s (median)", "PSNR dB")):
+    """One bar chart per column of the comparison table, variants side by side."""
+    import matplotlib.pyplot as plt
+
+    columns = list(columns)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        values = table[column].replace(np.inf, np.nan)
+        ax.bar(table.index, values, color=["#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c"][: len(values)])
+        ax.set_title(column)
+    fig.tight_layout()
+    return fig
+
+
+def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size: float = 4.0):
+    """A row of pictures with their titles (matplotlib figure)."""
+    import matplotlib.pyplot as plt
+
+    images, titles = list(images), list(titles)
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size), squeeze=False)
+    for ax, image, title in zip(axes[0], images, titles):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,228 @@
+"""Conversion: the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, one part at a time."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import openvino as ov
+import torch
+
+from .settings import IR_NAME, MODEL_INDEX, PARTS, atomic_folder
+
+# Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
+# set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
+T5_ACTIVATIONS_SCALE_FACTOR = "8.0"
+
+
+class _TextEncoderForExport(torch.nn.Module):
+    def __init__(self, text_encoder: torch.nn.Module):
+        super().__init__()
+        self.text_encoder = text_encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids, attention_mask=attention_mask)[0]
+
+
+class _TransformerForExport(torch.nn.Module):
+    def __init__(self, transformer: torch.nn.Module):
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, hidden_states, encoder_hidden_states, encoder_attention_mask, timestep, resolution=None, aspect_ratio=None):
+        added_cond_kwargs = {"resolution": resolution, "aspect_ratio": aspect_ratio}
+        return self.transformer(
+            hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            timestep=timestep,
+            added_cond_kwargs=added_cond_kwargs,
+            return_dict=False,
+        )[0]
+
+
+class _VaeDecoderForExport(torch.nn.Module):
+    def __init__(self, vae: torch.nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent_sample: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent_sample, return_dict=False)[0]
+
+
+def text_encoder_example(config: Any, batch: int = 1, length: int = 120) -> dict[str, torch.Tensor]:
+    """Example inputs of the T5 encoder: token ids and their attention mask."""
+    return {
+        "input_ids": torch.ones(batch, length, dtype=torch.long),
+        "attention_mask": torch.ones(batch, length, dtype=torch.long),
+    }
+
+
+def transformer_example(config: Any, batch: int = 2, length: int = 120) -> dict[str, torch.Tensor]:
+    """Example inputs of the transformer, at a latent size that differs from ``config.sample_size`` on purpose.
+
+    ``PatchEmbed`` returns its stored position embedding when the latent has the native size and recomputes it
+    from the input's shape otherwise; tracing at another size records the recomputation, so the IR accepts every
+    latent size (with the stored table it would only run at the traced size).
+    """
+    height, width = config.sample_size // 2, config.sample_size // 2 + 2 * config.patch_size
+    example = {
+        "hidden_states": torch.randn(batch, config.in_channels, height, width),
+        "encoder_hidden_states": torch.randn(batch, length, config.caption_channels),
+        "encoder_attention_mask": torch.ones(batch, length, dtype=torch.long),
+        "timestep": torch.full((batch,), 999.0),
+    }
+    if config.sample_size == 128:  # diffusers' rule for the resolution and aspect-ratio micro-conditions
+        example["resolution"] = torch.tensor([[height * 8.0, width * 8.0]]).repeat(batch, 1)
+        example["aspect_ratio"] = torch.tensor([[height / width]]).repeat(batch, 1)
+    return example
+
+
+def vae_decoder_example(config: Any, batch: int = 1) -> dict[str, torch.Tensor]:
+    """Example input of the VAE decoder: one latent of 64² (a 512² image)."""
+    return {"latent_sample": torch.randn(batch, config.latent_channels, 64, 64)}
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """How one pipeline part is loaded from a diffusers folder and exported."""
+
+    subfolder: str
+    loader: str  # "<module>.<class>" of the torch model
+    wrapper: type
+    example: Callable[[Any], dict[str, torch.Tensor]]
+
+
+PART_SPECS = {
+    "text_encoder": PartSpec("text_encoder", "transformers.T5EncoderModel", _TextEncoderForExport, text_encoder_example),
+    "transformer": PartSpec("transformer", "diffusers.PixArtTransformer2DModel", _TransformerForExport, transformer_example),
+    "vae_decoder": PartSpec("vae", "diffusers.AutoencoderKL", _VaeDecoderForExport, vae_decoder_example),
+}
+
+
+def load_torch_part(source: Path, part: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Load one part of a diffusers folder (and nothing else) as a torch module in eval mode."""
+    import importlib
+
+    spec = PART_SPECS[part]
+    module_name, class_name = spec.loader.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls.from_pretrained(source, subfolder=spec.subfolder, dtype=dtype).eval()
+
+
+def is_part_converted(folder: Path, part: str) -> bool:
+    """True when ``folder/part`` holds a finished IR (written by :func:`convert_part`, which renames at the end)."""
+    part_dir = Path(folder) / part
+    return (part_dir / IR_NAME).is_file() and (part_dir / IR_NAME).with_suffix(".bin").is_file()
+
+
+def convert_part(model: torch.nn.Module, part: str, out_dir: Path) -> Path:
+    """Convert one torch part to an FP16-compressed IR with its config, in a temporary folder renamed at the end."""
+    spec = PART_SPECS[part]
+    example = spec.example(model.config)
+    with torch.no_grad():
+        ov_model = ov.convert_model(spec.wrapper(model), example_input=example)
+    # Tracing can lose or mangle input names (a scalar-looking timestep came out unnamed): set them explicitly.
+    for ov_input, name in zip(ov_model.inputs, example):
+        ov_input.get_tensor().set_names({name})
+    ov_model.outputs[0].get_tensor().set_names({"sample" if part != "text_encoder" else "last_hidden_state"})
+    if part == "text_encoder":
+        ov_model.set_rt_info(T5_ACTIVATIONS_SCALE_FACTOR, ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
+    tables = sinusoid_tables(ov_model)
+    with atomic_folder(Path(out_dir) / part) as tmp:
+        ov.save_model(ov_model, tmp / IR_NAME)
+        if tables:
+            restore_sinusoid_tables(tmp / IR_NAME, tables)
+        _save_config(model.config, tmp / "config.json")
+    del ov_model
+    return Path(out_dir) / part
+
+
+def _save_config(config: Any, path: Path) -> None:
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def sinusoid_tables(model: ov.Model, depth: int = 8) -> dict[str, np.ndarray]:
+    """The float constants within ``depth`` ops upstream of a Sin or Cos, by name: the frequency tables."""
+    tables = {}
+    frontier = [op for op in model.get_ops() if op.get_type_name() in ("Sin", "Cos")]
+    for _ in range(depth):
+        frontier = [value.get_node() for op in frontier for value in op.input_values()]
+        for op in frontier:
+            if op.get_type_name() == "Constant" and op.get_element_type().is_real():
+                tables[op.get_friendly_name()] = op.get_data().copy()
+    return tables
+
+
+def restore_sinusoid_tables(xml_path: Path, tables: dict[str, np.ndarray]) -> int:
+    """Put back, in full precision, the sinusoid frequency tables that FP16 compression rounded in a saved IR.
+
+    ``save_model`` stores every float constant as FP16, and a rounded table shifts a sinusoid's argument by up to
+    2^-11 of its value: ``t * freqs`` for the timestep (t up to 999) and the resolution condition (up to 2048)
+    embeddings, ``pos * omega`` for the patch positions. The error grows with t and the image size. The tables
+    have a few hundred values: keeping them costs nothing. (Marking them with OpenVINO's "precise" runtime
+    attribute before saving did not survive reliably.) Returns how many tables were restored.
+    """
+    model = ov.Core().read_model(xml_path)
+    restored = 0
+    for op in model.get_ops():
+        original = tables.get(op.get_friendly_name().removesuffix("_compressed"))
+        if original is None or op.get_type_name() != "Constant" or op.get_element_type() != ov.Type.f16:
+            continue
+        for target in op.output(0).get_target_inputs():
+            convert = target.get_node()  # the decompression Convert that save_model put after the FP16 constant
+            exact = ov.op.Constant(original.astype(convert.get_output_element_type(0).to_dtype()))
+            for consumer in list(convert.output(0).get_target_inputs()):
+                consumer.replace_source_output(exact.output(0))
+        restored += 1
+    tmp = xml_path.with_name("restored.xml")
+    ov.save_model(model, tmp, compress_to_fp16=False)
+    del model
+    tmp.replace(xml_path)
+    tmp.with_suffix(".bin").replace(xml_path.with_suffix(".bin"))
+    return restored
+
+
+def convert_pipeline(
+    source: Path, out_dir: Path, parts: tuple[str, ...] = PARTS, progress: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Convert the parts of a diffusers folder into a variant folder, one torch module in memory at a time.
+
+    Parts already converted are skipped. The tokenizer, the scheduler config and ``model_index.json`` (written
+    last: it marks the folder finished) go beside the IRs so the folder is self-contained. Returns seconds per part.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for part in parts:
+        if is_part_converted(out_dir, part):
+            progress(f"{part}: already converted, skipped")
+            continue
+        start = time.perf_counter()
+        model = load_torch_part(source, part)
+        convert_part(model, part, out_dir)
+        del model
+        gc.collect()  # free this part's weights before the next part is loaded
+        seconds[part] = time.perf_counter() - start
+        progress(f"{part}: converted in {seconds[part]:.1f} s")
+    finish_variant(source, out_dir, {"variant": "FP16", "source": str(source)})
+    return seconds
+
+
+def finish_variant(source: Path, out_dir: Path, index: dict) -> None:
+    """Copy the tokenizer and scheduler from ``source``; once every part is in place, write ``model_index.json``."""
+    for sub in ("tokenizer", "scheduler"):
+        if not (out_dir / sub).is_dir():
+            with atomic_folder(out_dir / sub) as tmp:
+                shutil.copytree(source / sub, tmp, dirs_exist_ok=True)
+    if all(is_part_converted(out_dir, part) for part in PARTS):
+        tmp = out_dir / f".{MODEL_INDEX}.partial"
+        tmp.write_text(json.dumps({"_class_name": "OVPixArtAlphaPipeline", "parts": list(PARTS), **index}, indent=2))
+        tmp.replace(out_dir / MODEL_INDEX)

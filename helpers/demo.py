@@ -1,0 +1,196 @@
+"""Demo: the Gradio app over the variants on disk, and its command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .settings import EXAMPLE_PROMPTS, LCM_RECIPE, MODEL_INDEX, MODEL_ROOT, STANDARD_RECIPE, VariantNotReadyError, model_id_from_env, model_name, variant_dir
+from .pipeline import OVPixArtAlphaPipeline, check_generation_inputs
+
+VARIANT_ORDER = ("FP16", "INT8", "INT4-T5")
+EXAMPLE_SEEDS = (42, 42, 0, 0)
+
+
+def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[str]:
+    """The finished variant folders of a model on disk, FP16 first; a clear error when there are none."""
+    folder = Path(root) / model_name(model_id)
+    found = [p.name for p in folder.glob("*") if p.is_dir() and (p / MODEL_INDEX).is_file()] if folder.is_dir() else []
+    if not found:
+        raise VariantNotReadyError(f"No converted model for '{model_id}' under {folder}: run notebook 1 (01-convert) first.")
+    return sorted(found, key=lambda name: (VARIANT_ORDER.index(name) if name in VARIANT_ORDER else len(VARIANT_ORDER), name))
+
+
+def size_choices(folder: Path) -> list[str]:
+    """The image sizes a variant makes, as "W×H" strings: its sample size's aspect-ratio bins, squarest first."""
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
+        ASPECT_RATIO_256_BIN,
+        ASPECT_RATIO_512_BIN,
+        ASPECT_RATIO_1024_BIN,
+    )
+
+    sample_size = json.loads((Path(folder) / "transformer" / "config.json").read_text())["sample_size"]
+    bins = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}[sample_size]
+    sizes = sorted({(int(h), int(w)) for h, w in bins.values()}, key=lambda hw: (abs(np.log(hw[1] / hw[0])), hw[1] < hw[0]))
+    return [f"{w}×{h}" for h, w in sizes]
+
+
+def parse_size(text: str, allowed: Iterable[str]) -> tuple[int, int]:
+    """``(height, width)`` from a "W×H" choice, or a ``ValueError`` naming the sizes the model makes."""
+    allowed = list(allowed)
+    normalized = str(text).strip().lower().replace("x", "×").replace(" ", "")
+    if normalized not in allowed:
+        raise ValueError(f"The model can't make {text!r}: pick one of its sizes, e.g. {', '.join(allowed[:5])}.")
+    width, height = (int(v) for v in normalized.split("×"))
+    return height, width
+
+
+class DemoBackend:
+    """Generates pictures for the demo: one compiled pipeline per variant, used by one request at a time.
+
+    Gradio's queue already runs one request at a time (concurrency limit 1); the lock keeps the compiled models
+    from being called from two threads even if that setting changes.
+    """
+
+    def __init__(self, model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_config: dict | None = None):
+        self.model_id, self.device, self.root, self.ov_config = model_id, device, Path(root), ov_config
+        self.variants = available_variants(model_id, root)
+        first = variant_dir(model_id, self.variants[0], root)
+        self.sizes = size_choices(first)
+        scheduler = json.loads((first / "scheduler" / "scheduler_config.json").read_text())
+        self.recipe = LCM_RECIPE if scheduler["_class_name"] == "LCMScheduler" else STANDARD_RECIPE
+        self._pipelines: dict[str, OVPixArtAlphaPipeline] = {}
+        self._lock = threading.Lock()
+
+    def pipeline(self, variant: str) -> OVPixArtAlphaPipeline:
+        """The compiled pipeline of a variant, compiled on first use."""
+        if variant not in self.variants:
+            raise ValueError(f"Unknown variant {variant!r}: choose one of {', '.join(self.variants)}.")
+        if variant not in self._pipelines:
+            pipe = OVPixArtAlphaPipeline.from_variant(variant_dir(self.model_id, variant, self.root), self.device, self.ov_config)
+            pipe.set_progress_bar_config(disable=True)
+            self._pipelines[variant] = pipe
+        return self._pipelines[variant]
+
+    def generate(
+        self,
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        steps: int,
+        guidance_scale: float,
+        size: str,
+        variant: str,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> tuple[Image.Image, float]:
+        """One picture and its seconds; ``on_step(done, total)`` follows the denoising steps."""
+        height, width = parse_size(size, self.sizes)
+        steps = int(steps)
+        check_generation_inputs(prompt, steps, height, width)
+        with self._lock:
+            pipe = self.pipeline(variant)
+            start = time.perf_counter()
+            image = pipe(
+                prompt,
+                negative_prompt=negative_prompt or "",
+                num_inference_steps=steps,
+                guidance_scale=float(guidance_scale),
+                height=height,
+                width=width,
+                generator=torch.Generator("cpu").manual_seed(int(seed)),
+                callback=(lambda step, t, latents: on_step(step + 1, steps)) if on_step else None,
+            ).images[0]
+            return image, time.perf_counter() - start
+
+
+def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_config: dict | None = None):
+    """The Gradio app over every variant of ``model_id`` on disk (``gr.Blocks``, queued one request at a time)."""
+    import random
+
+    import gradio as gr
+
+    backend = DemoBackend(model_id, device, root, ov_config)
+
+    def generate(prompt, negative_prompt, seed, randomize, steps, guidance, size, variant, progress=gr.Progress()):
+        seed = random.randint(0, 2**31 - 1) if randomize else int(seed)
+        progress(0, desc="Encoding the prompt")
+        try:
+            image, seconds = backend.generate(
+                prompt, negative_prompt, seed, steps, guidance, size, variant,
+                on_step=lambda done, total: progress(done / total, desc=f"Denoising step {done}/{total}"),
+            )
+        except ValueError as error:  # bad input: a message in the page, not a stack trace
+            raise gr.Error(str(error)) from None
+        return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height}", seed
+
+    recipe = backend.recipe
+    with gr.Blocks(title="PixArt-α on OpenVINO", analytics_enabled=False) as demo:
+        gr.Markdown(f"# PixArt-α on OpenVINO\nModel `{model_id}` on {device}, {recipe.name} recipe.")
+        with gr.Row():
+            with gr.Column():
+                prompt = gr.Textbox(label="Prompt", lines=2, placeholder="Describe the picture")
+                negative = gr.Textbox(label="Negative prompt", value=recipe.negative_prompt)
+                with gr.Row():
+                    seed = gr.Number(label="Seed", value=42, precision=0, minimum=0)
+                    randomize = gr.Checkbox(label="Randomize seed", value=False)
+                with gr.Row():
+                    steps = gr.Slider(1, 50, value=recipe.num_inference_steps, step=1, label="Steps")
+                    guidance = gr.Slider(0.0, 10.0, value=recipe.guidance_scale, step=0.5, label="Guidance scale")
+                with gr.Row():
+                    size = gr.Dropdown(backend.sizes, value=backend.sizes[0], label="Size (W×H)", allow_custom_value=True)
+                    variant = gr.Dropdown(backend.variants, value=backend.variants[-1], label="Variant")
+                button = gr.Button("Generate", variant="primary")
+            with gr.Column():
+                image = gr.Image(label="Picture", type="pil", format="png", elem_id="result")
+                info = gr.Textbox(label="Generation", interactive=False, elem_id="info")
+        inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant]
+        gr.Examples(
+            [[p, recipe.negative_prompt, s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.variants[-1]]
+             for p, s in zip(EXAMPLE_PROMPTS, EXAMPLE_SEEDS)],
+            inputs=inputs,
+        )
+        button.click(generate, inputs=inputs, outputs=[image, info, seed], api_name="generate")
+        prompt.submit(generate, inputs=inputs, outputs=[image, info, seed], api_name=False)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo
+
+
+def local_theme():
+    """Gradio's default theme with system fonts: the default one loads Google Fonts, a call outside this machine."""
+    import gradio as gr
+
+    system = [gr.themes.Font("ui-sans-serif"), gr.themes.Font("system-ui"), gr.themes.Font("sans-serif")]
+    return gr.themes.Default(font=system, font_mono=[gr.themes.Font("ui-monospace"), gr.themes.Font("monospace")])
+
+
+def launch_demo(demo, port: int | None = None, block: bool = True):
+    """Serve the demo on 127.0.0.1 only, with no share link; returns the demo (its ``local_url`` is set)."""
+    demo.launch(
+        server_name="127.0.0.1", server_port=port, share=False, inbrowser=False, prevent_thread_lock=not block,
+        theme=local_theme(), ssr_mode=False, quiet=True,
+    )
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m helpers demo --model tiny [--device CPU] [--port 7860]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m helpers", description="PixArt-α on OpenVINO")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="serve the Gradio demo on 127.0.0.1 over the converted variants")
+    demo.add_argument("--model", default=model_id_from_env(), help="model id (default: $PIXART_MODEL_ID or the LCM checkpoint)")
+    demo.add_argument("--device", default="AUTO", help="OpenVINO device (default: AUTO)")
+    demo.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    launch_demo(build_demo(args.model, args.device), port=args.port, block=True)
+

@@ -1,0 +1,211 @@
+"""The OpenVINO pipeline: one small class per part, put into diffusers' own ``PixArtAlphaPipeline``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import torch
+from PIL import Image
+
+from .settings import IR_NAME, MODEL_INDEX, PARTS, Recipe, VariantNotReadyError, recipe_for
+from .sources import scheduler_from_config
+from .conversion import is_part_converted
+
+def available_devices(core: ov.Core | None = None) -> list[str]:
+    """The devices OpenVINO sees here, plus ``AUTO`` (its own choice among them)."""
+    return [*(core or ov.Core()).available_devices, "AUTO"]
+
+
+def check_device(device: str, core: ov.Core | None = None) -> str:
+    """Return ``device`` if OpenVINO can compile for it, else raise a ``ValueError`` listing the devices."""
+    devices = available_devices(core)
+    if device not in devices and device.split(":")[0] not in ("AUTO", "MULTI", "HETERO"):
+        raise ValueError(f"Unknown device '{device}': choose one of {', '.join(devices)}.")
+    return device
+
+
+def check_variant(folder: Path, make_it: str = "run notebook 1 (01-convert) first") -> Path:
+    """Raise :class:`VariantNotReadyError` unless ``folder`` is a finished variant folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VariantNotReadyError(f"No converted model at {folder}: {make_it}.")
+    missing = [part for part in PARTS if not is_part_converted(folder, part)]
+    if missing or not (folder / MODEL_INDEX).is_file():
+        what = f"parts missing: {', '.join(missing)}" if missing else f"no {MODEL_INDEX}"
+        raise VariantNotReadyError(f"The model at {folder} is incomplete ({what}): {make_it}.")
+    return folder
+
+
+class OVModelPart:
+    """One compiled IR that quacks like the torch module diffusers expects: ``config``, ``dtype``, ``device``."""
+
+    def __init__(self, folder: Path, core: ov.Core, device: str = "AUTO", ov_config: dict | None = None):
+        from diffusers.configuration_utils import FrozenDict
+
+        self.folder = Path(folder)
+        self.config = FrozenDict(json.loads((self.folder / "config.json").read_text()))
+        self.model = core.read_model(self.folder / IR_NAME)
+        self.compiled = core.compile_model(self.model, device, ov_config or {})
+        self.request = self.compiled.create_infer_request()
+        self.input_names = {next(iter(inp.get_names())) for inp in self.model.inputs}
+        self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
+
+    dtype = torch.float32
+    device = torch.device("cpu")
+
+    def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
+        """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""
+        feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in self.input_names}
+        start = time.perf_counter()
+        output = self.request.infer(feed)[0].copy()
+        self.seconds.append(time.perf_counter() - start)
+        return torch.from_numpy(output)
+
+
+def _to_numpy(value: torch.Tensor) -> np.ndarray:
+    return value.detach().cpu().numpy()
+
+
+class OVTextEncoder(OVModelPart):
+    """The T5 encoder: ``text_encoder(input_ids, attention_mask=mask)[0]`` → hidden states."""
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return (self.infer(input_ids=input_ids, attention_mask=attention_mask),)
+
+
+class OVTransformer(OVModelPart):
+    """The PixArt transformer, called the way ``PixArtAlphaPipeline`` calls ``PixArtTransformer2DModel``."""
+
+    def __call__(
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        added_cond_kwargs: dict | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        return_dict: bool = False,
+        **_: Any,
+    ):
+        conditions = added_cond_kwargs or {}
+        sample = self.infer(
+            hidden_states=hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            timestep=timestep.float(),
+            resolution=conditions.get("resolution"),
+            aspect_ratio=conditions.get("aspect_ratio"),
+        )
+        return (sample,)
+
+
+class OVVaeDecoder(OVModelPart):
+    """The VAE decoder, behind the ``vae.decode(latents, return_dict=False)[0]`` call of the pipeline."""
+
+    def decode(self, latents: torch.Tensor, return_dict: bool = False):
+        return (self.infer(latent_sample=latents),)
+
+
+def _pixart_pipeline_class():
+    from diffusers import PixArtAlphaPipeline
+
+    return PixArtAlphaPipeline
+
+
+class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
+    """diffusers' ``PixArtAlphaPipeline`` with OpenVINO parts: the same ``__call__``, its checks, bins and loop.
+
+    Build it with :meth:`from_variant`; no torch weights are loaded. The call adds clear errors for the inputs
+    the OpenVINO parts would otherwise fail on obscurely.
+    """
+
+    @classmethod
+    def from_variant(cls, folder: Path, device: str = "AUTO", ov_config: dict | None = None) -> "OVPixArtAlphaPipeline":
+        """Compile the three IRs of a variant folder for ``device`` and return the pipeline."""
+        from transformers import AutoTokenizer
+
+        folder = check_variant(folder)
+        core = ov.Core()
+        device = check_device(device, core)
+        parts = {
+            "text_encoder": OVTextEncoder(folder / "text_encoder", core, device, ov_config),
+            "transformer": OVTransformer(folder / "transformer", core, device, ov_config),
+            "vae": OVVaeDecoder(folder / "vae_decoder", core, device, ov_config),
+        }
+        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        pipe = cls(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler_from_config(scheduler_config), **parts)
+        pipe.variant_folder = folder
+        return pipe
+
+    @property
+    def recipe(self) -> Recipe:
+        """The sampling recipe of this checkpoint (LCM: 4 steps, no guidance; standard: 20 steps, 4.5)."""
+        return recipe_for(self.scheduler)
+
+    def __call__(self, prompt: str | list[str] | None = None, *args: Any, **kwargs: Any):
+        """diffusers' call; steps and guidance default to the checkpoint's recipe instead of 20 and 4.5."""
+        kwargs.setdefault("num_inference_steps", self.recipe.num_inference_steps)
+        kwargs.setdefault("guidance_scale", self.recipe.guidance_scale)
+        check_generation_inputs(
+            prompt,
+            kwargs["num_inference_steps"],
+            kwargs.get("height"),
+            kwargs.get("width"),
+            multiple=self.vae_scale_factor * self.transformer.config.patch_size,
+            binning=kwargs.get("use_resolution_binning", True),
+        )
+        return super().__call__(prompt, *args, **kwargs)
+
+
+def check_generation_inputs(
+    prompt: str | list[str] | None,
+    num_inference_steps: int,
+    height: int | None,
+    width: int | None,
+    multiple: int = 16,
+    binning: bool = True,
+) -> None:
+    """Raise a ``ValueError`` naming the problem and the fix for inputs the pipeline can't run."""
+    if isinstance(prompt, list) and not prompt:
+        raise ValueError("The prompt list is empty: pass at least one prompt.")
+    prompts = [prompt] if isinstance(prompt, str) else prompt or []
+    if any(not isinstance(p, str) or not p.strip() for p in prompts):
+        raise ValueError("A prompt is empty: describe the picture you want, e.g. 'a red circle on a blue background'.")
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps={num_inference_steps!r} is not allowed: use at least 1 step (LCM: 4).")
+    # With resolution binning the pipeline maps any size to its nearest bin; without, the latent must tile into patches.
+    step = 8 if binning else multiple
+    for name, size in (("height", height), ("width", width)):
+        if size is not None and (not isinstance(size, int) or size < step or size % step):
+            hint = f"{max(step, (size or 0) // step * step)}" if isinstance(size, int) else "a whole number"
+            raise ValueError(f"{name}={size!r} is not allowed: use a positive multiple of {step} (e.g. {hint}).")
+
+
+def generate(pipe: Any, prompt: str, seed: int = 42, recipe: Recipe | None = None, **kwargs: Any) -> tuple[Image.Image, float]:
+    """One image from any PixArt pipeline (PyTorch or OpenVINO) with a seeded generator; returns it and its seconds."""
+    recipe = recipe or recipe_for(pipe.scheduler)
+    start = time.perf_counter()
+    image = pipe(
+        prompt,
+        negative_prompt=recipe.negative_prompt,
+        num_inference_steps=recipe.num_inference_steps,
+        guidance_scale=recipe.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        **kwargs,
+    ).images[0]
+    return image, time.perf_counter() - start
+
+
+def device_widget(default: str = "AUTO"):
+    """A dropdown of the devices OpenVINO sees here, plus AUTO."""
+    import ipywidgets as widgets
+
+    devices = available_devices()
+    return widgets.Dropdown(options=devices, value=default if default in devices else devices[0], description="Device:")

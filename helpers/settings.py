@@ -1,0 +1,98 @@
+"""Settings and paths: which model, where its variant folders live, how each checkpoint is sampled."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_ROOT = REPO_ROOT / "model"
+ASSETS = REPO_ROOT / "assets"
+
+DEFAULT_MODEL_ID = "PixArt-alpha/PixArt-LCM-XL-2-1024-MS"
+STANDARD_MODEL_ID = "PixArt-alpha/PixArt-XL-2-1024-MS"
+TINY_MODEL_IDS = ("tiny", "tiny-standard")
+
+PARTS = ("text_encoder", "transformer", "vae_decoder")
+IR_NAME = "openvino_model.xml"
+MODEL_INDEX = "model_index.json"
+
+EXAMPLE_PROMPTS = (
+    "A small cactus with a happy face in the Sahara desert.",
+    "an astronaut sitting in a diner, eating fries, cinematic, analog film",
+    "Pirate ship trapped in a cosmic maelstrom nebula, rendered in cosmic beach whirlpool engine, volumetric "
+    "lighting, spectacular, ambient lights, light pollution, cinematic atmosphere, art nouveau style, illustration "
+    "art artwork by SenseiJaye, intricate detail.",
+    "professional portrait photo of an anthropomorphic cat wearing fancy gentleman hat and jacket walking in autumn "
+    "forest.",
+)
+
+# Parity tests and checks compile with this: the CPU default on AMX machines is bfloat16 (fast, ~1e-2 error).
+F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def model_id_from_env(default: str = DEFAULT_MODEL_ID) -> str:
+    """The model the notebooks use: ``PIXART_MODEL_ID`` from the environment, else ``default``."""
+    return os.environ.get("PIXART_MODEL_ID", default)
+
+
+def model_name(model_id: str) -> str:
+    """A folder name for a model id: the last part of a hub id or a local path (``tiny`` stays ``tiny``)."""
+    return Path(str(model_id).rstrip("/")).name
+
+
+def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:
+    """Where the variant folder of a model lives: ``model/<model-name>/<VARIANT>``."""
+    return Path(root) / model_name(model_id) / variant
+
+
+def baseline_dir(model_id: str, root: Path = MODEL_ROOT) -> Path:
+    """Where notebook 1 leaves the PyTorch baseline image and its settings for notebook 2 to compare against."""
+    return Path(root) / model_name(model_id) / "baseline"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a checkpoint is meant to be sampled."""
+
+    name: str
+    num_inference_steps: int
+    guidance_scale: float
+    negative_prompt: str = ""
+
+
+LCM_RECIPE = Recipe("LCM", num_inference_steps=4, guidance_scale=0.0)
+STANDARD_RECIPE = Recipe("standard", num_inference_steps=20, guidance_scale=4.5, negative_prompt="blurry, low quality")
+
+
+def recipe_for(scheduler: Any) -> Recipe:
+    """The LCM recipe for an ``LCMScheduler``, the standard one (DPM-Solver, guided) for anything else."""
+    return LCM_RECIPE if type(scheduler).__name__ == "LCMScheduler" else STANDARD_RECIPE
+
+
+class VariantNotReadyError(FileNotFoundError):
+    """A variant folder that is missing or unfinished; the message says which notebook makes it."""
+
+
+@contextlib.contextmanager
+def atomic_folder(final: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block finishes.
+
+    A process killed half-way leaves a ``.partial`` folder that nothing loads and the next run removes.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,185 @@
+"""Model sources: a hub id, a local diffusers folder, or a small PixArt built offline (``tiny``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from .settings import ASSETS, MODEL_INDEX, MODEL_ROOT, TINY_MODEL_IDS, atomic_folder
+
+class ModelSourceError(RuntimeError):
+    """A model id that can't be resolved to a diffusers folder, with the ways forward in its message."""
+
+
+# The scheduler configurations of the two real checkpoints, so that a small model samples like the one it stands for.
+LCM_SCHEDULER_CONFIG = {
+    "_class_name": "LCMScheduler",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "original_inference_steps": 50,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": True,
+    "steps_offset": 0,
+    "thresholding": False,
+    "timestep_scaling": 10.0,
+    "timestep_spacing": "leading",
+}
+DPM_SCHEDULER_CONFIG = {
+    "_class_name": "DPMSolverMultistepScheduler",
+    "algorithm_type": "dpmsolver++",
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "lower_order_final": True,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "solver_order": 2,
+    "solver_type": "midpoint",
+    "steps_offset": 0,
+    "thresholding": False,
+    "timestep_spacing": "linspace",
+    "use_karras_sigmas": False,
+}
+
+# A PixArt small enough to build in seconds, with the real checkpoint's code paths: sample size 128 turns on the
+# resolution and aspect-ratio conditions and the 1024 aspect-ratio bins; four VAE blocks give the scale factor 8.
+TINY_TRANSFORMER_CONFIG = dict(
+    sample_size=128,
+    num_layers=2,
+    patch_size=2,
+    attention_head_dim=8,
+    num_attention_heads=3,
+    in_channels=4,
+    out_channels=8,
+    caption_channels=32,
+    cross_attention_dim=24,
+    attention_bias=True,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+)
+TINY_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(8, 8, 16, 16),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=4,
+    sample_size=128,
+    scaling_factor=0.18215,
+)
+TINY_T5_CONFIG = dict(
+    d_model=32,
+    d_kv=8,
+    d_ff=64,
+    num_layers=2,
+    num_heads=4,
+    relative_attention_num_buckets=8,
+    feed_forward_proj="gated-gelu",
+    is_encoder_decoder=False,
+    use_cache=False,
+)
+TINY_VOCAB_SIZE = 400
+TINY_SEED = 0
+
+
+def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
+    """Turn a model id into a local diffusers folder.
+
+    ``tiny`` and ``tiny-standard`` are built offline (once, cached under ``model/``); a folder with a
+    ``model_index.json`` is used as it is; anything else is a hub id, downloaded (or found in the hub cache).
+    """
+    if model_id in TINY_MODEL_IDS:
+        return build_tiny_pipeline(Path(root) / model_id / "diffusers", standard=model_id == "tiny-standard")
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        if not (local / MODEL_INDEX).is_file():
+            raise ModelSourceError(f"{local} has no {MODEL_INDEX}: point PIXART_MODEL_ID at a diffusers pipeline folder.")
+        return local
+    return _download_from_hub(model_id)
+
+
+def _download_from_hub(model_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    # The diffusers weights only: the repos also hold the original .pth checkpoints and duplicate .bin files.
+    patterns = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"]
+    try:
+        return Path(snapshot_download(model_id, allow_patterns=patterns))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
+        raise ModelSourceError(
+            f"Can't get '{model_id}': it is not in the local Hugging Face cache and the hub can't be reached or has "
+            f"no such model ({type(error).__name__}). Use PIXART_MODEL_ID=tiny for a small PixArt built offline, or "
+            f"PIXART_MODEL_ID=/path/to/a/diffusers/folder for a checkpoint you copied here."
+        ) from error
+
+
+def build_tiny_pipeline(folder: Path, standard: bool = False) -> Path:
+    """Build a small PixArt-α diffusers folder from configs with seeded random weights (same bytes every time).
+
+    ``standard=False`` gives the LCM scheduler (like the default checkpoint), ``True`` DPM-Solver (like
+    PixArt-XL-2-1024-MS). Written to a temporary folder and renamed, so a half-built folder is never used.
+    """
+    folder = Path(folder)
+    if (folder / MODEL_INDEX).is_file():
+        return folder
+    from diffusers import AutoencoderKL, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    with atomic_folder(folder) as tmp:
+        tokenizer = train_tiny_tokenizer(tmp / "_spm")
+        torch.manual_seed(TINY_SEED)
+        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), **TINY_T5_CONFIG)).eval()
+        torch.manual_seed(TINY_SEED + 1)
+        transformer = PixArtTransformer2DModel(**TINY_TRANSFORMER_CONFIG).eval()
+        torch.manual_seed(TINY_SEED + 2)
+        vae = AutoencoderKL(**TINY_VAE_CONFIG).eval()
+        scheduler = scheduler_from_config(DPM_SCHEDULER_CONFIG if standard else LCM_SCHEDULER_CONFIG)
+        pipe = PixArtAlphaPipeline(
+            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+        )
+        pipe.save_pretrained(tmp)
+        shutil.rmtree(tmp / "_spm")
+    return folder
+
+
+def train_tiny_tokenizer(folder: Path):
+    """Train a T5-style sentencepiece tokenizer on the text the project ships (pad 0, eos 1, unk 2, like T5)."""
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        input=str(ASSETS / "tokenizer_corpus.txt"),
+        model_prefix=str(folder / "spiece"),
+        vocab_size=TINY_VOCAB_SIZE,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    # from_pretrained, not T5Tokenizer(vocab_file=...): in transformers 5 the latter maps every word to <unk>.
+    return T5Tokenizer.from_pretrained(folder)
+
+
+def scheduler_from_config(config: dict):
+    import diffusers
+
+    config = dict(config)
+    return getattr(diffusers, config.pop("_class_name")).from_config(config)
+
+
