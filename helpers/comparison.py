@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .settings import IR_NAME, PARTS, VariantNotReadyError
 from .pipeline import OVPixArtAlphaPipeline, generate
+from .settings import IR_NAME, PARTS, VariantNotReadyError
+
 
 def save_baseline(image: Image.Image, settings: dict, folder: Path) -> Path:
     """Keep the PyTorch baseline image and the settings that made it, for later notebooks to compare against."""

@@ -11,9 +11,9 @@ from typing import Any, Callable
 import numpy as np
 import openvino as ov
 
-from .settings import IR_NAME, PARTS, atomic_folder
 from .conversion import finish_variant, is_part_converted
 from .pipeline import check_variant
+from .settings import IR_NAME, PARTS, atomic_folder
 
 # nncf.compress_weights arguments per part. INT8: asymmetric per-channel weights, about half of FP16. INT4 (T5 only,
 # about 80 % of the real pipeline's weights): symmetric groups of 128; layers too small for 128 fall back to the

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .settings import EXAMPLE_PROMPTS, LCM_RECIPE, MODEL_INDEX, MODEL_ROOT, STANDARD_RECIPE, VariantNotReadyError, model_id_from_env, model_name, variant_dir
-from .pipeline import OVPixArtAlphaPipeline, check_generation_inputs
+from .pipeline import OVPixArtAlphaPipeline, check_generation_inputs, is_variant, variant_recipe
+from .settings import EXAMPLE_PROMPTS, MODEL_ROOT, VariantNotReadyError, model_id_from_env, model_name, variant_dir
 
 VARIANT_ORDER = ("FP16", "INT8", "INT4-T5")
 EXAMPLE_SEEDS = (42, 42, 0, 0)
@@ -23,7 +23,7 @@ EXAMPLE_SEEDS = (42, 42, 0, 0)
 def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[str]:
     """The finished variant folders of a model on disk, FP16 first; a clear error when there are none."""
     folder = Path(root) / model_name(model_id)
-    found = [p.name for p in folder.glob("*") if p.is_dir() and (p / MODEL_INDEX).is_file()] if folder.is_dir() else []
+    found = [p.name for p in folder.glob("*") if is_variant(p)] if folder.is_dir() else []
     if not found:
         raise VariantNotReadyError(f"No converted model for '{model_id}' under {folder}: run notebook 1 (01-convert) first.")
     return sorted(found, key=lambda name: (VARIANT_ORDER.index(name) if name in VARIANT_ORDER else len(VARIANT_ORDER), name))
@@ -65,8 +65,7 @@ class DemoBackend:
         self.variants = available_variants(model_id, root)
         first = variant_dir(model_id, self.variants[0], root)
         self.sizes = size_choices(first)
-        scheduler = json.loads((first / "scheduler" / "scheduler_config.json").read_text())
-        self.recipe = LCM_RECIPE if scheduler["_class_name"] == "LCMScheduler" else STANDARD_RECIPE
+        self.recipe = variant_recipe(first)
         self._pipelines: dict[str, OVPixArtAlphaPipeline] = {}
         self._lock = threading.Lock()
 
@@ -127,7 +126,7 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
                 prompt, negative_prompt, seed, steps, guidance, size, variant,
                 on_step=lambda done, total: progress(done / total, desc=f"Denoising step {done}/{total}"),
             )
-        except ValueError as error:  # bad input: a message in the page, not a stack trace
+        except (ValueError, VariantNotReadyError) as error:  # a message in the page, not a stack trace
             raise gr.Error(str(error)) from None
         return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height}", seed
 

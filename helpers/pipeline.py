@@ -13,9 +13,10 @@ import openvino as ov
 import torch
 from PIL import Image
 
+from .conversion import is_part_converted
 from .settings import IR_NAME, MODEL_INDEX, PARTS, Recipe, VariantNotReadyError, recipe_for
 from .sources import scheduler_from_config
-from .conversion import is_part_converted
+
 
 def available_devices(core: ov.Core | None = None) -> list[str]:
     """The devices OpenVINO sees here, plus ``AUTO`` (its own choice among them)."""
@@ -40,6 +41,20 @@ def check_variant(folder: Path, make_it: str = "run notebook 1 (01-convert) firs
         what = f"parts missing: {', '.join(missing)}" if missing else f"no {MODEL_INDEX}"
         raise VariantNotReadyError(f"The model at {folder} is incomplete ({what}): {make_it}.")
     return folder
+
+
+def variant_recipe(folder: Path) -> Recipe:
+    """The sampling recipe of a variant folder, read from its scheduler config (no model compiled)."""
+    return recipe_for(json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())["_class_name"])
+
+
+def is_variant(folder: Path) -> bool:
+    """True when ``folder`` is a finished variant folder (every part converted, ``model_index.json`` written)."""
+    try:
+        check_variant(folder)
+    except VariantNotReadyError:
+        return False
+    return True
 
 
 class OVModelPart:

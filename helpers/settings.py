@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ROOT = REPO_ROOT / "model"
 ASSETS = REPO_ROOT / "assets"
@@ -71,8 +70,9 @@ STANDARD_RECIPE = Recipe("standard", num_inference_steps=20, guidance_scale=4.5,
 
 
 def recipe_for(scheduler: Any) -> Recipe:
-    """The LCM recipe for an ``LCMScheduler``, the standard one (DPM-Solver, guided) for anything else."""
-    return LCM_RECIPE if type(scheduler).__name__ == "LCMScheduler" else STANDARD_RECIPE
+    """The LCM recipe for an ``LCMScheduler`` (object or class name), the standard one (DPM-Solver, guided) otherwise."""
+    name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
+    return LCM_RECIPE if name == "LCMScheduler" else STANDARD_RECIPE
 
 
 class VariantNotReadyError(FileNotFoundError):

@@ -9,6 +9,7 @@ import torch
 
 from .settings import ASSETS, MODEL_INDEX, MODEL_ROOT, TINY_MODEL_IDS, atomic_folder
 
+
 class ModelSourceError(RuntimeError):
     """A model id that can't be resolved to a diffusers folder, with the ways forward in its message."""
 

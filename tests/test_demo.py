@@ -1,0 +1,91 @@
+"""The Gradio demo: its helpers, a real browser (Debian's chromium through Playwright), and 8 requests at once."""
+
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+import helpers
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (Playwright's own download can't run here)
+
+
+@pytest.fixture(scope="module")
+def demo_url(model_root, tiny_compressed):
+    demo = helpers.launch_demo(helpers.build_demo("tiny", "CPU", root=model_root), block=False)
+    yield demo.local_url
+    demo.close()
+
+
+def test_variants_on_disk_fp16_first(model_root, tiny_compressed):
+    assert helpers.available_variants("tiny", root=model_root) == ["FP16", "INT8", "INT4-T5"]
+
+
+def test_no_variant_says_run_notebook_1(tmp_path):
+    with pytest.raises(helpers.VariantNotReadyError, match="run notebook 1"):
+        helpers.available_variants("tiny", root=tmp_path)
+
+
+def test_sizes_are_the_aspect_ratio_bins(tiny_variant):
+    sizes = helpers.size_choices(tiny_variant)
+    assert sizes[0] == "1024×1024" and "1344×768" in sizes and "768×1344" in sizes
+    assert helpers.parse_size("1344x768", sizes) == (768, 1344)
+    with pytest.raises(ValueError, match="can't make '1000×1000'.*1024×1024"):
+        helpers.parse_size("1000×1000", sizes)
+
+
+def test_backend_follows_the_checkpoint_recipe(model_root, tiny_compressed):
+    backend = helpers.DemoBackend("tiny", "CPU", root=model_root)
+    assert backend.recipe == helpers.LCM_RECIPE
+    steps = []
+    image, seconds = backend.generate("a red circle", "", 1, 2, 0.0, "768×1344", "INT8", on_step=lambda done, total: steps.append((done, total)))
+    assert image.size == (768, 1344) and seconds > 0
+    assert steps == [(1, 2), (2, 2)]
+    with pytest.raises(ValueError, match="Unknown variant 'INT3'"):
+        backend.generate("a red circle", "", 1, 2, 0.0, "1024×1024", "INT3")
+
+
+def test_browser_generates_and_shows_errors(demo_url):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page()
+        page.goto(demo_url)
+        page.get_by_label("Prompt", exact=True).fill("A small cactus with a happy face in the Sahara desert.")
+        page.get_by_role("button", name="Generate").click()
+        # the result's own image, served as a file (Gradio's icons are data: SVGs)
+        result = page.locator("#result img")
+        expect(result).to_have_attribute("src", re.compile(r"/gradio_api/file="), timeout=60_000)
+        result.scroll_into_view_if_needed()  # the image loads lazily
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=result.element_handle(), timeout=30_000)
+        assert result.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1024, 1024]
+        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · INT4-T5 · seed 42 · 1024×1024$"))
+
+        page.get_by_label("Prompt", exact=True).fill("   ")
+        page.get_by_role("button", name="Generate").click()
+        expect(page.get_by_text("A prompt is empty").first).to_be_visible(timeout=30_000)
+        assert "Traceback" not in page.content()
+        browser.close()
+
+
+def test_eight_concurrent_requests_all_answered(demo_url):
+    from gradio_client import Client
+
+    client = Client(demo_url, verbose=False)
+    start = time.perf_counter()
+    jobs = [client.submit(f"a shape number {i}", "", i, False, 2, 0.0, "1024×1024", "INT8", api_name="/generate") for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda job: job.result(timeout=300), jobs))
+    print(f"8 concurrent requests answered in {time.perf_counter() - start:.1f} s")
+    assert sorted(seed for _, _, seed in results) == list(range(8))  # every request answered once, none lost
+    for path, info, seed in results:
+        assert Image.open(path).size == (1024, 1024)
+        assert f"seed {seed}" in info
