@@ -49,6 +49,7 @@ from .conversion import (  # noqa: F401
     finish_variant,
     is_part_converted,
     load_torch_part,
+    make_parts,
     restore_sinusoid_tables,
     sinusoid_tables,
     text_encoder_example,

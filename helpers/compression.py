@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import shutil
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import openvino as ov
 
-from .conversion import finish_variant, is_part_converted
+from .conversion import finish_variant, make_parts
 from .pipeline import check_variant
 from .settings import IR_NAME, PARTS, atomic_folder
 
@@ -52,19 +50,8 @@ def compress_variant(
 
     Parts already compressed are skipped; ``model_index.json`` is written last. Returns seconds per part.
     """
-    source = check_variant(source)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seconds = {}
-    for part in PARTS:
-        if is_part_converted(out_dir, part):
-            progress(f"{part}: already compressed, skipped")
-            continue
-        start = time.perf_counter()
-        compress_part(source, out_dir, part, recipe[part])
-        gc.collect()
-        seconds[part] = time.perf_counter() - start
-        progress(f"{part}: {recipe[part]['mode']} in {seconds[part]:.1f} s")
+    source, out_dir = check_variant(source), Path(out_dir)
+    seconds = make_parts(out_dir, PARTS, lambda part: compress_part(source, out_dir, part, recipe[part]), "compressed", progress)
     finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe})
     return seconds
 

@@ -8,7 +8,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import openvino as ov
@@ -199,20 +199,30 @@ def convert_pipeline(
     last: it marks the folder finished) go beside the IRs so the folder is self-contained. Returns seconds per part.
     """
     source, out_dir = Path(source), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # load_torch_part's module lives only for the call: it is freed before the next part is loaded
+    seconds = make_parts(out_dir, parts, lambda part: convert_part(load_torch_part(source, part), part, out_dir), "converted", progress)
+    finish_variant(source, out_dir, {"variant": "FP16", "source": str(source)})
+    return seconds
+
+
+def make_parts(
+    out_dir: Path, parts: Iterable[str], make: Callable[[str], Any], done: str, progress: Callable[[str], None] = print
+) -> dict[str, float]:
+    """Run ``make(part)`` for each part not yet finished in ``out_dir``, collecting garbage after each one.
+
+    Returns the seconds each part took; parts already there are skipped (and reported as such).
+    """
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     seconds = {}
     for part in parts:
         if is_part_converted(out_dir, part):
-            progress(f"{part}: already converted, skipped")
+            progress(f"{part}: already {done}, skipped")
             continue
         start = time.perf_counter()
-        model = load_torch_part(source, part)
-        convert_part(model, part, out_dir)
-        del model
-        gc.collect()  # free this part's weights before the next part is loaded
+        make(part)
+        gc.collect()  # one part's weights in memory at a time
         seconds[part] = time.perf_counter() - start
-        progress(f"{part}: converted in {seconds[part]:.1f} s")
-    finish_variant(source, out_dir, {"variant": "FP16", "source": str(source)})
+        progress(f"{part}: {done} in {seconds[part]:.1f} s")
     return seconds
 
 
