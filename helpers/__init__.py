@@ -115,6 +115,7 @@ from .sources import (  # noqa: F401
     TINY_VAE_CONFIG,
     TINY_VOCAB_SIZE,
     ModelSourceError,
+    build_random_pipeline,
     build_tiny_pipeline,
     resolve_model_source,
     scheduler_from_config,

@@ -65,10 +65,10 @@ class OVModelPart:
 
         self.folder = Path(folder)
         self.config = FrozenDict(json.loads((self.folder / "config.json").read_text()))
-        self.model = core.read_model(self.folder / IR_NAME)
-        self.compiled = core.compile_model(self.model, device, ov_config or {})
+        # Compiled from the path, with no ov.Model kept: OpenVINO can then map the weights file instead of copying.
+        self.compiled = core.compile_model(self.folder / IR_NAME, device, ov_config or {})
         self.request = self.compiled.create_infer_request()
-        self.input_names = {next(iter(inp.get_names())) for inp in self.model.inputs}
+        self.input_names = {inp.get_any_name() for inp in self.compiled.inputs}
         self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
 
     dtype = torch.float32

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -126,10 +128,28 @@ def _download_from_hub(model_id: str) -> Path:
 
 
 def build_tiny_pipeline(folder: Path, standard: bool = False) -> Path:
-    """Build a small PixArt-α diffusers folder from configs with seeded random weights (same bytes every time).
+    """Build the small PixArt-α diffusers folder (``tiny``) from configs with seeded random weights.
 
     ``standard=False`` gives the LCM scheduler (like the default checkpoint), ``True`` DPM-Solver (like
-    PixArt-XL-2-1024-MS). Written to a temporary folder and renamed, so a half-built folder is never used.
+    PixArt-XL-2-1024-MS). The same bytes every time.
+    """
+    scheduler = DPM_SCHEDULER_CONFIG if standard else LCM_SCHEDULER_CONFIG
+    return build_random_pipeline(folder, TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG, TINY_T5_CONFIG, scheduler)
+
+
+def build_random_pipeline(
+    folder: Path,
+    transformer_config: dict,
+    vae_config: dict,
+    t5_config: dict,
+    scheduler_config: dict = LCM_SCHEDULER_CONFIG,
+    text_encoder_dtype: torch.dtype = torch.float32,
+) -> Path:
+    """A PixArt-α diffusers folder with seeded random weights in the given configs, and the project's tokenizer.
+
+    Used for ``tiny`` and, with the real configs, for full-size benchmarks (random weights run as fast as real
+    ones). ``text_encoder_dtype=torch.bfloat16`` halves T5-XXL's 19 GB while it is built and stored. Written to a
+    temporary folder and renamed, so a half-built folder is never used.
     """
     folder = Path(folder)
     if (folder / MODEL_INDEX).is_file():
@@ -139,19 +159,31 @@ def build_tiny_pipeline(folder: Path, standard: bool = False) -> Path:
 
     with atomic_folder(folder) as tmp:
         tokenizer = train_tiny_tokenizer(tmp / "_spm")
+        t5_config = {"vocab_size": len(tokenizer), **t5_config}
         torch.manual_seed(TINY_SEED)
-        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), **TINY_T5_CONFIG)).eval()
+        with _default_dtype(text_encoder_dtype):
+            text_encoder = T5EncoderModel(T5Config(**t5_config)).eval()
         torch.manual_seed(TINY_SEED + 1)
-        transformer = PixArtTransformer2DModel(**TINY_TRANSFORMER_CONFIG).eval()
+        transformer = PixArtTransformer2DModel(**transformer_config).eval()
         torch.manual_seed(TINY_SEED + 2)
-        vae = AutoencoderKL(**TINY_VAE_CONFIG).eval()
-        scheduler = scheduler_from_config(DPM_SCHEDULER_CONFIG if standard else LCM_SCHEDULER_CONFIG)
+        vae = AutoencoderKL(**vae_config).eval()
         pipe = PixArtAlphaPipeline(
-            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+            scheduler=scheduler_from_config(scheduler_config),
         )
         pipe.save_pretrained(tmp)
         shutil.rmtree(tmp / "_spm")
     return folder
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def train_tiny_tokenizer(folder: Path):

@@ -65,7 +65,7 @@ def test_text_encoder_carries_the_activations_scale_factor(tiny_variant):
 
 
 # Latent sizes: the traced size, native 128² (1024² images), 1024 bins 96x168 and 168x96, odd shapes; batch 1 and 2.
-@pytest.mark.parametrize("batch,height,width", [(2, 64, 68), (1, 128, 128), (2, 96, 168), (1, 168, 96), (2, 16, 40)])
+@pytest.mark.parametrize("batch,height,width", [(2, 32, 36), (1, 128, 128), (2, 96, 168), (1, 168, 96), (2, 16, 40)])
 def test_transformer_ir_matches_torch_at_every_size(tiny_source, tiny_variant, batch, height, width):
     torch_model = helpers.load_torch_part(tiny_source, "transformer")
     ov_model = helpers.OVTransformer(tiny_variant / "transformer", ov.Core(), "CPU", helpers.F32_CONFIG)

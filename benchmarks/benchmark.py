@@ -1,0 +1,386 @@
+"""Full-size benchmark: speed and memory of the real PixArt-XL shapes, side by side with PyTorch.
+
+Random weights in the real configs (``configs/``): speed and memory do not depend on the weights' values. Every
+measurement runs in its own process (so its peak memory is its own) through the same ``helpers`` functions the
+notebooks use, and is appended to ``results/full.json`` (``quick.json``) as it finishes: a stopped run resumes where it
+stopped. At the end: a markdown table and a chart beside the JSON.
+
+    python benchmarks/benchmark.py                  # full size (hours on 2 cores; about 60 GB of disk)
+    python benchmarks/benchmark.py --only transformer vae_decoder
+    python benchmarks/benchmark.py --quick          # the same code on the small model (CI's smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+PARTS = ("text_encoder", "transformer", "vae_decoder")
+VARIANTS = ("FP16", "INT8", "INT4-T5")
+TORCH_ENGINES = ("torch-fp32", "torch-bf16")
+ENGINES = (*TORCH_ENGINES, "ov-FP16", "ov-INT8", "ov-INT4-T5")  # INT4 for the T5 encoder only
+# (component, shape name) -> inputs: latent side and batch for the transformer, latent side for the VAE
+SHAPES = {
+    "text_encoder": {"120 tokens": None},
+    "transformer": {"1024² b1": (128, 1), "1024² b2": (128, 2), "512² b1": (64, 1)},
+    "vae_decoder": {"1024²": 128},
+}
+GOALS_GIB = {"convert (anon)": 12.0, "INT8 pipeline": 12.0, "FP16 pipeline": 24.0}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tasks: each runs in a child process and returns a JSON-able dict (with its peak memory added by the runner)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def configs(quick: bool) -> dict[str, dict]:
+    """The three configs: the real ones from ``configs/``, or the small model's."""
+    import helpers
+
+    if quick:
+        return {"transformer": helpers.TINY_TRANSFORMER_CONFIG, "vae": helpers.TINY_VAE_CONFIG, "t5": helpers.TINY_T5_CONFIG}
+    return {
+        name: {k: v for k, v in json.loads((HERE / "configs" / f"{name}.json").read_text()).items() if not k.startswith("_")}
+        for name in ("transformer", "vae", "t5")
+    }
+
+
+def task_build(work: Path, quick: bool) -> dict:
+    import torch
+
+    import helpers
+
+    c = configs(quick)
+    start = time.perf_counter()
+    # T5-XXL is built and stored in bf16 (9.5 GB instead of 19 GB); conversion reads it back in fp32.
+    helpers.build_random_pipeline(work / "source", c["transformer"], c["vae"], c["t5"], text_encoder_dtype=torch.bfloat16)
+    return {"seconds": time.perf_counter() - start}
+
+
+def task_convert(work: Path, part: str) -> dict:
+    import helpers
+
+    seconds = helpers.convert_pipeline(work / "source", work / "FP16", parts=(part,), progress=lambda m: None)
+    return {"seconds": seconds.get(part)}
+
+
+def task_compress(work: Path, variant: str, part: str) -> dict:
+    """Compress one part of the FP16 variant into ``variant``; the folder is marked finished once all parts are in."""
+    import helpers
+
+    start = time.perf_counter()
+    if not helpers.is_part_converted(work / variant, part):
+        helpers.compress_part(work / "FP16", work / variant, part, helpers.COMPRESSION_RECIPES[variant][part])
+    helpers.finish_variant(work / "FP16", work / variant, {"variant": variant, "compression": helpers.COMPRESSION_RECIPES[variant]})
+    return {"seconds": time.perf_counter() - start}
+
+
+def task_pipeline(work: Path, variant: str, cache: str | None) -> dict:
+    """Compile a whole variant (optionally with OpenVINO's model cache) and make one 1024² LCM picture."""
+    import helpers
+
+    config = {"CACHE_DIR": str(work / "cache" / variant)} if cache else {}
+    start = time.perf_counter()
+    pipe = helpers.OVPixArtAlphaPipeline.from_variant(work / variant, "CPU", config)
+    compile_seconds = time.perf_counter() - start
+    if cache == "warm-up":  # only fills the cache
+        return {"compile_seconds": compile_seconds}
+    pipe.set_progress_bar_config(disable=True)
+    image, seconds = helpers.generate(pipe, helpers.EXAMPLE_PROMPTS[0], recipe=helpers.LCM_RECIPE, height=1024, width=1024)
+    return {"compile_seconds": compile_seconds, "image_seconds": seconds, "image_size": list(image.size)}
+
+
+def _inputs(component: str, shape, config, dtype):
+    import torch
+
+    torch.manual_seed(0)
+    if component == "text_encoder":
+        return {"input_ids": torch.randint(3, 400, (1, 120)), "attention_mask": torch.ones(1, 120, dtype=torch.long)}
+    if component == "vae_decoder":
+        return {"latent_sample": torch.randn(1, 4, shape, shape, dtype=dtype)}
+    side, batch = shape
+    return {
+        "hidden_states": torch.randn(batch, 4, side, side, dtype=dtype),
+        "encoder_hidden_states": torch.randn(batch, 120, config.caption_channels, dtype=dtype),
+        "encoder_attention_mask": torch.ones(batch, 120, dtype=torch.long),
+        "timestep": torch.full((batch,), 999.0, dtype=dtype),
+        "added_cond_kwargs": {
+            "resolution": torch.tensor([[side * 8.0, side * 8.0]], dtype=dtype).repeat(batch, 1),
+            "aspect_ratio": torch.ones(batch, 1, dtype=dtype),
+        },
+    }
+
+
+def _call(component: str, model, inputs):
+    if component == "text_encoder":
+        return model(inputs["input_ids"], attention_mask=inputs["attention_mask"])[0]
+    if component == "vae_decoder":
+        return model.decode(inputs["latent_sample"], return_dict=False)[0]
+    return model(**inputs, return_dict=False)[0]
+
+
+def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int) -> dict:
+    """Median seconds of one call per shape; for PyTorch fp32's transformer also the FLOPs of one call."""
+    import openvino as ov
+    import torch
+
+    import helpers
+
+    if engine in TORCH_ENGINES:
+        dtype = torch.float32 if engine == "torch-fp32" else torch.bfloat16
+        model = helpers.load_torch_part(work / "source", component, dtype=dtype)
+    else:
+        dtype = torch.float32
+        cls = {"text_encoder": helpers.OVTextEncoder, "transformer": helpers.OVTransformer, "vae_decoder": helpers.OVVaeDecoder}[component]
+        model = cls(work / engine.removeprefix("ov-") / component, ov.Core(), "CPU")
+    result = {}
+    for name, shape in SHAPES[component].items():
+        inputs = _inputs(component, shape, model.config, dtype)
+        with torch.no_grad():
+            for _ in range(warmup):
+                _call(component, model, inputs)
+            seconds = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                _call(component, model, inputs)
+                seconds.append(time.perf_counter() - start)
+            entry = helpers.latency_summary(seconds)
+            if engine == "torch-fp32" and component == "transformer":
+                from torch.utils.flop_counter import FlopCounterMode
+
+                with FlopCounterMode(display=False) as counter:
+                    _call(component, model, inputs)
+                entry["flops"] = counter.get_total_flops()
+        result[name] = entry
+    return result
+
+
+def task_matmul_peak(work: Path, side: int) -> dict:
+    """Best TFLOP/s of a square matrix multiply in PyTorch, bf16 and fp32, on this machine's cores."""
+    import torch
+
+    peaks = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
+        a @ b
+        best = min(_timed(lambda: a @ b) for _ in range(3))
+        peaks[name] = 2 * side**3 / best / 1e12
+    return {"tflops": peaks, "side": side}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+TASKS = {"build": task_build, "convert": task_convert, "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "matmul": task_matmul_peak}
+
+
+def run_child(task: str, kwargs: dict) -> None:
+    """In the child process: run one task under the memory sampler and print its result as JSON."""
+    from memory import PeakMemory
+
+    with PeakMemory() as memory:
+        result = TASKS[task](**kwargs)
+    print("RESULT " + json.dumps({**result, "memory": memory.report()}))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The plan, the runner, and the report
+# ------------------------------------------------------------------------------------------------------------
+
+
+def plan(only: set[str], engines: set[str], quick: bool, runs: int, warmup: int) -> list[tuple[str, str, dict]]:
+    """(key, task, arguments) in the order they must run."""
+    steps = [("build", "build", {"quick": quick}), ("matmul peak", "matmul", {"side": 512 if quick else 2048})]
+    steps += [(f"convert {part}", "convert", {"part": part}) for part in PARTS if part in only]
+    steps += [(f"compress {variant} {part}", "compress", {"variant": variant, "part": part}) for variant in VARIANTS[1:] for part in PARTS if part in only]
+    for variant in VARIANTS:
+        steps += [
+            (f"pipeline {variant}", "pipeline", {"variant": variant, "cache": None}),
+            (f"pipeline {variant} fill cache", "pipeline", {"variant": variant, "cache": "warm-up"}),
+            (f"pipeline {variant} cached", "pipeline", {"variant": variant, "cache": "cached"}),
+        ]
+    for component in PARTS:
+        if component not in only:
+            continue
+        for engine in ENGINES:
+            if engine in engines and (engine != "ov-INT4-T5" or component == "text_encoder"):
+                steps.append((f"latency {engine} {component}", "latency", {"engine": engine, "component": component, "runs": runs, "warmup": warmup}))
+    if only != set(PARTS):  # the whole-pipeline steps need every part
+        steps = [step for step in steps if step[1] != "pipeline"]
+    return steps
+
+
+def run(results_path: Path, work: Path, steps, timeout: float) -> dict:
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results.setdefault("machine", machine())
+    for key, task, kwargs in steps:
+        if key in results.get("steps", {}):
+            print(f"{key}: done earlier, kept")
+            continue
+        print(f"{key} ...", flush=True)
+        start = time.perf_counter()
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", task, json.dumps({"work": str(work), **kwargs})],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        lines = [line for line in child.stdout.splitlines() if line.startswith("RESULT ")]
+        if child.returncode != 0 or not lines:
+            outcome = {"error": f"exit {child.returncode}" + (" (killed: out of memory?)" if child.returncode in (-9, 137) else ""), "log": child.stderr[-2000:]}
+        else:
+            outcome = json.loads(lines[-1].removeprefix("RESULT "))
+        outcome["wall_seconds"] = time.perf_counter() - start
+        results.setdefault("steps", {})[key] = outcome
+        results_path.write_text(json.dumps(results, indent=1))
+        print(f"{key}: {json.dumps(outcome)[:300]}", flush=True)
+    return results
+
+
+def machine() -> dict:
+    import openvino as ov
+    import torch
+
+    core = ov.Core()
+    return {
+        "cpu": core.get_property("CPU", "FULL_DEVICE_NAME"),
+        "cores": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+        "openvino_default_precision": core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string(),
+        "openvino": ov.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def derived(results: dict) -> dict:
+    """Whole-image times per engine (LCM: encode + 4 steps + decode; standard: encode ×2 + 20 guided steps + decode)."""
+    steps = results.get("steps", {})
+
+    def median(engine, component, shape):
+        entry = steps.get(f"latency {engine} {component}", {}).get(shape)
+        return entry["median"] if entry else None
+
+    engines = {
+        "PyTorch fp32": ("torch-fp32",) * 3,
+        "PyTorch bf16": ("torch-bf16",) * 3,
+        "OpenVINO FP16": ("ov-FP16",) * 3,
+        "OpenVINO INT8": ("ov-INT8",) * 3,
+        "OpenVINO INT4-T5": ("ov-INT4-T5", "ov-INT8", "ov-INT8"),
+    }
+    table = {}
+    for name, (t5, transformer, vae) in engines.items():
+        encode, step1, step2, decode = median(t5, "text_encoder", "120 tokens"), median(transformer, "transformer", "1024² b1"), median(transformer, "transformer", "1024² b2"), median(vae, "vae_decoder", "1024²")
+        row = {"T5 encode s": encode, "step 1024² b1 s": step1, "step 1024² b2 s": step2, "step 512² b1 s": median(transformer, "transformer", "512² b1"), "VAE 1024² s": decode}
+        if None not in (step1, decode):
+            row["LCM image s"] = (encode or 0) + 4 * step1 + decode
+        if None not in (step2, decode):
+            row["standard image s"] = 2 * (encode or 0) + 20 * step2 + decode
+        flops = steps.get("latency torch-fp32 transformer", {}).get("1024² b1", {}).get("flops")
+        if flops and step1:
+            row["step TFLOP/s"] = flops / step1 / 1e12
+        table[name] = row
+    base = table["PyTorch fp32"]
+    for row in table.values():
+        for key in ("LCM image s", "standard image s"):
+            if row.get(key) and base.get(key):
+                row[f"{key.split()[0]} vs fp32"] = base[key] / row[key]
+        if base.get("T5 encode s") is None or row.get("T5 encode s") is None:
+            row["note"] = "image times without the T5 encode"
+    return table
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; OpenVINO {m['openvino']} (CPU default "
+             f"precision {m['openvino_default_precision']}), PyTorch {m['torch']}; {m['date']}.", ""]
+    table = derived(results)
+    columns = ["T5 encode s", "step 1024² b1 s", "step 1024² b2 s", "step 512² b1 s", "VAE 1024² s", "LCM image s", "standard image s", "LCM vs fp32", "step TFLOP/s"]
+    lines += ["| engine | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    peak = results.get("steps", {}).get("matmul peak", {}).get("tflops")
+    if peak:
+        side = results["steps"]["matmul peak"]["side"]
+        lines += ["", f"Matrix-multiply peak (PyTorch, {side}²): bf16 {peak['bf16']:.3g} TFLOP/s, fp32 {peak['fp32']:.3g} TFLOP/s."]
+    lines += ["", "| step | seconds | peak anon GiB | peak file GiB | peak total GiB | note |", "|---|---|---|---|---|---|"]
+    for key, step in results.get("steps", {}).items():
+        if key.startswith("latency") or key == "matmul peak":
+            continue
+        mem = step.get("memory", {})
+        seconds = step.get("seconds") or step.get("image_seconds") or step.get("compile_seconds")
+        note = step.get("error", "")
+        if "compile_seconds" in step:
+            note = f"compile {step['compile_seconds']:.1f} s" + (f", image {step['image_seconds']:.1f} s" if "image_seconds" in step else "")
+        lines.append(f"| {key} | {_fmt(seconds)} | {_fmt(mem.get('anon_gib'))} | {_fmt(mem.get('file_gib'))} | {_fmt(mem.get('total_gib'))} | {note} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = derived(results)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, key in zip(axes, ("step 1024² b1 s", "VAE 1024² s")):
+        names = [n for n, row in table.items() if row.get(key)]
+        ax.barh(names, [table[n][key] for n in names], color="#1f77b4")
+        ax.set_xlabel("seconds")
+        ax.set_title(key.replace(" s", ""))
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the small model, one timed run: a smoke test")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="components to measure")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="engines to time")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per measurement (default 3; quick: 1)")
+    parser.add_argument("--work", type=Path, default=None, help="where models are built (default: model/benchmark[-quick])")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="results folder")
+    parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds allowed per step")
+    parser.add_argument("--child", nargs=2, metavar=("TASK", "JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        task, kwargs = args.child[0], json.loads(args.child[1])
+        kwargs["work"] = Path(kwargs["work"])
+        return run_child(task, kwargs)
+
+    import helpers
+
+    name = "quick" if args.quick else "full"
+    work = args.work or helpers.MODEL_ROOT / f"benchmark-{name}"
+    runs = args.runs or (1 if args.quick else 3)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / f"{name}.json"
+    results = run(results_path, work, plan(set(args.only), set(args.engines), args.quick, runs, warmup=1), args.timeout)
+    (args.out / f"{name}.md").write_text(markdown(results))
+    chart(results, args.out / f"{name}.png")
+    print(f"Results: {results_path}, {results_path.with_suffix('.md')}, {results_path.with_suffix('.png')}")
+    if args.quick:
+        shutil.rmtree(work / "cache", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

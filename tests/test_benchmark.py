@@ -1,0 +1,29 @@
+"""The full-size benchmark's quick mode: the same code on the small model, end to end (no timing assertions)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark.py"
+
+
+def test_quick_benchmark_measures_every_step(tmp_path):
+    out = tmp_path / "results"
+    subprocess.run([sys.executable, str(BENCHMARK), "--quick", "--work", str(tmp_path / "work"), "--out", str(out)], check=True, timeout=1800)
+    results = json.loads((out / "quick.json").read_text())
+    steps = results["steps"]
+    assert not {key: step["error"] for key, step in steps.items() if "error" in step}
+    for part in ("text_encoder", "transformer", "vae_decoder"):
+        assert steps[f"convert {part}"]["memory"]["anon_gib"] > 0
+        assert steps[f"latency torch-fp32 {part}"] and steps[f"latency ov-INT8 {part}"]
+    assert steps["latency torch-fp32 transformer"]["1024² b1"]["flops"] > 0
+    assert set(steps["latency ov-FP16 transformer"]) == {"1024² b1", "1024² b2", "512² b1"}
+    for variant in ("FP16", "INT8", "INT4-T5"):
+        assert steps[f"pipeline {variant}"]["image_size"] == [1024, 1024]
+        assert steps[f"pipeline {variant} cached"]["compile_seconds"] > 0
+        memory = steps[f"pipeline {variant}"]["memory"]
+        assert memory["total_gib"] >= max(memory["anon_gib"], memory["file_gib"]) > 0
+    report = (out / "quick.md").read_text()
+    assert "| OpenVINO INT8 |" in report and "| pipeline INT4-T5 cached |" in report
+    assert (out / "quick.png").stat().st_size > 0
