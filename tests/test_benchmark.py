@@ -18,7 +18,7 @@ def test_quick_benchmark_measures_every_step(tmp_path):
         assert steps[f"convert {part}"]["memory"]["anon_gib"] > 0
         assert steps[f"latency torch-fp32 {part}"] and steps[f"latency ov-INT8 {part}"]
     assert steps["latency torch-fp32 transformer"]["1024² b1"]["flops"] > 0
-    assert set(steps["latency ov-FP16 transformer"]) == {"1024² b1", "1024² b2", "512² b1"}
+    assert {"1024² b1", "1024² b2", "512² b1"} <= set(steps["latency ov-FP16 transformer"])
     for variant in ("FP16", "INT8", "INT4-T5"):
         assert steps[f"pipeline {variant}"]["image_size"] == [1024, 1024]
         assert steps[f"pipeline {variant} cached"]["compile_seconds"] > 0
