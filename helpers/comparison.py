@@ -34,7 +34,7 @@ def load_baseline(folder: Path) -> tuple[Image.Image, dict]:
 
 
 def psnr(reference: Image.Image | np.ndarray, image: Image.Image | np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of ``image`` against ``reference`` (pixel values in 0–255 or 0–1)."""
+    """Peak signal-to-noise ratio in dB of ``image`` against ``reference`` (integer pixels in 0–255, float pixels in 0–1)."""
     a, b = _as_unit_array(reference), _as_unit_array(image)
     if a.shape != b.shape:
         raise ValueError(f"Images differ in shape: {a.shape} vs {b.shape}.")
@@ -45,8 +45,9 @@ def psnr(reference: Image.Image | np.ndarray, image: Image.Image | np.ndarray) -
 def _as_unit_array(image: Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
-    array = np.asarray(image, dtype=np.float64)
-    return array / 255.0 if array.max() > 1.0 else array
+    array = np.asarray(image)
+    # integer pixels are 0–255, float pixels 0–1 (what diffusers' output_type="np" gives)
+    return array.astype(np.float64) / 255.0 if np.issubdtype(array.dtype, np.integer) else array.astype(np.float64)
 
 
 def folder_size_mb(folder: Path) -> float:

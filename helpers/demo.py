@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .pipeline import OVPixArtAlphaPipeline, check_generation_inputs, is_variant, variant_recipe
+from .pipeline import OVPixArtAlphaPipeline, is_variant, variant_recipe
 from .settings import EXAMPLE_PROMPTS, MODEL_ROOT, VariantNotReadyError, model_id_from_env, model_name, variant_dir
 
 VARIANT_ORDER = ("FP16", "INT8", "INT4-T5")
@@ -92,8 +92,7 @@ class DemoBackend:
     ) -> tuple[Image.Image, float]:
         """One picture and its seconds; ``on_step(done, total)`` follows the denoising steps."""
         height, width = parse_size(size, self.sizes)
-        steps = int(steps)
-        check_generation_inputs(prompt, steps, height, width)
+        steps = int(steps)  # prompt, steps and size are checked by the pipeline's own __call__
         with self._lock:
             pipe = self.pipeline(variant)
             start = time.perf_counter()
