@@ -36,7 +36,12 @@ SHAPES = {
     "transformer": {"1024² b1": (128, 1), "1024² b2": (128, 2), "512² b1": (64, 1)},
     "vae_decoder": {"1024²": 128},
 }
-GOALS_GIB = {"convert (anon)": 12.0, "INT8 pipeline": 12.0, "FP16 pipeline": 24.0}
+# The memory goals of a 16 GB laptop: (goal, GiB, the steps that measure it, in order of preference)
+GOALS = (
+    ("converting the whole LCM pipeline, anonymous memory", 12.0, ("convert pipeline, one process",)),
+    ("INT8 variant: compile + generate", 12.0, ("pipeline INT8",)),
+    ("FP16 variant: compile + generate", 24.0, ("pipeline FP16", "pipeline FP16, T5 on demand")),
+)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -63,8 +68,20 @@ def task_build(work: Path, quick: bool) -> dict:
 
     c = configs(quick)
     start = time.perf_counter()
-    # T5-XXL is built and stored in bf16 (9.5 GB instead of 19 GB); conversion reads it back in fp32.
+    # T5-XXL is built in bf16 (9.5 GB of memory instead of 19 GB); the "upcast" step stores it in FP32 afterwards.
     helpers.build_random_pipeline(work / "source", c["transformer"], c["vae"], c["t5"], text_encoder_dtype=torch.bfloat16)
+    return {"seconds": time.perf_counter() - start}
+
+
+def task_upcast(work: Path) -> dict:
+    """Store the source's T5 in FP32, as the real checkpoint is (it was built in bf16 to halve building's memory)."""
+    import helpers
+
+    folder = work / "source" / "text_encoder"
+    start = time.perf_counter()
+    if helpers.stored_dtypes(folder) != {"F32"}:
+        with helpers.atomic_folder(folder) as tmp:  # read from the bf16 folder, then swapped in
+            helpers.upcast_checkpoint(folder, tmp)
     return {"seconds": time.perf_counter() - start}
 
 
@@ -73,6 +90,17 @@ def task_convert(work: Path, part: str) -> dict:
 
     seconds = helpers.convert_pipeline(work / "source", work / "FP16", parts=(part,), progress=lambda m: None)
     return {"seconds": seconds.get(part)}
+
+
+def task_convert_all(work: Path) -> dict:
+    """The whole pipeline converted in one process, as notebook 1 does it (into a scratch folder, then removed)."""
+    import helpers
+
+    scratch = work / "FP16-one-process"
+    shutil.rmtree(scratch, ignore_errors=True)
+    seconds = helpers.convert_pipeline(work / "source", scratch, progress=lambda m: None)
+    shutil.rmtree(scratch)
+    return {"seconds": sum(seconds.values()), "parts": seconds}
 
 
 def task_compress(work: Path, variant: str, part: str) -> dict:
@@ -86,19 +114,27 @@ def task_compress(work: Path, variant: str, part: str) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
-def task_pipeline(work: Path, variant: str, cache: str | None) -> dict:
-    """Compile a whole variant (optionally with OpenVINO's model cache) and make one 1024² LCM picture."""
+def task_pipeline(work: Path, variant: str, cache: str | None, on_demand: bool = False) -> dict:
+    """Compile a whole variant and make one 1024² LCM picture; with ``cache``, compile only, filling or reading it.
+
+    OpenVINO's CPU plugin prepares (decompresses, repacks) the weights at the first inference, not at compile time:
+    the cold picture's time includes that, and its peak memory is the variant's in use.
+    """
     import helpers
 
-    config = {"CACHE_DIR": str(work / "cache" / variant)} if cache else {}
+    cache_dir = work / "cache" / variant
     start = time.perf_counter()
-    pipe = helpers.OVPixArtAlphaPipeline.from_variant(work / variant, "CPU", config)
-    compile_seconds = time.perf_counter() - start
-    if cache == "warm-up":  # only fills the cache
-        return {"compile_seconds": compile_seconds}
+    config = {"CACHE_DIR": str(cache_dir)} if cache else {}
+    pipe = helpers.OVPixArtAlphaPipeline.from_variant(work / variant, "CPU", config, text_encoder_on_demand=on_demand)
+    result = {"compile_seconds": time.perf_counter() - start}
+    if cache == "cached":  # the cache holds the compiled models (GB at full size): measured, then freed
+        result["cache_gib"] = helpers.folder_size_mb(cache_dir) * 1e6 / 1024**3
+        shutil.rmtree(cache_dir)
+    if cache:
+        return result
     pipe.set_progress_bar_config(disable=True)
     image, seconds = helpers.generate(pipe, helpers.EXAMPLE_PROMPTS[0], recipe=helpers.LCM_RECIPE, height=1024, width=1024)
-    return {"compile_seconds": compile_seconds, "image_seconds": seconds, "image_size": list(image.size)}
+    return {**result, "image_seconds": seconds, "image_size": list(image.size)}
 
 
 def _inputs(component: str, shape, config, dtype):
@@ -185,7 +221,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-TASKS = {"build": task_build, "convert": task_convert, "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "matmul": task_matmul_peak}
+TASKS = {"build": task_build, "upcast": task_upcast, "convert": task_convert, "convert_all": task_convert_all, "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "matmul": task_matmul_peak}
 
 
 def run_child(task: str, kwargs: dict) -> None:
@@ -202,25 +238,41 @@ def run_child(task: str, kwargs: dict) -> None:
 # ------------------------------------------------------------------------------------------------------------
 
 
+def bf16_instructions() -> list[str]:
+    """The CPU's bfloat16 instruction sets (AVX512-BF16, AMX-BF16): without them PyTorch's bf16 is emulated."""
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    return sorted(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def plan(only: set[str], engines: set[str], quick: bool, runs: int, warmup: int) -> list[tuple[str, str, dict]]:
-    """(key, task, arguments) in the order they must run."""
-    steps = [("build", "build", {"quick": quick}), ("matmul peak", "matmul", {"side": 512 if quick else 2048})]
+    """(key, task, arguments) in the order they must run.
+
+    PyTorch bf16 is left out on CPUs without bf16 instructions: its matrix multiply is then emulated, hundreds of
+    times slower than fp32 (the "matmul peak" step measures it), and a full-size step would take hours.
+    """
+    if not bf16_instructions():
+        engines = engines - {"torch-bf16"}
+    steps = [("build", "build", {"quick": quick}), ("upcast T5 checkpoint", "upcast", {}), ("matmul peak", "matmul", {"side": 512 if quick else 2048})]
     steps += [(f"convert {part}", "convert", {"part": part}) for part in PARTS if part in only]
     steps += [(f"compress {variant} {part}", "compress", {"variant": variant, "part": part}) for variant in VARIANTS[1:] for part in PARTS if part in only]
     for variant in VARIANTS:
         steps += [
             (f"pipeline {variant}", "pipeline", {"variant": variant, "cache": None}),
-            (f"pipeline {variant} fill cache", "pipeline", {"variant": variant, "cache": "warm-up"}),
+            (f"pipeline {variant} fill cache", "pipeline", {"variant": variant, "cache": "fill"}),
             (f"pipeline {variant} cached", "pipeline", {"variant": variant, "cache": "cached"}),
         ]
+    # FP16 weights are held in f32 on CPUs without bf16: T5-XXL alone is then 18 GiB, so it is also run on demand
+    steps.insert(steps.index(("pipeline INT8", "pipeline", {"variant": "INT8", "cache": None})),
+                 ("pipeline FP16, T5 on demand", "pipeline", {"variant": "FP16", "cache": None, "on_demand": True}))
     for component in PARTS:
         if component not in only:
             continue
         for engine in ENGINES:
             if engine in engines and (engine != "ov-INT4-T5" or component == "text_encoder"):
                 steps.append((f"latency {engine} {component}", "latency", {"engine": engine, "component": component, "runs": runs, "warmup": warmup}))
+    steps.append(("convert pipeline, one process", "convert_all", {}))
     if only != set(PARTS):  # the whole-pipeline steps need every part
-        steps = [step for step in steps if step[1] != "pipeline"]
+        steps = [step for step in steps if step[1] not in ("pipeline", "convert_all")]
     return steps
 
 
@@ -258,6 +310,7 @@ def machine() -> dict:
         "cpu": core.get_property("CPU", "FULL_DEVICE_NAME"),
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
+        "bf16_instructions": bf16_instructions(),
         "openvino_default_precision": core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string(),
         "openvino": ov.__version__,
         "torch": torch.__version__,
@@ -310,14 +363,32 @@ def markdown(results: dict) -> str:
     lines += ["| engine | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, row in table.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
-    if any(row.get("T5 encode s") is None for row in table.values()):
+    if any(row.get("T5 encode s") is None and row.get("LCM image s") for row in table.values()):
         lines += ["", "Image times leave out the T5 encode where its column has no figure."]
     peak = results.get("steps", {}).get("matmul peak", {}).get("tflops")
     if peak:
         side = results["steps"]["matmul peak"]["side"]
         lines += ["", f"Matrix-multiply peak (PyTorch, {side}²): bf16 {peak['bf16']:.3g} TFLOP/s, fp32 {peak['fp32']:.3g} TFLOP/s."]
+    if not m.get("bf16_instructions", bf16_instructions()):
+        lines += ["", "PyTorch bf16 not run: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so PyTorch emulates "
+                  "bf16 matrix multiplies (see the peak above); a full-size step would take hours."]
+    lines += ["", "| memory goal | GiB | measured: anon / total GiB |", "|---|---|---|"]
+    for goal, limit, keys in GOALS:
+        measured = []
+        for key in keys:
+            step = results.get("steps", {}).get(key)
+            if step and "memory" in step:
+                mem = step["memory"]
+                ok = "meets it" if mem["anon_gib"] <= limit else "misses it"
+                measured.append(f"{key}: {mem['anon_gib']:.1f} / {mem['total_gib']:.1f} ({ok})")
+            elif step:
+                measured.append(f"{key}: {step.get('error', 'failed')}")
+        lines.append(f"| {goal} | ≤ {limit:g} | {'; '.join(measured) or 'not measured'} |")
     lines += ["", "| step | seconds | peak anon GiB | peak file GiB | peak total GiB | note |", "|---|---|---|---|---|---|"]
-    for key, step in results.get("steps", {}).items():
+    order = [key for key, _, _ in plan(set(PARTS), set(ENGINES), False, 1, 1)]
+    steps = results.get("steps", {})
+    for key in sorted(steps, key=lambda k: order.index(k) if k in order else len(order)):
+        step = steps[key]
         if key.startswith("latency") or key == "matmul peak":
             continue
         mem = step.get("memory", {})

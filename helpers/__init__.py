@@ -6,7 +6,9 @@
 4. ``pipeline``     — one small class per part, put into diffusers' own ``PixArtAlphaPipeline``.
 5. ``compression``  — NNCF weight compression, variant folder to variant folder.
 6. ``comparison``   — pictures, latency, sizes and similarity of variants side by side.
-7. ``demo``         — the Gradio app and the command line (``python -m helpers demo --model tiny``).
+7. ``demo``         — the Gradio app (``python -m helpers demo --model shapes``).
+8. ``shapes``       — captioned pictures of simple shapes (training data) and a scorer that reads them back.
+9. ``training``     — a small PixArt trained here on them (notebook 6, ``python -m helpers train``).
 
 Notebooks, tests and scripts ``import helpers`` and use the names re-exported here; nothing in this package knows
 whether the model is real or small.
@@ -16,9 +18,13 @@ import openvino as ov  # noqa: F401  (tests patch ov.save_model through here)
 
 from .comparison import (  # noqa: F401
     VariantRun,
+    alignment_of_variants,
+    alignment_table,
     comparison_table,
     cosine_similarity,
+    evaluate_alignment,
     folder_size_mb,
+    generate_evaluation,
     latency_summary,
     load_baseline,
     part_sizes_mb,
@@ -26,6 +32,7 @@ from .comparison import (  # noqa: F401
     psnr,
     run_variant,
     save_baseline,
+    show_evaluation,
     show_grid,
     show_side_by_side,
     size_table,
@@ -47,13 +54,16 @@ from .conversion import (  # noqa: F401
     convert_part,
     convert_pipeline,
     finish_variant,
+    float32_source,
     is_part_converted,
     load_torch_part,
     make_parts,
     restore_sinusoid_tables,
     sinusoid_tables,
+    stored_dtypes,
     text_encoder_example,
     transformer_example,
+    upcast_checkpoint,
     vae_decoder_example,
 )
 from .demo import (  # noqa: F401
@@ -64,7 +74,6 @@ from .demo import (  # noqa: F401
     build_demo,
     launch_demo,
     local_theme,
-    main,
     parse_size,
     size_choices,
 )
@@ -94,6 +103,7 @@ from .settings import (  # noqa: F401
     MODEL_ROOT,
     PARTS,
     REPO_ROOT,
+    SHIPPED_MODEL_IDS,
     STANDARD_MODEL_ID,
     STANDARD_RECIPE,
     TINY_MODEL_IDS,
@@ -105,6 +115,21 @@ from .settings import (  # noqa: F401
     model_name,
     recipe_for,
     variant_dir,
+)
+from .shapes import (  # noqa: F401
+    ATTRIBUTES,
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    Scene,
+    alignment_score,
+    all_scenes,
+    evaluation_scenes,
+    load_captioned_images,
+    make_dataset,
+    read_scene,
+    render,
+    score_image,
 )
 from .sources import (  # noqa: F401
     DPM_SCHEDULER_CONFIG,
@@ -119,5 +144,22 @@ from .sources import (  # noqa: F401
     build_tiny_pipeline,
     resolve_model_source,
     scheduler_from_config,
+    shipped_model,
     train_tiny_tokenizer,
+)
+from .training import (  # noqa: F401
+    SHAPES_TRANSFORMER_CONFIG,
+    SHAPES_VAE_CONFIG,
+    DiffusionTerms,
+    TrainingSettings,
+    cache_features,
+    encode_captions,
+    encode_pictures,
+    pictures_to_tensor,
+    save_pipeline,
+    start_pipeline,
+    train_shapes_model,
+    train_transformer,
+    train_vae,
+    vae_steps_for,
 )

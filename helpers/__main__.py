@@ -1,5 +1,44 @@
-"""``python -m helpers demo --model tiny``: serve the Gradio demo on 127.0.0.1."""
+"""Command line: ``python -m helpers demo --model shapes`` and ``python -m helpers train --steps 4000``."""
 
-from .demo import main
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from .settings import MODEL_ROOT, model_id_from_env
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m helpers", description="PixArt-α on OpenVINO")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="serve the Gradio demo on 127.0.0.1 over the converted variants")
+    demo.add_argument("--model", default=model_id_from_env(), help="model id (default: $PIXART_MODEL_ID or the LCM checkpoint)")
+    demo.add_argument("--device", default="AUTO", help="OpenVINO device (default: AUTO)")
+    demo.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    train = commands.add_parser("train", help="train the small shapes PixArt (what notebook 6 does, in one go)")
+    train.add_argument("--out", type=Path, default=MODEL_ROOT / "shapes" / "diffusers", help="where the diffusers folder goes")
+    train.add_argument("--work", type=Path, default=MODEL_ROOT / "shapes-work", help="dataset, feature cache, start model")
+    train.add_argument("--steps", type=int, default=4000, help="transformer training steps")
+    train.add_argument("--vae-steps", type=int, default=None, help="VAE fitting steps (default: a sixth of --steps)")
+    train.add_argument("--dataset-size", type=int, default=2048, help="captioned pictures to generate")
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--device", default="cpu", help="torch device: cpu, or cuda where a GPU is at hand")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from .demo import build_demo, launch_demo
+
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+        launch_demo(build_demo(args.model, args.device), port=args.port, block=True)
+    else:
+        from .training import TrainingSettings, train_shapes_model
+
+        settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, device=args.device)
+        result = train_shapes_model(args.out, args.work, settings, dataset_size=args.dataset_size, vae_steps=args.vae_steps)
+        log = args.work / "training-log.json"
+        log.write_text(json.dumps({"settings": vars(settings), **result}, indent=1))
+        print(f"Saved {args.out}; log {log}")
+
 
 main()

@@ -6,14 +6,15 @@ import gc
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .pipeline import OVPixArtAlphaPipeline, generate
-from .settings import IR_NAME, PARTS, VariantNotReadyError
+from .settings import IR_NAME, PARTS, Recipe, VariantNotReadyError
+from .shapes import ATTRIBUTES, Scene, alignment_score, score_image
 
 
 def save_baseline(image: Image.Image, settings: dict, folder: Path) -> Path:
@@ -219,3 +220,89 @@ def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Alignment: does the picture show what the caption asks for? (the shapes evaluation set, scored from pixels)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def generate_evaluation(
+    pipe: Any, evaluation: Sequence[tuple[Scene, int]], recipe: Recipe, batch_size: int = 16, **kwargs: Any
+) -> list[Image.Image]:
+    """One picture per (scene, seed) of an evaluation set, with the recipe given (the same for every pipeline).
+
+    Prompts go in batches; a list of generators gives each picture its own seed's noise, so a picture does not
+    depend on the batch it was in. Works for diffusers' PyTorch pipeline and the OpenVINO one alike.
+    """
+    from tqdm.auto import tqdm
+
+    images = []
+    for start in tqdm(range(0, len(evaluation), batch_size), desc="evaluation", leave=False):
+        chunk = evaluation[start : start + batch_size]
+        images += pipe(
+            [scene.caption for scene, _ in chunk],
+            negative_prompt=recipe.negative_prompt,
+            num_inference_steps=recipe.num_inference_steps,
+            guidance_scale=recipe.guidance_scale,
+            generator=[torch.Generator().manual_seed(seed) for _, seed in chunk],
+            **kwargs,
+        ).images
+    return images
+
+
+def alignment_table(scores: dict[str, dict[str, float]]):
+    """One row per pipeline: the fraction of evaluation pictures right per attribute, and with all four right."""
+    import pandas as pd
+
+    return pd.DataFrame.from_dict(scores, orient="index")[[*ATTRIBUTES, "overall"]].round(3)
+
+
+def show_evaluation(images: Sequence[Image.Image], scenes: Sequence[Scene], columns: int = 8, size: float = 1.7):
+    """The evaluation pictures in a grid, each titled with its caption; a red title marks a wrong picture."""
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * 1.25 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, scene in zip(axes.flat, images, scenes):
+        ax.imshow(image)
+        right = score_image(image, scene)["all"]
+        title = f"{scene.color} {scene.shape}\n{scene.position} / {scene.background}"
+        ax.set_title(title, fontsize=6.5, color="black" if right else "red")
+    fig.tight_layout()
+    return fig
+
+
+def evaluate_alignment(pipe: Any, evaluation: Sequence[tuple[Scene, int]], recipe: Recipe, **kwargs: Any) -> tuple[dict[str, float], list[Image.Image]]:
+    """The alignment score of a pipeline on an evaluation set, and its pictures."""
+    images = generate_evaluation(pipe, evaluation, recipe, **kwargs)
+    return alignment_score(images, [scene for scene, _ in evaluation]), images
+
+
+def alignment_of_variants(
+    model_id: str, variants: Iterable[str], evaluation: Sequence[tuple[Scene, int]], device: str = "AUTO", **kwargs: Any
+) -> tuple[dict[str, dict[str, float]], dict[str, list[Image.Image]]]:
+    """The alignment score of the PyTorch pipeline and of each OpenVINO variant, one pipeline in memory at a time.
+
+    Every pipeline draws the same evaluation set with the checkpoint's recipe. Returns scores and pictures by name.
+    """
+    from diffusers import PixArtAlphaPipeline
+
+    from .pipeline import variant_recipe
+    from .settings import variant_dir
+    from .sources import resolve_model_source
+
+    folders = {variant: variant_dir(model_id, variant) for variant in variants}
+    recipe = variant_recipe(next(iter(folders.values())))
+    loaders = {"PyTorch": lambda: PixArtAlphaPipeline.from_pretrained(resolve_model_source(model_id))}
+    loaders.update({name: (lambda folder=folder: OVPixArtAlphaPipeline.from_variant(folder, device)) for name, folder in folders.items()})
+    scores, pictures = {}, {}
+    for name, load in loaders.items():
+        pipe = load()
+        pipe.set_progress_bar_config(disable=True)
+        scores[name], pictures[name] = evaluate_alignment(pipe, evaluation, recipe, **kwargs)
+        del pipe
+        gc.collect()
+    return scores, pictures

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import openvino as ov
@@ -116,6 +118,73 @@ def load_torch_part(source: Path, part: str, dtype: torch.dtype = torch.float32)
     return cls.from_pretrained(source, subfolder=spec.subfolder, dtype=dtype).eval()
 
 
+def stored_dtypes(part_dir: Path) -> set[str]:
+    """The tensor types (``"F32"``, ``"BF16"``, …) of the safetensors files in one part's folder (headers only)."""
+    from safetensors import safe_open
+
+    types = set()
+    for file in sorted(Path(part_dir).glob("*.safetensors")):
+        with safe_open(file, "pt") as reader:
+            types |= {reader.get_slice(name).get_dtype() for name in reader.keys()}
+    return types
+
+
+def upcast_checkpoint(part_dir: Path, out_dir: Path, shard_bytes: int = 2**30) -> Path:
+    """Write an FP32 copy of a half-precision safetensors checkpoint, one tensor at a time, in shards.
+
+    Loading a bf16 T5-XXL "in fp32" makes 19 GB of anonymous memory; an FP32 file on disk is instead
+    memory-mapped by ``from_pretrained`` (file-backed pages the kernel can drop), so the conversion stays lean.
+    Only one shard of ``shard_bytes`` is ever in memory.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for extra in Path(part_dir).glob("*.json"):
+        if not extra.name.endswith(".index.json"):
+            shutil.copy(extra, out_dir / extra.name)
+    weight_map, shard, size, total = {}, {}, 0, 0
+
+    def flush() -> None:
+        name = f"model-{len(set(weight_map.values())) + 1:05d}.safetensors"
+        save_file(shard, out_dir / name, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+        shard.clear()
+
+    for file in sorted(Path(part_dir).glob("*.safetensors")):
+        with safe_open(file, "pt") as reader:
+            for key in reader.keys():
+                tensor = reader.get_tensor(key)
+                shard[key] = tensor.float() if tensor.is_floating_point() else tensor
+                size += shard[key].nbytes
+                total += shard[key].nbytes
+                if size >= shard_bytes:
+                    flush()
+                    size = 0
+    if shard:
+        flush()
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
+    return out_dir
+
+
+@contextlib.contextmanager
+def float32_source(source: Path, part: str, scratch: Path) -> Iterator[Path]:
+    """A diffusers folder from which ``part`` loads in FP32 without copying its weights into memory.
+
+    FP32 checkpoints are used as they are (``from_pretrained`` memory-maps them). Half-precision ones are first
+    upcast to a temporary FP32 copy on disk, in ``scratch``, and removed afterwards.
+    """
+    subfolder = PART_SPECS[part].subfolder
+    if stored_dtypes(Path(source) / subfolder) <= {"F32", "I64", "I32"}:
+        yield Path(source)
+        return
+    with tempfile.TemporaryDirectory(prefix=f".{part}-fp32-", dir=scratch) as tmp:
+        upcast_checkpoint(Path(source) / subfolder, Path(tmp) / subfolder)
+        yield Path(tmp)
+
+
 def is_part_converted(folder: Path, part: str) -> bool:
     """True when ``folder/part`` holds a finished IR (written by :func:`convert_part`, which renames at the end)."""
     part_dir = Path(folder) / part
@@ -199,10 +268,15 @@ def convert_pipeline(
     last: it marks the folder finished) go beside the IRs so the folder is self-contained. Returns seconds per part.
     """
     source, out_dir = Path(source), Path(out_dir)
-    # load_torch_part's module lives only for the call: it is freed before the next part is loaded
-    seconds = make_parts(out_dir, parts, lambda part: convert_part(load_torch_part(source, part), part, out_dir), "converted", progress)
+    seconds = make_parts(out_dir, parts, lambda part: _convert_from(source, part, out_dir), "converted", progress)
     finish_variant(source, out_dir, {"variant": "FP16", "source": str(source)})
     return seconds
+
+
+def _convert_from(source: Path, part: str, out_dir: Path) -> Path:
+    # the torch module lives only for this call: it is freed before the next part is loaded
+    with float32_source(source, part, scratch=out_dir) as folder:
+        return convert_part(load_torch_part(folder, part), part, out_dir)
 
 
 def make_parts(

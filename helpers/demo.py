@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from PIL import Image
 
 from .pipeline import OVPixArtAlphaPipeline, is_variant, variant_recipe
-from .settings import EXAMPLE_PROMPTS, MODEL_ROOT, VariantNotReadyError, model_id_from_env, model_name, variant_dir
+from .settings import EXAMPLE_PROMPTS, MODEL_ROOT, VariantNotReadyError, model_name, variant_dir
 
 VARIANT_ORDER = ("FP16", "INT8", "INT4-T5")
 EXAMPLE_SEEDS = (42, 42, 0, 0)
@@ -176,19 +175,4 @@ def launch_demo(demo, port: int | None = None, block: bool = True):
         theme=local_theme(), ssr_mode=False, quiet=True,
     )
     return demo
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m helpers demo --model tiny [--device CPU] [--port 7860]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m helpers", description="PixArt-α on OpenVINO")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="serve the Gradio demo on 127.0.0.1 over the converted variants")
-    demo.add_argument("--model", default=model_id_from_env(), help="model id (default: $PIXART_MODEL_ID or the LCM checkpoint)")
-    demo.add_argument("--device", default="AUTO", help="OpenVINO device (default: AUTO)")
-    demo.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    launch_demo(build_demo(args.model, args.device), port=args.port, block=True)
 

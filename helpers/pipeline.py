@@ -58,27 +58,37 @@ def is_variant(folder: Path) -> bool:
 
 
 class OVModelPart:
-    """One compiled IR that quacks like the torch module diffusers expects: ``config``, ``dtype``, ``device``."""
+    """One compiled IR that quacks like the torch module diffusers expects: ``config``, ``dtype``, ``device``.
 
-    def __init__(self, folder: Path, core: ov.Core, device: str = "AUTO", ov_config: dict | None = None):
+    ``keep_compiled=False`` compiles the IR at each call and frees it afterwards: the part's weights are in memory
+    only while it runs. That is for the T5-XXL encoder, which runs once per picture, on a machine short of memory.
+    """
+
+    def __init__(
+        self, folder: Path, core: ov.Core, device: str = "AUTO", ov_config: dict | None = None, keep_compiled: bool = True
+    ):
         from diffusers.configuration_utils import FrozenDict
 
         self.folder = Path(folder)
         self.config = FrozenDict(json.loads((self.folder / "config.json").read_text()))
-        # Compiled from the path, with no ov.Model kept: OpenVINO can then map the weights file instead of copying.
-        self.compiled = core.compile_model(self.folder / IR_NAME, device, ov_config or {})
-        self.request = self.compiled.create_infer_request()
-        self.input_names = {inp.get_any_name() for inp in self.compiled.inputs}
+        self.core, self.device_name, self.ov_config = core, device, ov_config or {}
+        self.request = self._compile() if keep_compiled else None
         self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
 
     dtype = torch.float32
     device = torch.device("cpu")
 
+    def _compile(self) -> ov.InferRequest:
+        # Compiled from the path, with no ov.Model kept: OpenVINO can then map the weights file instead of copying.
+        return self.core.compile_model(self.folder / IR_NAME, self.device_name, self.ov_config).create_infer_request()
+
     def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
         """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""
-        feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in self.input_names}
+        request = self.request or self._compile()
+        names = {port.get_any_name() for port in request.model_inputs}
+        feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in names}
         start = time.perf_counter()
-        output = self.request.infer(feed)[0].copy()
+        output = request.infer(feed)[0].copy()
         self.seconds.append(time.perf_counter() - start)
         return torch.from_numpy(output)
 
@@ -142,15 +152,22 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
     """
 
     @classmethod
-    def from_variant(cls, folder: Path, device: str = "AUTO", ov_config: dict | None = None) -> "OVPixArtAlphaPipeline":
-        """Compile the three IRs of a variant folder for ``device`` and return the pipeline."""
+    def from_variant(
+        cls, folder: Path, device: str = "AUTO", ov_config: dict | None = None, text_encoder_on_demand: bool = False
+    ) -> "OVPixArtAlphaPipeline":
+        """Compile the three IRs of a variant folder for ``device`` and return the pipeline.
+
+        ``text_encoder_on_demand=True`` compiles T5 for each prompt and frees it before denoising, so T5's weights
+        and the transformer's are never in memory together: on a CPU without bf16, OpenVINO holds FP16 weights
+        in f32, and T5-XXL alone is then 18 GiB. It costs T5's compile time per prompt (shorter with a model cache).
+        """
         from transformers import AutoTokenizer
 
         folder = check_variant(folder)
         core = ov.Core()
         device = check_device(device, core)
         parts = {
-            "text_encoder": OVTextEncoder(folder / "text_encoder", core, device, ov_config),
+            "text_encoder": OVTextEncoder(folder / "text_encoder", core, device, ov_config, keep_compiled=not text_encoder_on_demand),
             "transformer": OVTransformer(folder / "transformer", core, device, ov_config),
             "vae": OVVaeDecoder(folder / "vae_decoder", core, device, ov_config),
         }

@@ -16,6 +16,7 @@ ASSETS = REPO_ROOT / "assets"
 DEFAULT_MODEL_ID = "PixArt-alpha/PixArt-LCM-XL-2-1024-MS"
 STANDARD_MODEL_ID = "PixArt-alpha/PixArt-XL-2-1024-MS"
 TINY_MODEL_IDS = ("tiny", "tiny-standard")
+SHIPPED_MODEL_IDS = ("shapes",)  # trained here (notebook 6, ``python -m helpers train``), kept in model/<id>/diffusers
 
 PARTS = ("text_encoder", "transformer", "vae_decoder")
 IR_NAME = "openvino_model.xml"
@@ -41,8 +42,12 @@ def model_id_from_env(default: str = DEFAULT_MODEL_ID) -> str:
 
 
 def model_name(model_id: str) -> str:
-    """A folder name for a model id: the last part of a hub id or a local path (``tiny`` stays ``tiny``)."""
-    return Path(str(model_id).rstrip("/")).name
+    """A folder name for a model id: the last part of a hub id or a local path (``tiny`` stays ``tiny``).
+
+    A local ``…/<name>/diffusers`` folder (how built and trained models are kept here) is named ``<name>``.
+    """
+    path = Path(str(model_id).rstrip("/"))
+    return path.parent.name if path.name == "diffusers" and path.parent.name else path.name
 
 
 def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:

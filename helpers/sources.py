@@ -9,7 +9,7 @@ from typing import Iterator
 
 import torch
 
-from .settings import ASSETS, MODEL_INDEX, MODEL_ROOT, TINY_MODEL_IDS, atomic_folder
+from .settings import ASSETS, MODEL_INDEX, MODEL_ROOT, SHIPPED_MODEL_IDS, TINY_MODEL_IDS, atomic_folder
 
 
 class ModelSourceError(RuntimeError):
@@ -98,17 +98,31 @@ TINY_SEED = 0
 def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
     """Turn a model id into a local diffusers folder.
 
-    ``tiny`` and ``tiny-standard`` are built offline (once, cached under ``model/``); a folder with a
-    ``model_index.json`` is used as it is; anything else is a hub id, downloaded (or found in the hub cache).
+    ``tiny`` and ``tiny-standard`` are built offline (once, cached under ``model/``); ``shapes`` is the small model
+    trained here (``python -m helpers train``) into ``model/shapes/diffusers``; a folder with a ``model_index.json`` is used as it is;
+    anything else is a hub id, downloaded (or found in the hub cache).
     """
     if model_id in TINY_MODEL_IDS:
         return build_tiny_pipeline(Path(root) / model_id / "diffusers", standard=model_id == "tiny-standard")
+    if model_id in SHIPPED_MODEL_IDS:
+        return shipped_model(model_id)
     local = Path(model_id).expanduser()
     if local.is_dir():
         if not (local / MODEL_INDEX).is_file():
             raise ModelSourceError(f"{local} has no {MODEL_INDEX}: point PIXART_MODEL_ID at a diffusers pipeline folder.")
         return local
     return _download_from_hub(model_id)
+
+
+def shipped_model(model_id: str) -> Path:
+    """The diffusers folder of a model trained here (``model/<id>/diffusers``), or an error saying how to make it."""
+    folder = MODEL_ROOT / model_id / "diffusers"
+    if not (folder / MODEL_INDEX).is_file():
+        raise ModelSourceError(
+            f"No trained '{model_id}' model in {folder}: train it with `python -m helpers train --out {folder}` "
+            f"(notebook 6 shows each step), or use PIXART_MODEL_ID=tiny for a small model built offline."
+        )
+    return folder
 
 
 def _download_from_hub(model_id: str) -> Path:

@@ -24,6 +24,10 @@ def test_quick_benchmark_measures_every_step(tmp_path):
         assert steps[f"pipeline {variant} cached"]["compile_seconds"] > 0
         memory = steps[f"pipeline {variant}"]["memory"]
         assert memory["total_gib"] >= max(memory["anon_gib"], memory["file_gib"]) > 0
+    assert steps["pipeline FP16, T5 on demand"]["image_size"] == [1024, 1024]
+    assert steps["convert pipeline, one process"]["memory"]["anon_gib"] > 0
+    assert steps["upcast T5 checkpoint"]["seconds"] >= 0  # the small T5 is FP32 already: nothing to do
     report = (out / "quick.md").read_text()
     assert "| OpenVINO INT8 |" in report and "| pipeline INT4-T5 cached |" in report
+    assert "| INT8 variant: compile + generate | ≤ 12 | pipeline INT8: " in report
     assert (out / "quick.png").stat().st_size > 0

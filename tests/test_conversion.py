@@ -116,3 +116,26 @@ def test_vae_decoder_ir_matches_torch_non_square(tiny_source, tiny_variant):
     assert actual.shape == (1, 3, 192, 320)
     # FP16 weights through convolutions and group norms: ~2e-3 of the output's scale measured.
     assert torch.allclose(actual, expected, atol=5e-3 * expected.abs().max(), rtol=0)
+
+
+def test_half_precision_checkpoint_is_upcast_on_disk_not_in_memory(tiny_source, tmp_path):
+    """A bf16-stored T5 (like the benchmark's T5-XXL) loads for conversion from a temporary FP32 copy, in shards."""
+    bf16_source = tmp_path / "source"
+    helpers.load_torch_part(tiny_source, "text_encoder", dtype=torch.bfloat16).save_pretrained(bf16_source / "text_encoder")
+    assert helpers.stored_dtypes(bf16_source / "text_encoder") == {"BF16"}
+    with helpers.float32_source(bf16_source, "text_encoder", scratch=tmp_path) as folder:
+        assert folder != bf16_source
+        assert helpers.stored_dtypes(folder / "text_encoder") == {"F32"}
+        upcast = helpers.load_torch_part(folder, "text_encoder")
+        expected = helpers.load_torch_part(bf16_source, "text_encoder")  # cast in memory: the same numbers
+        for (name, a), (_, b) in zip(upcast.state_dict().items(), expected.state_dict().items()):
+            assert a.dtype == torch.float32 and torch.equal(a, b), name
+    assert not any(path.name.startswith(".text_encoder-fp32") for path in tmp_path.iterdir())  # removed afterwards
+    with helpers.float32_source(tiny_source, "transformer", scratch=tmp_path) as folder:
+        assert folder == tiny_source  # FP32 already: used in place, memory-mapped
+
+
+def test_upcast_checkpoint_writes_shards_and_an_index(tiny_source, tmp_path):
+    out = helpers.upcast_checkpoint(tiny_source / "text_encoder", tmp_path / "te", shard_bytes=50_000)
+    index = __import__("json").loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1 and (out / "config.json").is_file()

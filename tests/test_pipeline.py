@@ -49,6 +49,17 @@ def test_batch_of_two_prompts_with_guidance_matches_pytorch(pipelines):
     assert all(helpers.psnr(e, a) > MIN_PSNR_DB for e, a in zip(expected, actual))
 
 
+def test_text_encoder_on_demand_gives_the_same_picture_and_keeps_nothing_compiled(tiny_variant, pipelines):
+    _, kept = pipelines["LCM"]
+    on_demand = helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG, text_encoder_on_demand=True)
+    assert on_demand.text_encoder.request is None and kept.text_encoder.request is not None
+    kwargs = dict(height=256, width=256, use_resolution_binning=False, output_type="np")
+    expected = kept("a red circle", generator=torch.Generator().manual_seed(3), **kwargs).images
+    actual = on_demand("a red circle", generator=torch.Generator().manual_seed(3), **kwargs).images
+    assert np.array_equal(actual, expected)
+    assert on_demand.text_encoder.request is None and len(on_demand.text_encoder.seconds) == 1
+
+
 def test_num_images_per_prompt_and_recipe_defaults(pipelines):
     _, ov_pipe = pipelines["LCM"]
     assert ov_pipe.recipe == helpers.LCM_RECIPE

@@ -78,3 +78,14 @@ def test_model_id_comes_from_the_environment(monkeypatch):
     assert helpers.model_id_from_env() == helpers.DEFAULT_MODEL_ID
     monkeypatch.setenv("PIXART_MODEL_ID", "tiny")
     assert helpers.model_id_from_env() == "tiny"
+
+
+def test_untrained_shapes_model_says_how_to_make_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(helpers.sources, "MODEL_ROOT", tmp_path)
+    with pytest.raises(helpers.ModelSourceError, match="python -m helpers train"):
+        helpers.resolve_model_source("shapes")
+
+
+def test_diffusers_folders_are_named_after_their_parent():
+    assert helpers.model_name("model/shapes-notebook/diffusers") == "shapes-notebook"
+    assert helpers.variant_dir("model/tiny/diffusers", "INT8") == helpers.MODEL_ROOT / "tiny" / "INT8"

@@ -1,0 +1,122 @@
+"""Training: the noise schedule's terms, the loss, the feature cache, the VAE fit and a transformer that learns."""
+
+import numpy as np
+import pytest
+import torch
+
+import helpers
+from helpers import training
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    """The untrained shapes pipeline (frozen random T5, untrained VAE and transformer)."""
+    return helpers.start_pipeline(tmp_path_factory.mktemp("shapes") / "start")
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    scenes = helpers.all_scenes()[::105][:8]
+    return [helpers.render(scene, 64, 64) for scene in scenes], [scene.caption for scene in scenes]
+
+
+def test_start_pipeline_has_the_real_architecture_at_256(start):
+    assert type(start.transformer).__name__ == "PixArtTransformer2DModel" and start.transformer.config.out_channels == 8
+    assert start.transformer.config.sample_size * start.vae_scale_factor == 256  # the 256 aspect-ratio bins
+    assert type(start.scheduler).__name__ == "DPMSolverMultistepScheduler"
+
+
+def test_noise_is_added_like_diffusers(start):
+    from diffusers import DDPMScheduler
+
+    terms = training.DiffusionTerms(start.scheduler.config)
+    x0, noise, t = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8), torch.tensor([0, 500, 999])
+    expected = DDPMScheduler.from_config(start.scheduler.config).add_noise(x0, noise, t)
+    assert torch.allclose(terms.add_noise(x0, noise, t), expected, atol=1e-5)
+
+
+def test_variance_loss_is_zero_only_for_the_true_posterior(start):
+    terms = training.DiffusionTerms(start.scheduler.config)
+    x0, noise, t = torch.randn(4, 4, 8, 8), torch.randn(4, 4, 8, 8), torch.tensor([1, 10, 500, 999])
+    xt = terms.add_noise(x0, noise, t)
+    posterior = -torch.ones_like(x0)  # -1: the posterior's own variance
+    assert terms.variance_loss(posterior, noise, x0, xt, t).item() == pytest.approx(0.0, abs=1e-5)
+    assert terms.variance_loss(posterior, noise + 0.5, x0, xt, t).item() > 1e-3  # wrong mean
+    assert terms.variance_loss(torch.ones_like(x0), noise, x0, xt, t).item() > 1e-4  # wrong variance
+
+
+def test_caption_dropout_swaps_in_an_unconditional_caption():
+    features = {
+        "latents": torch.randn(4, 4, 8, 8), "embeddings": torch.ones(4, 6, 32), "masks": torch.ones(4, 6, dtype=torch.long),
+        "null_embeddings": torch.zeros(2, 6, 32), "null_masks": torch.zeros(2, 6, dtype=torch.long),
+    }
+    generator = torch.Generator().manual_seed(0)
+    _, embeddings, masks = training.sample_batch(features, helpers.TrainingSettings(batch_size=8, caption_dropout=1.0), generator)
+    assert embeddings.abs().sum() == 0 and masks.sum() == 0
+    _, embeddings, _ = training.sample_batch(features, helpers.TrainingSettings(batch_size=8, caption_dropout=0.0), generator)
+    assert torch.all(embeddings == 1)
+
+
+def test_vae_fit_sets_a_unit_variance_scaling_factor(start, pictures):
+    images, _ = pictures
+    tensor = helpers.pictures_to_tensor(images)
+    assert tensor.shape == (8, 3, 64, 64) and tensor.min() >= -1 and tensor.max() <= 1
+    vae = type(start.vae).from_config(start.vae.config)
+    losses = helpers.train_vae(vae, tensor, steps=3, batch_size=2)
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    latents = helpers.encode_pictures(vae, tensor)
+    assert latents.shape == (8, 4, 8, 8)
+    assert latents.std().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_features_are_cached_once_and_recomputed_for_another_vae(start, pictures, tmp_path):
+    import datasets
+
+    images, captions = pictures
+    dataset = datasets.Dataset.from_dict({"image": images, "text": captions}).cast_column("image", datasets.Image())
+    path = tmp_path / "features.safetensors"
+    features = helpers.cache_features(start, dataset, path)
+    assert features["latents"].shape == (8, 4, 8, 8) and features["embeddings"].shape[:2] == (8, 32)
+    assert features["masks"].sum(1).min() > 1 and features["null_embeddings"].shape[0] == 2
+    written = path.stat().st_mtime_ns
+    assert torch.equal(helpers.cache_features(start, dataset, path)["latents"], features["latents"])
+    assert path.stat().st_mtime_ns == written  # loaded, not recomputed
+    other = type(start.vae).from_config(start.vae.config)  # new random weights
+    pipe = type(start)(**{**start.components, "vae": other})
+    assert not torch.equal(helpers.cache_features(pipe, dataset, path)["latents"], features["latents"])
+
+
+def test_captions_longer_than_the_cache_length_are_refused(start):
+    with pytest.raises(ValueError, match="longer than 4 tokens"):
+        helpers.encode_captions(start, ["a red circle at the top left on a blue background"], max_length=4)
+
+
+def test_transformer_learns_a_batch(start, pictures):
+    """A few steps on 8 cached pictures lower the loss measured at fixed timesteps and noise."""
+    images, captions = pictures
+    latents = helpers.encode_pictures(start.vae, helpers.pictures_to_tensor(images))
+    embeddings, masks = helpers.encode_captions(start, captions)
+    features = {"latents": latents, "embeddings": embeddings, "masks": masks, "null_embeddings": embeddings[:1], "null_masks": masks[:1]}
+    transformer = type(start.transformer).from_config(start.transformer.config)
+    pipe = type(start)(**{**start.components, "transformer": transformer})
+    terms = training.DiffusionTerms(start.scheduler.config)
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return training.pixart_loss(transformer, terms, latents, embeddings, masks, torch.Generator().manual_seed(7))[0].item()
+
+    before = fixed_loss()
+    settings = helpers.TrainingSettings(steps=30, batch_size=8, learning_rate=1e-3, warmup_steps=1, caption_dropout=0.0, sample_every=15)
+    sampled = []
+    history = helpers.train_transformer(pipe, features, settings, on_sample=sampled.append)
+    assert [h["step"] for h in history] == list(range(1, 31)) and sampled == [15, 30]
+    assert all(np.isfinite(h["loss"]) and h["vlb"] >= 0 for h in history)
+    assert fixed_loss() < 0.8 * before
+    assert not transformer.training
+
+
+def test_saved_pipeline_is_a_model_the_product_accepts(start, tmp_path):
+    folder = helpers.save_pipeline(start, tmp_path / "trained" / "diffusers")
+    assert helpers.resolve_model_source(str(folder)) == folder
+    assert helpers.model_name(str(folder)) == "trained"
+    assert not list(folder.parent.glob(".*partial"))
