@@ -72,6 +72,7 @@ class OVModelPart:
         self.folder = Path(folder)
         self.config = FrozenDict(json.loads((self.folder / "config.json").read_text()))
         self.core, self.device_name, self.ov_config = core, device, ov_config or {}
+        self.input_names: set[str] = set()  # filled by the first compile
         self.request = self._compile() if keep_compiled else None
         self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
 
@@ -80,13 +81,14 @@ class OVModelPart:
 
     def _compile(self) -> ov.InferRequest:
         # Compiled from the path, with no ov.Model kept: OpenVINO can then map the weights file instead of copying.
-        return self.core.compile_model(self.folder / IR_NAME, self.device_name, self.ov_config).create_infer_request()
+        request = self.core.compile_model(self.folder / IR_NAME, self.device_name, self.ov_config).create_infer_request()
+        self.input_names = {port.get_any_name() for port in request.model_inputs}
+        return request
 
     def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
         """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""
         request = self.request or self._compile()
-        names = {port.get_any_name() for port in request.model_inputs}
-        feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in names}
+        feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in self.input_names}
         start = time.perf_counter()
         output = request.infer(feed)[0].copy()
         self.seconds.append(time.perf_counter() - start)

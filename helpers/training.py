@@ -104,9 +104,9 @@ def train_vae(
     """Fit an AutoencoderKL to ``pictures`` (N, 3, H, W in [-1, 1]): reconstruction MSE plus a small KL term.
 
     It learns on random ``crop``² crops: the VAE is convolutional, so what it learns holds at any size, and a
-    64² crop costs a sixteenth of a 256² picture. The learning rate falls linearly to a tenth. Then the VAE's ``scaling_factor`` is set to 1 / the latents'
-    standard deviation (how Stable Diffusion's was chosen), so the transformer sees unit-variance latents.
-    Returns the loss of every step.
+    64² crop costs a sixteenth of a 256² picture. The learning rate falls linearly to a tenth. Then the VAE's
+    ``scaling_factor`` is set to 1 / the latents' standard deviation (how Stable Diffusion's was chosen), so the
+    transformer sees unit-variance latents. Returns the loss of every step.
     """
     generator = torch.Generator().manual_seed(seed)
     vae.to(device).train()
@@ -167,7 +167,10 @@ def encode_captions(pipe, captions: Sequence[str], max_length: int = 32) -> tupl
 
 
 def features_fingerprint(pipe, dataset) -> str:
-    """What cached features depend on: the captions, the picture files and the VAE's and T5's weights."""
+    """What cached features depend on: the captions, their number, and the VAE's and T5's weights.
+
+    The pictures themselves are not hashed: a folder whose pictures change under the same captions keeps its cache.
+    """
     digest = hashlib.sha1()
     for text in dataset["text"]:
         digest.update(text.encode())

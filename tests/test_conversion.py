@@ -1,5 +1,7 @@
 """Conversion: three IRs, skipping, interruption, and the IR measures (dynamic sizes, FP32 timestep table, T5)."""
 
+import json
+
 import numpy as np
 import openvino as ov
 import pytest
@@ -137,5 +139,5 @@ def test_half_precision_checkpoint_is_upcast_on_disk_not_in_memory(tiny_source, 
 
 def test_upcast_checkpoint_writes_shards_and_an_index(tiny_source, tmp_path):
     out = helpers.upcast_checkpoint(tiny_source / "text_encoder", tmp_path / "te", shard_bytes=50_000)
-    index = __import__("json").loads((out / "model.safetensors.index.json").read_text())
+    index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1 and (out / "config.json").is_file()
