@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers demo --model shapes`` and ``python -m helpers train --steps 3000``."""
+"""Command line: ``python -m helpers demo --model shapes`` and ``python -m helpers train --steps 4000``."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> None:
     train = commands.add_parser("train", help="train the small shapes PixArt (what notebook 6 does, in one go)")
     train.add_argument("--out", type=Path, default=MODEL_ROOT / "shapes" / "diffusers", help="where the diffusers folder goes")
     train.add_argument("--work", type=Path, default=MODEL_ROOT / "shapes-work", help="dataset, feature cache, start model")
-    train.add_argument("--steps", type=int, default=3000, help="transformer training steps")
-    train.add_argument("--vae-steps", type=int, default=None, help="VAE fitting steps (default: a sixth of --steps)")
+    train.add_argument("--steps", type=int, default=4000, help="transformer training steps")
+    train.add_argument("--vae-steps", type=int, default=None, help="VAE fitting steps (default: half of --steps)")
     train.add_argument("--dataset-size", type=int, default=2048, help="captioned pictures to generate")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--device", default="cpu", help="torch device: cpu, or cuda where a GPU is at hand")

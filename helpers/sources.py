@@ -119,8 +119,9 @@ def shipped_model(model_id: str) -> Path:
     folder = MODEL_ROOT / model_id / "diffusers"
     if not (folder / MODEL_INDEX).is_file():
         raise ModelSourceError(
-            f"No trained '{model_id}' model in {folder}: train it with `python -m helpers train --out {folder}` "
-            f"(notebook 6 shows each step), or use PIXART_MODEL_ID=tiny for a small model built offline."
+            f"No trained '{model_id}' model in {folder}: it ships with the repository (`git checkout -- model/{model_id}` "
+            f"restores it), or train it again with `python -m helpers train --out {folder}` (notebook 6 shows each "
+            f"step); PIXART_MODEL_ID=tiny is a small model built offline."
         )
     return folder
 

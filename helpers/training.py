@@ -56,9 +56,9 @@ SHAPES_VAE_CONFIG = {
 class TrainingSettings:
     """How long and how the transformer trains (``steps`` is the notebook's parameter)."""
 
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 16
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-3  # a 1.8 M-parameter model: 3e-4 learned the captions three times slower
     warmup_steps: int = 100
     caption_dropout: float = 0.1  # captions replaced by an "unconditional" one, so guidance works
     sample_every: int = 500
@@ -67,11 +67,53 @@ class TrainingSettings:
 
 
 def start_pipeline(folder: Path):
-    """A PixArt-α pipeline to train: frozen random T5, untrained VAE and transformer, DPM-Solver (20 guided steps)."""
+    """A PixArt-α pipeline to train: frozen T5 made contextual, untrained VAE and transformer, DPM-Solver (20 guided steps).
+
+    The random weights are built once into ``folder``; the two changes below are applied at every load (they are
+    deterministic), so the trained model saved at the end carries them.
+    """
     from diffusers import PixArtAlphaPipeline
 
     build_random_pipeline(folder, SHAPES_TRANSFORMER_CONFIG, SHAPES_VAE_CONFIG, TINY_T5_CONFIG, DPM_SCHEDULER_CONFIG)
-    return PixArtAlphaPipeline.from_pretrained(folder)
+    pipe = PixArtAlphaPipeline.from_pretrained(folder)
+    make_contextual(pipe.text_encoder)
+    amplify_captions(pipe.transformer)
+    return pipe
+
+
+def make_contextual(text_encoder: torch.nn.Module, strength: float = 8.0, gain: float = 3.0) -> None:
+    """Make a random T5 encoder mix each token with its neighbours, as a pretrained one does.
+
+    PixArt's cross-attention sees the caption as a set of token vectors, without their positions, and a random T5
+    hardly mixes tokens: the "red" of "a red circle … on a blue background" and of "a blue circle … on a red
+    background" come out 97 % the same, so no transformer could tell the shape's colour from the background's.
+    Here each attention head of every block looks at one neighbour (1 or 2 tokens before or after: a large bias on
+    that relative-position bucket) and writes ``gain`` times more into the residual stream; the two "red"s are
+    then about half their length apart. The encoder stays frozen: these weights are chosen, not learned.
+    """
+    attention = text_encoder.encoder.block[0].layer[0].SelfAttention
+    offsets = torch.tensor([-1, 1, -2, 2])
+    buckets = attention._relative_position_bucket(
+        offsets, bidirectional=True, num_buckets=text_encoder.config.relative_attention_num_buckets,
+        max_distance=text_encoder.config.relative_attention_max_distance,
+    )
+    with torch.no_grad():
+        table = attention.relative_attention_bias.weight  # (buckets, heads), shared by every block
+        table.zero_()
+        for head, bucket in enumerate(buckets[: table.shape[1]].tolist()):
+            table[bucket, head] = strength
+        for block in text_encoder.encoder.block:
+            block.layer[0].SelfAttention.o.weight.mul_(gain)
+
+
+def amplify_captions(transformer: torch.nn.Module, gain: float = 20.0) -> None:
+    """Start the caption projection ``gain`` times larger, so the captions reach the cross-attention at the scale
+    of the picture tokens (default initialisation leaves them about 20 times smaller, and the transformer then
+    learns to ignore them: measured on a GPU, 2400 steps left the loss with a wrong caption within 0.7 % of the
+    loss with the right one; at gain 20 and learning rate 1e-3, 19 % apart and still growing)."""
+    with torch.no_grad():
+        transformer.caption_projection.linear_2.weight.mul_(gain)
+        transformer.caption_projection.linear_2.bias.mul_(gain)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -86,8 +128,8 @@ def pictures_to_tensor(images: Sequence[Any]) -> torch.Tensor:
 
 
 def vae_steps_for(training_steps: int) -> int:
-    """How long the VAE is fitted for a transformer trained ``training_steps`` steps (three quarters, at least 20)."""
-    return max(20, training_steps * 3 // 4)
+    """How long the VAE is fitted for a transformer trained ``training_steps`` steps (half as long, at least 20)."""
+    return max(20, training_steps // 2)
 
 
 def train_vae(
@@ -181,12 +223,13 @@ def features_fingerprint(pipe, dataset) -> str:
     return digest.hexdigest()
 
 
-def cache_features(pipe, dataset, path: Path, batch_size: int = 32) -> dict[str, torch.Tensor]:
+def cache_features(pipe, dataset, path: Path, batch_size: int = 32, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The latents and caption embeddings of a dataset, computed once and saved to ``path``.
 
     ``dataset`` has ``image`` and ``text`` columns (``helpers.load_captioned_images``). A cache made from other
     captions or another VAE (its fingerprint differs) is recomputed. The unconditional captions ("" and the
-    standard recipe's negative prompt) are cached beside them for caption dropout.
+    standard recipe's negative prompt) are cached beside them for caption dropout. The VAE encodes on ``device``
+    and is left on the CPU; the features are CPU tensors.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
@@ -199,10 +242,11 @@ def cache_features(pipe, dataset, path: Path, batch_size: int = 32) -> dict[str,
     latents, embeddings, masks = [], [], []
     for start in tqdm(range(0, len(dataset), batch_size), desc="caching features"):
         rows = dataset[start : start + batch_size]
-        latents.append(encode_pictures(pipe.vae, pictures_to_tensor(rows["image"])))
+        latents.append(encode_pictures(pipe.vae, pictures_to_tensor(rows["image"]), device=device))
         embedding, mask = encode_captions(pipe, rows["text"])
         embeddings.append(embedding)
         masks.append(mask)
+    pipe.vae.to("cpu")
     null_embeddings, null_masks = encode_captions(pipe, ["", STANDARD_RECIPE.negative_prompt])
     features = {
         "latents": torch.cat(latents).contiguous(),
@@ -364,7 +408,7 @@ def train_shapes_model(
     seconds["vae"] = time.perf_counter() - start
     progress(f"VAE fitted: loss {np.mean(vae_losses[-50:]):.5f} ({seconds['vae']:.0f} s)")
     start = time.perf_counter()
-    features = cache_features(pipe, dataset, work / "features.safetensors")
+    features = cache_features(pipe, dataset, work / "features.safetensors", device=settings.device)
     seconds["features"] = time.perf_counter() - start
     start = time.perf_counter()
     history = train_transformer(pipe, features, settings)

@@ -26,6 +26,27 @@ def test_start_pipeline_has_the_real_architecture_at_256(start):
     assert type(start.scheduler).__name__ == "DPMSolverMultistepScheduler"
 
 
+def _swapped_colour_distance(pipe) -> float:
+    """How far apart, relative to their length, the token vectors of two captions that swap their colours are."""
+    captions = ["a red circle at the center on a blue background", "a blue circle at the center on a red background"]
+    embeddings, masks = training.encode_captions(pipe, captions)
+    count = int(masks[0].sum())
+    nearest = torch.cdist(embeddings[0, :count], embeddings[1, :count]).min(dim=1).values
+    return float((nearest / embeddings[0, :count].norm(dim=-1)).mean())
+
+
+def test_frozen_t5_tells_the_shape_colour_from_the_background_colour(tmp_path):
+    """A random T5 gives swapped captions nearly the same set of token vectors; the contextual one does not."""
+    from diffusers import PixArtAlphaPipeline
+
+    start = helpers.start_pipeline(tmp_path / "start")
+    random_t5 = PixArtAlphaPipeline.from_pretrained(tmp_path / "start")
+    assert _swapped_colour_distance(random_t5) < 0.1
+    assert _swapped_colour_distance(start) > 0.4
+    projection = start.transformer.caption_projection.linear_2.weight
+    assert torch.allclose(projection, 20 * random_t5.transformer.caption_projection.linear_2.weight)
+
+
 def test_noise_is_added_like_diffusers(start):
     from diffusers import DDPMScheduler
 
