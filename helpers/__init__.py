@@ -161,6 +161,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "cache_features",
         "encode_captions",
         "encode_pictures",
+        "fit_vae_once",
         "pictures_to_tensor",
         "save_pipeline",
         "start_pipeline",

@@ -107,6 +107,27 @@ def test_features_are_cached_once_and_recomputed_for_another_vae(start, pictures
     assert not torch.equal(helpers.cache_features(pipe, dataset, path)["latents"], features["latents"])
 
 
+def test_fitted_vae_is_kept_and_reused(start, pictures, tmp_path, monkeypatch):
+    """A second run with the same recipe loads the fitted VAE instead of fitting it again; another recipe refits."""
+    import copy
+
+    tensors = helpers.pictures_to_tensor(pictures[0])
+    settings = helpers.TrainingSettings()
+    first = copy.deepcopy(start)
+    losses = helpers.fit_vae_once(first, tensors, tmp_path / "vae", 3, settings)
+    assert len(losses) == 3 and (tmp_path / "vae" / "fit.json").is_file()
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("fitted again")
+
+    second = copy.deepcopy(start)
+    monkeypatch.setattr(training, "train_vae", no_fitting)
+    assert helpers.fit_vae_once(second, tensors, tmp_path / "vae", 3, settings) == losses
+    assert all(torch.equal(a, b) for a, b in zip(first.vae.state_dict().values(), second.vae.state_dict().values()))
+    with pytest.raises(AssertionError, match="fitted again"):
+        helpers.fit_vae_once(second, tensors, tmp_path / "vae", 4, settings)
+
+
 def test_captions_longer_than_the_cache_length_are_refused(start):
     with pytest.raises(ValueError, match="longer than 4 tokens"):
         helpers.encode_captions(start, ["a red circle at the top left on a blue background"], max_length=4)
