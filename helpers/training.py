@@ -171,6 +171,27 @@ def train_vae(
     return losses
 
 
+def fit_vae_once(pipe, pictures: torch.Tensor, folder: Path, steps: int, settings: TrainingSettings) -> list[float]:
+    """Fit ``pipe.vae`` (``train_vae``) and keep it in ``folder`` with its losses; a later call with the same number
+    of pictures, steps and seed loads it instead of fitting it again. The VAE is left on the CPU."""
+    import json
+
+    from diffusers import AutoencoderKL
+
+    folder, recipe = Path(folder), {"pictures": len(pictures), "steps": steps, "seed": settings.seed}
+    record = folder / "fit.json"
+    kept = json.loads(record.read_text()) if record.is_file() else {}
+    if kept.get("recipe") == recipe:
+        pipe.register_modules(vae=AutoencoderKL.from_pretrained(folder))
+        return kept["losses"]
+    losses = train_vae(pipe.vae, pictures, steps, device=settings.device, seed=settings.seed)
+    pipe.vae.to("cpu")
+    with atomic_folder(folder) as tmp:
+        pipe.vae.save_pretrained(tmp)
+        (tmp / "fit.json").write_text(json.dumps({"recipe": recipe, "losses": losses}))
+    return losses
+
+
 def _random_crops(pictures: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
     height, width = pictures.shape[-2:]
     if side >= min(height, width):
@@ -378,26 +399,6 @@ def save_pipeline(pipe, folder: Path) -> Path:
         pipe.save_pretrained(tmp)
     assert (Path(folder) / MODEL_INDEX).is_file()
     return Path(folder)
-
-
-def fit_vae_once(pipe, pictures: torch.Tensor, folder: Path, steps: int, settings: TrainingSettings) -> list[float]:
-    """Fit ``pipe.vae`` (``train_vae``) and keep it in ``folder`` with its losses; a later call with the same number
-    of pictures, steps and seed loads it instead of fitting it again. The VAE is left on the CPU."""
-    import json
-
-    from diffusers import AutoencoderKL
-
-    folder, recipe = Path(folder), {"pictures": len(pictures), "steps": steps, "seed": settings.seed}
-    record = folder / "fit.json"
-    if record.is_file() and json.loads(record.read_text())["recipe"] == recipe:
-        pipe.register_modules(vae=AutoencoderKL.from_pretrained(folder))
-        return json.loads(record.read_text())["losses"]
-    losses = train_vae(pipe.vae, pictures, steps, device=settings.device, seed=settings.seed)
-    pipe.vae.to("cpu")
-    with atomic_folder(folder) as tmp:
-        pipe.vae.save_pretrained(tmp)
-        (tmp / "fit.json").write_text(json.dumps({"recipe": recipe, "losses": losses}))
-    return losses
 
 
 def train_shapes_model(
