@@ -26,8 +26,13 @@ def prepare_variants(model_id: str, variants: list[str]) -> None:
     fp16 = helpers.variant_dir(model_id, "FP16")
     helpers.convert_pipeline(helpers.resolve_model_source(model_id), fp16)
     for variant in variants:
-        if variant != "FP16":
-            helpers.compress_variant(fp16, helpers.variant_dir(model_id, variant), helpers.COMPRESSION_RECIPES[variant])
+        if variant == "FP16":
+            continue
+        folder, recipe = helpers.variant_dir(model_id, variant), helpers.COMPRESSION_RECIPES[variant]
+        calibration = None
+        if helpers.needs_calibration(recipe) and not helpers.is_variant(folder):
+            calibration = helpers.collect_calibration_data(fp16, helpers.calibration_prompts(model_id, 8))
+        helpers.compress_variant(fp16, folder, recipe, calibration=calibration)
 
 
 def main() -> None:
@@ -37,7 +42,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="shapes", help="model id (default: shapes)")
-    parser.add_argument("--variants", nargs="+", default=["FP16", "INT8", "INT4-T5"])
+    parser.add_argument("--variants", nargs="+", default=["FP16", "INT8", "INT4-T5", "W8A8"])
     parser.add_argument("--prompts", type=int, default=64, help="evaluation prompts (at least 8)")
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--out", type=Path, default=HERE / "results")

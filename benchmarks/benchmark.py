@@ -27,9 +27,14 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 PARTS = ("text_encoder", "transformer", "vae_decoder")
-VARIANTS = ("FP16", "INT8", "INT4-T5")
+VARIANTS = ("FP16", "INT8", "INT4-T5", "W8A8")
 TORCH_ENGINES = ("torch-fp32", "torch-bf16")
-ENGINES = (*TORCH_ENGINES, "ov-FP16", "ov-INT8", "ov-INT4-T5")  # INT4 for the T5 encoder only
+# INT4 for the T5 encoder only, W8A8 for the transformer only (their other parts are INT8's)
+ENGINES = (*TORCH_ENGINES, "ov-FP16", "ov-INT8", "ov-INT4-T5", "ov-W8A8")
+ONLY_PART = {"ov-INT4-T5": "text_encoder", "ov-W8A8": "transformer"}
+# W8A8's calibration: the FP16 pipeline's transformer inputs over this many shipped prompts, at this size (512²
+# costs a fifth of 1024² per step; the statistics are per channel, so they carry over)
+CALIBRATION_PROMPTS, CALIBRATION_SIZE = 4, 512
 # (component, shape name) -> inputs: latent side and batch for the transformer, latent side for the VAE
 SHAPES = {
     "text_encoder": {"120 tokens": None},
@@ -103,13 +108,38 @@ def task_convert_all(work: Path) -> dict:
     return {"seconds": sum(seconds.values()), "parts": seconds}
 
 
+def task_calibrate(work: Path, prompts: int, size: int) -> dict:
+    """Record W8A8's calibration set (the FP16 pipeline's transformer inputs) into ``calibration.npz``."""
+    import numpy as np
+
+    import helpers
+
+    start = time.perf_counter()
+    calibration = helpers.collect_calibration_data(work / "FP16", helpers.calibration_prompts("benchmark", prompts), size, size)
+    np.savez(work / "calibration.npz", **{f"{i}/{name}": value for i, sample in enumerate(calibration) for name, value in sample.items()})
+    return {"seconds": time.perf_counter() - start, "samples": len(calibration), "size": size}
+
+
+def load_calibration(path: Path) -> list[dict]:
+    import numpy as np
+
+    samples: dict[int, dict] = {}
+    with np.load(path) as stored:
+        for key in stored.files:
+            index, name = key.split("/", 1)
+            samples.setdefault(int(index), {})[name] = stored[key]
+    return [samples[i] for i in sorted(samples)]
+
+
 def task_compress(work: Path, variant: str, part: str) -> dict:
     """Compress one part of the FP16 variant into ``variant``; the folder is marked finished once all parts are in."""
     import helpers
 
     start = time.perf_counter()
     if not helpers.is_part_converted(work / variant, part):
-        helpers.compress_part(work / "FP16", work / variant, part, helpers.COMPRESSION_RECIPES[variant][part])
+        settings = helpers.COMPRESSION_RECIPES[variant][part]
+        calibration = load_calibration(work / "calibration.npz") if helpers.needs_calibration({part: settings}) else None
+        helpers.compress_part(work / "FP16", work / variant, part, settings, calibration)
     helpers.finish_variant(work / "FP16", work / variant, {"variant": variant, "compression": helpers.COMPRESSION_RECIPES[variant]})
     return {"seconds": time.perf_counter() - start}
 
@@ -202,6 +232,45 @@ def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int
     return result
 
 
+def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int) -> dict:
+    """One 1024² transformer step of each variant, timed in turns in one process, and where its time goes.
+
+    The variants run alternately (A, B, A, B …) so that a slower or faster spell of the machine hits both alike.
+    Each is compiled with ``PERF_COUNT``; the last run's per-node times are summed by operation type and by the
+    kernel OpenVINO chose (its ``exec_type``, e.g. ``brgemm_avx2_I8``).
+    """
+    import openvino as ov
+    import torch
+
+    import helpers
+
+    models = {v: helpers.OVTransformer(work / v / "transformer", ov.Core(), "CPU", {"PERF_COUNT": True}) for v in variants}
+    inputs = _inputs("transformer", SHAPES["transformer"]["1024² b1"], next(iter(models.values())).config, torch.float32)
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    outputs = {}
+    for turn in range(warmup + runs):
+        for variant, model in models.items():
+            start = time.perf_counter()
+            outputs[variant] = _call("transformer", model, inputs)
+            if turn >= warmup:
+                seconds[variant].append(time.perf_counter() - start)
+    result = {}
+    for variant, model in models.items():
+        by_type: dict[str, float] = {}
+        by_kernel: dict[str, float] = {}
+        for info in model.request.profiling_info:
+            ms = info.real_time.total_seconds() * 1e3
+            by_type[info.node_type] = by_type.get(info.node_type, 0.0) + ms
+            by_kernel[f"{info.node_type} {info.exec_type}"] = by_kernel.get(f"{info.node_type} {info.exec_type}", 0.0) + ms
+        top = lambda table: dict(sorted(table.items(), key=lambda kv: -kv[1])[:12])  # noqa: E731
+        result[variant] = {**helpers.latency_summary(seconds[variant]), "ms by op type": top(by_type), "ms by kernel": top(by_kernel)}
+    first, *rest = variants
+    for variant in rest:
+        result[variant]["speed-up"] = result[first]["median"] / result[variant]["median"]
+        result[variant]["cosine vs " + first] = helpers.cosine_similarity(outputs[first], outputs[variant])
+    return result
+
+
 def task_matmul_peak(work: Path, side: int) -> dict:
     """Best TFLOP/s of a square matrix multiply in PyTorch, bf16 and fp32, on this machine's cores."""
     import torch
@@ -221,7 +290,8 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-TASKS = {"build": task_build, "upcast": task_upcast, "convert": task_convert, "convert_all": task_convert_all, "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "matmul": task_matmul_peak}
+TASKS = {"build": task_build, "upcast": task_upcast, "convert": task_convert, "convert_all": task_convert_all, "calibrate": task_calibrate,
+         "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "side_by_side": task_side_by_side, "matmul": task_matmul_peak}
 
 
 def run_child(task: str, kwargs: dict) -> None:
@@ -254,6 +324,8 @@ def plan(only: set[str], engines: set[str], quick: bool, runs: int, warmup: int)
         engines = engines - {"torch-bf16"}
     steps = [("build", "build", {"quick": quick}), ("upcast T5 checkpoint", "upcast", {}), ("matmul peak", "matmul", {"side": 512 if quick else 2048})]
     steps += [(f"convert {part}", "convert", {"part": part}) for part in PARTS if part in only]
+    if "transformer" in only:
+        steps.append(("calibrate W8A8", "calibrate", {"prompts": CALIBRATION_PROMPTS, "size": 64 if quick else CALIBRATION_SIZE}))
     steps += [(f"compress {variant} {part}", "compress", {"variant": variant, "part": part}) for variant in VARIANTS[1:] for part in PARTS if part in only]
     for variant in VARIANTS:
         steps += [
@@ -268,8 +340,10 @@ def plan(only: set[str], engines: set[str], quick: bool, runs: int, warmup: int)
         if component not in only:
             continue
         for engine in ENGINES:
-            if engine in engines and (engine != "ov-INT4-T5" or component == "text_encoder"):
+            if engine in engines and ONLY_PART.get(engine, component) == component:
                 steps.append((f"latency {engine} {component}", "latency", {"engine": engine, "component": component, "runs": runs, "warmup": warmup}))
+    if "transformer" in only:
+        steps.append(("W8A8 vs FP16 side by side", "side_by_side", {"variants": ["FP16", "W8A8"], "runs": runs, "warmup": warmup}))
     steps.append(("convert pipeline, one process", "convert_all", {}))
     if only != set(PARTS):  # the whole-pipeline steps need every part
         steps = [step for step in steps if step[1] not in ("pipeline", "convert_all")]
@@ -333,6 +407,7 @@ def derived(results: dict) -> dict:
         "OpenVINO FP16": ("ov-FP16",) * 3,
         "OpenVINO INT8": ("ov-INT8",) * 3,
         "OpenVINO INT4-T5": ("ov-INT4-T5", "ov-INT8", "ov-INT8"),
+        "OpenVINO W8A8": ("ov-INT8", "ov-W8A8", "ov-INT8"),
     }
     table = {}
     for name, (t5, transformer, vae) in engines.items():
@@ -372,6 +447,15 @@ def markdown(results: dict) -> str:
     if not m.get("bf16_instructions", bf16_instructions()):
         lines += ["", "PyTorch bf16 not run: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so PyTorch emulates "
                   "bf16 matrix multiplies (see the peak above); a full-size step would take hours."]
+    side = results.get("steps", {}).get("W8A8 vs FP16 side by side", {})
+    if "W8A8" in side:
+        lines += ["", "Transformer step at 1024², batch 1: FP16 and W8A8 timed in turns, in one process "
+                  "(where the time goes: OpenVINO's per-node profile, summed by operation type).", "",
+                  "| variant | median s | speed-up | output cosine vs FP16 | ms by op type (top 5) |", "|---|---|---|---|---|"]
+        for variant in ("FP16", "W8A8"):
+            row = side[variant]
+            ops = ", ".join(f"{name} {ms:.0f}" for name, ms in list(row["ms by op type"].items())[:5])
+            lines.append(f"| {variant} | {row['median']:.3g} | {_fmt(row.get('speed-up'))} | {_fmt(row.get('cosine vs FP16'))} | {ops} |")
     lines += ["", "| memory goal | GiB | measured: anon / total GiB |", "|---|---|---|"]
     for goal, limit, keys in GOALS:
         measured = []

@@ -4,7 +4,7 @@
 2. ``sources``      — a hub id, a local diffusers folder, or a small PixArt built offline (``tiny``).
 3. ``conversion``   — the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, part by part.
 4. ``pipeline``     — one small class per part, put into diffusers' own ``PixArtAlphaPipeline``.
-5. ``compression``  — NNCF weight compression, variant folder to variant folder.
+5. ``compression``  — NNCF weight compression and W8A8 quantization, variant folder to variant folder.
 6. ``comparison``   — pictures, latency, sizes and similarity of variants side by side.
 7. ``demo``         — the Gradio app (``python -m helpers demo --model shapes``).
 8. ``shapes``       — captioned pictures of simple shapes (training data) and a scorer that reads them back.
@@ -100,8 +100,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "COMPRESSION_RECIPES",
         "INT4_WEIGHTS",
         "INT8_WEIGHTS",
+        "W8A8_QUANTIZATION",
+        "calibration_prompts",
+        "collect_calibration_data",
         "compress_part",
         "compress_variant",
+        "compress_weights",
+        "needs_calibration",
+        "quantize_w8a8",
         "weight_type_table",
         "weight_types",
     ),

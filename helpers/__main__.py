@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .settings import MODEL_ROOT, model_id_from_env
+from .training import TrainingSettings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--dataset-size", type=int, default=2048, help="captioned pictures to generate")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--device", default="cpu", help="torch device: cpu, or cuda where a GPU is at hand")
+    train.add_argument("--learning-rate", type=float, default=TrainingSettings.learning_rate, help="peak learning rate")
+    train.add_argument("--resume", type=Path, default=None, help="a trained model folder to train on from (e.g. model/shapes/diffusers)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import build_demo, launch_demo
@@ -32,10 +35,10 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         launch_demo(build_demo(args.model, args.device), port=args.port, block=True)
     else:
-        from .training import TrainingSettings, train_shapes_model
+        from .training import train_shapes_model
 
-        settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, device=args.device)
-        result = train_shapes_model(args.out, args.work, settings, dataset_size=args.dataset_size, vae_steps=args.vae_steps)
+        settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate, device=args.device)
+        result = train_shapes_model(args.out, args.work, settings, args.dataset_size, args.vae_steps, resume=args.resume)
         log = args.work / "training-log.json"
         log.write_text(json.dumps({"settings": vars(settings), **result}, indent=1))
         print(f"Saved {args.out}; log {log}")

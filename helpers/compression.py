@@ -1,40 +1,63 @@
-"""Compression: NNCF weight compression, variant folder to variant folder."""
+"""Compression: NNCF weight compression and W8A8 quantization, variant folder to variant folder."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import openvino as ov
+import torch
+from tqdm.auto import tqdm
 
-from .conversion import finish_variant, make_parts
-from .pipeline import check_variant
-from .settings import IR_NAME, PARTS, atomic_folder
+from .conversion import finish_variant, is_part_converted, make_parts
+from .pipeline import OVPixArtAlphaPipeline, check_variant
+from .settings import ASSETS, IR_NAME, PARTS, atomic_folder, model_name
 
 # nncf.compress_weights arguments per part. INT8: asymmetric per-channel weights, about half of FP16. INT4 (T5 only,
 # about 80 % of the real pipeline's weights): symmetric groups of 128; layers too small for 128 fall back to the
 # largest power-of-two group that fits (the small model's 32-wide layers), instead of failing.
 INT8_WEIGHTS = {"mode": "int8_asym"}
 INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "adjust"}
+# W8A8 (the transformer only: it is where the time goes): nncf.quantize gives its MatMuls INT8 weights *and* INT8
+# activations, calibrated on inputs recorded from the FP16 pipeline, so the CPU multiplies in INT8 instead of
+# decompressing INT8 weights to float. SmoothQuant moves activation outliers into the weights first. What stays in
+# float costs next to nothing and carries the conditioning: the timestep and size embeddings and the adaLN
+# modulation (one vector per picture), the caption projection and the cross-attention's keys and values (120
+# tokens), the patch embedding and the output projection.
+W8A8_QUANTIZATION = {
+    "mode": "w8a8",
+    "smooth_quant_alpha": 0.95,
+    "ignored_patterns": (
+        r".*transformer\.(adaln_single|caption_projection|pos_embed|proj_out)[./].*",
+        r".*\.attn2\.to_[kv]/.*",
+    ),
+}
 COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
     "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
     "INT4-T5": {"text_encoder": INT4_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
+    "W8A8": {"text_encoder": INT8_WEIGHTS, "transformer": W8A8_QUANTIZATION, "vae_decoder": INT8_WEIGHTS},
 }
+Calibration = Sequence[dict[str, np.ndarray]]  # transformer inputs by name, one dict per call
 
 
-def compress_part(source: Path, out_dir: Path, part: str, settings: dict) -> Path:
-    """Compress the weights of one part's IR with NNCF into ``out_dir/part`` (temporary folder, renamed at the end)."""
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+def needs_calibration(recipe: dict[str, dict]) -> bool:
+    """True when a recipe quantizes activations (W8A8), which needs a calibration set."""
+    return any(settings["mode"] == "w8a8" for settings in recipe.values())
 
-    settings = dict(settings)
-    kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(settings.pop("mode"))}
-    if "group_size_fallback" in settings:
-        fallback = GroupSizeFallbackMode(settings.pop("group_size_fallback"))
-        kwargs["advanced_parameters"] = AdvancedCompressionParameters(group_size_fallback_mode=fallback)
-    model = nncf.compress_weights(ov.Core().read_model(Path(source) / part / IR_NAME), **kwargs, **settings)
+
+def compress_part(source: Path, out_dir: Path, part: str, settings: dict, calibration: Calibration | None = None) -> Path:
+    """Compress one part's IR with NNCF into ``out_dir/part`` (temporary folder, renamed at the end).
+
+    ``settings`` is one part's entry of a recipe: weight compression, or W8A8 quantization (which needs
+    ``calibration``, the part's recorded inputs: ``collect_calibration_data``).
+    """
+    model = ov.Core().read_model(Path(source) / part / IR_NAME)
+    if settings["mode"] == "w8a8":
+        model = quantize_w8a8(model, calibration, settings)
+    else:
+        model = compress_weights(model, settings)
     with atomic_folder(Path(out_dir) / part) as tmp:
         # compress_to_fp16=False: the FP16 IR's constants are already FP16, and its FP32 sinusoid tables stay FP32.
         ov.save_model(model, tmp / IR_NAME, compress_to_fp16=False)
@@ -43,15 +66,90 @@ def compress_part(source: Path, out_dir: Path, part: str, settings: dict) -> Pat
     return Path(out_dir) / part
 
 
+def compress_weights(model: ov.Model, settings: dict) -> ov.Model:
+    """Weight-only compression (``nncf.compress_weights``): INT8 or INT4 weights, float activations."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
+
+    settings = dict(settings)
+    kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(settings.pop("mode"))}
+    if "group_size_fallback" in settings:
+        fallback = GroupSizeFallbackMode(settings.pop("group_size_fallback"))
+        kwargs["advanced_parameters"] = AdvancedCompressionParameters(group_size_fallback_mode=fallback)
+    return nncf.compress_weights(model, **kwargs, **settings)
+
+
+def quantize_w8a8(model: ov.Model, calibration: Calibration | None, settings: dict = W8A8_QUANTIZATION) -> ov.Model:
+    """INT8 weights and activations (``nncf.quantize``, transformer model type) calibrated on ``calibration``.
+
+    Bias correction is off: it runs the model once more per sample and layer group, which at full size does not fit
+    24 GiB, and the transformer's MatMuls have their biases after the quantized product anyway.
+    """
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    if not calibration:
+        raise ValueError("W8A8 needs a calibration set: pass calibration=helpers.collect_calibration_data(fp16_dir, prompts).")
+    return nncf.quantize(
+        model,
+        nncf.Dataset(list(calibration)),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calibration),
+        ignored_scope=nncf.IgnoredScope(patterns=list(settings["ignored_patterns"]), validate=False),
+        advanced_parameters=AdvancedQuantizationParameters(
+            disable_bias_correction=True,
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=settings["smooth_quant_alpha"]),
+        ),
+    )
+
+
+def calibration_prompts(model_id: str, count: int = 16) -> list[str]:
+    """Prompts to calibrate on: captions of the shapes data for the shapes model, else the shipped prompt list."""
+    if model_name(model_id) == "shapes":
+        from .shapes import all_scenes
+
+        scenes = all_scenes()
+        return [scene.caption for scene in scenes[:: max(1, len(scenes) // count)][:count]]
+    lines = (ASSETS / "calibration_prompts.txt").read_text().splitlines()
+    return [line for line in lines if line.strip()][:count]
+
+
+def collect_calibration_data(
+    folder: Path, prompts: Sequence[str], height: int | None = None, width: int | None = None, device: str = "CPU", seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+    """The transformer's inputs at every denoising step of the FP16 pipeline, over ``prompts`` (its own recipe).
+
+    The VAE decoder is not run (latents out). ``height``/``width`` default to the model's size; calibrating
+    smaller is cheaper, and the statistics are per channel, so they carry over to other sizes.
+    """
+    pipe = OVPixArtAlphaPipeline.from_variant(folder, device, text_encoder_on_demand=True)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.transformer.recorded = []
+    for index, prompt in enumerate(tqdm(prompts, desc="calibration")):
+        generator = torch.Generator().manual_seed(seed + index)
+        # no resolution binning: the size asked is the size calibrated (binning would round 256² up to a 1024² bin)
+        pipe(prompt, height=height, width=width, use_resolution_binning=False, output_type="latent", generator=generator)
+    return pipe.transformer.recorded
+
+
 def compress_variant(
-    source: Path, out_dir: Path, recipe: dict[str, dict], progress: Callable[[str], None] = print
+    source: Path,
+    out_dir: Path,
+    recipe: dict[str, dict],
+    progress: Callable[[str], None] = print,
+    calibration: Calibration | None = None,
 ) -> dict[str, float]:
     """Make a compressed variant folder from a finished FP16 one, part by part (one part's weights in memory).
 
-    Parts already compressed are skipped; ``model_index.json`` is written last. Returns seconds per part.
+    A W8A8 recipe needs ``calibration`` (``collect_calibration_data``). Parts already compressed are skipped;
+    ``model_index.json`` is written last. Returns seconds per part.
     """
     source, out_dir = check_variant(source), Path(out_dir)
-    seconds = make_parts(out_dir, PARTS, lambda part: compress_part(source, out_dir, part, recipe[part]), "compressed", progress)
+    pending = {part: recipe[part] for part in PARTS if not is_part_converted(out_dir, part)}
+    if needs_calibration(pending) and not calibration:  # said before T5 is compressed, not after
+        raise ValueError("This recipe quantizes activations: pass calibration=helpers.collect_calibration_data(fp16_dir, prompts).")
+    make = lambda part: compress_part(source, out_dir, part, recipe[part], calibration)  # noqa: E731
+    seconds = make_parts(out_dir, PARTS, make, "compressed", progress)
     finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe})
     return seconds
 

@@ -15,7 +15,7 @@ from PIL import Image
 from .pipeline import OVPixArtAlphaPipeline, is_variant, variant_recipe
 from .settings import EXAMPLE_PROMPTS, MODEL_ROOT, VariantNotReadyError, model_name, variant_dir
 
-VARIANT_ORDER = ("FP16", "INT8", "INT4-T5")
+VARIANT_ORDER = ("FP16", "INT8", "INT4-T5", "W8A8")
 EXAMPLE_SEEDS = (42, 42, 0, 0)
 
 

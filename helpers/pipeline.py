@@ -75,6 +75,7 @@ class OVModelPart:
         self.input_names: set[str] = set()  # filled by the first compile
         self.request = self._compile() if keep_compiled else None
         self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
+        self.recorded: list[dict[str, np.ndarray]] | None = None  # a list here keeps every call's inputs (calibration)
 
     dtype = torch.float32
     device = torch.device("cpu")
@@ -89,6 +90,8 @@ class OVModelPart:
         """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""
         request = self.request or self._compile()
         feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in self.input_names}
+        if self.recorded is not None:
+            self.recorded.append({name: value.copy() for name, value in feed.items()})
         start = time.perf_counter()
         output = request.infer(feed)[0].copy()
         self.seconds.append(time.perf_counter() - start)

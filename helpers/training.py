@@ -357,6 +357,15 @@ def sample_batch(features: dict[str, torch.Tensor], settings: TrainingSettings, 
     return latents.to(device), embeddings.to(device), masks.to(device)
 
 
+def learning_rate_factor(step: int, settings: TrainingSettings) -> float:
+    """The learning rate at ``step`` as a fraction of ``settings.learning_rate``: a linear warm-up, then a cosine down
+    to a tenth at the last step (the small steps at the end settle the weights, which sharpens the samples)."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
 def train_transformer(
     pipe,
     features: dict[str, torch.Tensor],
@@ -365,13 +374,14 @@ def train_transformer(
 ) -> list[dict]:
     """Train ``pipe.transformer`` on cached features; every ``sample_every`` steps call ``on_sample(step)``.
 
-    AdamW with a linear warm-up, gradients clipped at 1. Returns one record per step (loss, mse, vlb, seconds).
+    AdamW with a linear warm-up and a cosine decay (``learning_rate_factor``), gradients clipped at 1. Returns one
+    record per step (loss, mse, vlb, seconds).
     """
     generator = torch.Generator().manual_seed(settings.seed)
     transformer = pipe.transformer.to(settings.device).train()
     terms = DiffusionTerms(pipe.scheduler.config)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=settings.learning_rate, weight_decay=0.0)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, settings.warmup_steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, settings))
     history = []
     progress = tqdm(range(1, settings.steps + 1), desc="transformer")
     for step in progress:
@@ -381,7 +391,7 @@ def train_transformer(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
         optimizer.step()
-        warmup.step()
+        schedule.step()
         history.append({"step": step, "loss": loss.item(), **parts, "seconds": time.perf_counter() - start})
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if on_sample and (step % settings.sample_every == 0 or step == settings.steps):
@@ -401,6 +411,19 @@ def save_pipeline(pipe, folder: Path) -> Path:
     return Path(folder)
 
 
+def continue_from(pipe, folder: Path) -> list[float]:
+    """Put the VAE and transformer of a trained model (a diffusers folder) into ``pipe``, to train on from there.
+
+    Its VAE is kept as it is (the transformer learned its latents); returns no VAE losses.
+    """
+    from diffusers import AutoencoderKL, PixArtTransformer2DModel
+
+    if not (folder / MODEL_INDEX).is_file():
+        raise FileNotFoundError(f"No trained model to resume at {folder}: give the folder a training run saved (its --out).")
+    pipe.register_modules(vae=AutoencoderKL.from_pretrained(folder / "vae"), transformer=PixArtTransformer2DModel.from_pretrained(folder / "transformer"))
+    return []
+
+
 def train_shapes_model(
     out: Path,
     work: Path,
@@ -408,12 +431,14 @@ def train_shapes_model(
     dataset_size: int = 2048,
     vae_steps: int | None = None,
     progress: Callable[[str], None] = print,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
     """The whole of notebook 6 in one call: data, VAE, cached features, transformer, saved diffusers folder.
 
     ``work`` keeps the dataset, the starting pipeline, the fitted VAE and the feature cache, so a run stopped during
-    the transformer's training starts again from there; ``out`` receives the trained model. Returns the loss
-    histories and the seconds of each stage.
+    the transformer's training starts again from there; ``out`` receives the trained model. ``resume``, a model
+    this function saved, trains on from its VAE and transformer (more steps, on another day or another machine)
+    instead of from scratch. Returns the loss histories and the seconds of each stage.
     """
     from .shapes import load_captioned_images, make_dataset
 
@@ -424,8 +449,11 @@ def train_shapes_model(
     seconds["data"] = time.perf_counter() - start
     progress(f"{len(dataset)} captioned pictures, starting pipeline built ({seconds['data']:.0f} s)")
     start = time.perf_counter()
-    vae_steps = vae_steps_for(settings.steps) if vae_steps is None else vae_steps
-    vae_losses = fit_vae_once(pipe, pictures_to_tensor(dataset["image"]), work / "vae", vae_steps, settings)
+    if resume is not None:
+        vae_losses = continue_from(pipe, Path(resume))
+    else:
+        vae_steps = vae_steps_for(settings.steps) if vae_steps is None else vae_steps
+        vae_losses = fit_vae_once(pipe, pictures_to_tensor(dataset["image"]), work / "vae", vae_steps, settings)
     seconds["vae"] = time.perf_counter() - start
     progress(f"VAE fitted: loss {np.mean(vae_losses[-50:]):.5f} ({seconds['vae']:.0f} s)")
     start = time.perf_counter()

@@ -41,9 +41,10 @@ def tiny_standard_variant(model_root, tiny_standard_source) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_compressed(model_root, tiny_variant) -> dict:
-    """The INT8 and INT4-T5 variants of the tiny model, by name."""
+    """The INT8, INT4-T5 and W8A8 variants of the tiny model, by name (W8A8 calibrated on 2 prompts at 256²)."""
+    calibration = helpers.collect_calibration_data(tiny_variant, helpers.calibration_prompts("tiny", 2), height=256, width=256)
     folders = {}
     for name, recipe in helpers.COMPRESSION_RECIPES.items():
         folders[name] = helpers.variant_dir("tiny", name, root=model_root)
-        helpers.compress_variant(tiny_variant, folders[name], recipe, progress=lambda message: None)
+        helpers.compress_variant(tiny_variant, folders[name], recipe, progress=lambda message: None, calibration=calibration)
     return folders

@@ -19,7 +19,12 @@ def test_quick_benchmark_measures_every_step(tmp_path):
         assert steps[f"latency torch-fp32 {part}"] and steps[f"latency ov-INT8 {part}"]
     assert steps["latency torch-fp32 transformer"]["1024² b1"]["flops"] > 0
     assert {"1024² b1", "1024² b2", "512² b1"} <= set(steps["latency ov-FP16 transformer"])
-    for variant in ("FP16", "INT8", "INT4-T5"):
+    assert steps["calibrate W8A8"]["samples"] == 4 * 4  # 4 prompts, 4 LCM steps each
+    side = steps["W8A8 vs FP16 side by side"]
+    assert side["W8A8"]["speed-up"] > 0 and side["W8A8"]["cosine vs FP16"] > 0.9
+    assert "MatMul" in side["FP16"]["ms by op type"] or "FullyConnected" in side["FP16"]["ms by op type"]
+    assert set(steps["latency ov-W8A8 transformer"]) == {"1024² b1", "1024² b2", "512² b1"}
+    for variant in ("FP16", "INT8", "INT4-T5", "W8A8"):
         assert steps[f"pipeline {variant}"]["image_size"] == [1024, 1024]
         assert steps[f"pipeline {variant} cached"]["compile_seconds"] > 0
         memory = steps[f"pipeline {variant}"]["memory"]
@@ -28,6 +33,7 @@ def test_quick_benchmark_measures_every_step(tmp_path):
     assert steps["convert pipeline, one process"]["memory"]["anon_gib"] > 0
     assert steps["upcast T5 checkpoint"]["seconds"] >= 0  # the small T5 is FP32 already: nothing to do
     report = (out / "quick.md").read_text()
-    assert "| OpenVINO INT8 |" in report and "| pipeline INT4-T5 cached |" in report
+    assert "| OpenVINO INT8 |" in report and "| pipeline INT4-T5 cached |" in report and "| OpenVINO W8A8 |" in report
+    assert "| W8A8 |" in report  # the side-by-side table
     assert "| INT8 variant: compile + generate | ≤ 12 | pipeline INT8: " in report
     assert (out / "quick.png").stat().st_size > 0

@@ -46,6 +46,59 @@ def test_int4_t5_variant_has_int4_text_encoder_and_int8_rest(tiny_compressed):
         assert "i4" not in types and types.get("u8", 0) > 0.9 * sum(types.values())
 
 
+def fake_quantized_activations(model) -> list[str]:
+    """Names of the FakeQuantize nodes on activations (not on a constant weight)."""
+    return [
+        op.get_friendly_name()
+        for op in model.get_ops()
+        if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() not in ("Constant", "Convert")
+    ]
+
+
+def matmul_weight_types(model) -> dict[str, str]:
+    """For each MatMul with a constant weight, the element type that weight is stored in (through its decompression)."""
+    found = {}
+    for op in model.get_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        node = op.input_value(1).get_node()
+        while node.get_type_name() in ("Convert", "Multiply", "Subtract", "Reshape", "Transpose"):
+            node = node.input_value(0).get_node()
+        if node.get_type_name() == "Constant":
+            found[op.get_friendly_name()] = node.get_element_type().get_type_name()
+    return found
+
+
+def test_w8a8_quantizes_the_transformers_block_activations_only(tiny_compressed):
+    folder = tiny_compressed["W8A8"]
+    activations = fake_quantized_activations(_read(folder, "transformer"))
+    # per block: the inputs of q/k/v, out, the cross-attention's q and out, both MLP layers, and the attention's q, k
+    assert len(activations) >= 2 * 8 and all("transformer_blocks" in name for name in activations)
+    assert fake_quantized_activations(_read(tiny_compressed["INT8"], "transformer")) == []
+    weights = matmul_weight_types(_read(folder, "transformer"))
+    in_blocks = {name: kind for name, kind in weights.items() if "transformer_blocks" in name}
+    float_in_blocks = {name for name, kind in in_blocks.items() if kind != "i8"}
+    assert len(in_blocks) == 2 * 10 and all(".attn2.to_k" in n or ".attn2.to_v" in n for n in float_in_blocks)
+    assert len(float_in_blocks) == 2 * 2  # the cross-attention's keys and values (120 caption tokens) stay float
+    assert all(kind != "i8" for name, kind in weights.items() if "transformer_blocks" not in name)  # embeddings
+    for part in ("text_encoder", "vae_decoder"):  # weight-only INT8, as in the INT8 variant
+        assert fake_quantized_activations(_read(folder, part)) == []
+        assert fp16_weight_matrices(_read(folder, part)) == 0
+
+
+def test_calibration_records_every_transformer_call(tiny_variant):
+    calibration = helpers.collect_calibration_data(tiny_variant, ["a red circle", "a blue square"], height=256, width=256)
+    assert len(calibration) == 2 * helpers.LCM_RECIPE.num_inference_steps  # the tiny model is an LCM: 4 steps a prompt
+    assert {"hidden_states", "encoder_hidden_states", "timestep"} <= set(calibration[0])
+    assert calibration[0]["hidden_states"].shape == (1, 4, 32, 32)
+    assert not np.array_equal(calibration[0]["timestep"], calibration[1]["timestep"])
+
+
+def test_w8a8_without_calibration_says_how_to_make_it(tiny_variant, tmp_path):
+    with pytest.raises(ValueError, match="collect_calibration_data"):
+        helpers.compress_variant(tiny_variant, tmp_path / "W8A8", helpers.COMPRESSION_RECIPES["W8A8"])
+
+
 def test_compressed_weights_are_smaller(tiny_variant, tiny_compressed):
     table = helpers.size_table(tiny_variant, tiny_compressed["INT8"])
     assert table.loc["total", "ratio"] > 1.7  # INT8 + per-channel scales: a bit under 2x of FP16

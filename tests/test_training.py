@@ -78,6 +78,14 @@ def test_caption_dropout_swaps_in_an_unconditional_caption():
     assert torch.all(embeddings == 1)
 
 
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    settings = helpers.TrainingSettings(steps=1000, warmup_steps=100)
+    factors = [training.learning_rate_factor(step, settings) for step in range(settings.steps + 1)]
+    assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0) and factors[100] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[100:], factors[101:]))  # never rises after the warm-up
+    assert factors[550] == pytest.approx(0.55) and factors[-1] == pytest.approx(0.1)
+
+
 def test_vae_fit_sets_a_unit_variance_scaling_factor(start, pictures):
     images, _ = pictures
     tensor = helpers.pictures_to_tensor(images)
@@ -162,3 +170,15 @@ def test_saved_pipeline_is_a_model_the_product_accepts(start, tmp_path):
     assert helpers.resolve_model_source(str(folder)) == folder
     assert helpers.model_name(str(folder)) == "trained"
     assert not list(folder.parent.glob(".*partial"))
+
+
+def test_training_resumes_from_a_saved_model(start, tmp_path):
+    folder = helpers.save_pipeline(start, tmp_path / "trained" / "diffusers")
+    fresh = helpers.start_pipeline(tmp_path / "start")
+    with torch.no_grad():
+        fresh.transformer.proj_out.weight.add_(1.0)  # differs from the saved transformer until resumed
+    assert training.continue_from(fresh, folder) == []
+    assert torch.equal(fresh.transformer.proj_out.weight, start.transformer.proj_out.weight)
+    assert torch.equal(fresh.vae.decoder.conv_out.weight, start.vae.decoder.conv_out.weight)
+    with pytest.raises(FileNotFoundError, match="give the folder a training run saved"):
+        training.continue_from(fresh, tmp_path / "nothing")
