@@ -455,7 +455,8 @@ def markdown(results: dict) -> str:
         for variant in ("FP16", "W8A8"):
             row = side[variant]
             ops = ", ".join(f"{name} {ms:.0f}" for name, ms in list(row["ms by op type"].items())[:5])
-            lines.append(f"| {variant} | {row['median']:.3g} | {_fmt(row.get('speed-up'))} | {_fmt(row.get('cosine vs FP16'))} | {ops} |")
+            cosine = row.get("cosine vs FP16")
+            lines.append(f"| {variant} | {row['median']:.3g} | {_fmt(row.get('speed-up'))} | {'—' if cosine is None else f'{cosine:.6f}'} | {ops} |")
     lines += ["", "| memory goal | GiB | measured: anon / total GiB |", "|---|---|---|"]
     for goal, limit, keys in GOALS:
         measured = []

@@ -25,7 +25,9 @@ INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "a
 # decompressing INT8 weights to float. SmoothQuant moves activation outliers into the weights first. What stays in
 # float costs next to nothing and carries the conditioning: the timestep and size embeddings and the adaLN
 # modulation (one vector per picture), the caption projection and the cross-attention's keys and values (120
-# tokens), the patch embedding and the output projection.
+# tokens), the patch embedding and the output projection. The attention itself stays float too: with INT8 queries
+# and keys OpenVINO's CPU plugin no longer fuses it into one kernel (measured at 1024² on AVX2: 16.9 s fused,
+# 21.4 s split into INT8/f32 MatMuls and a Softmax).
 W8A8_QUANTIZATION = {
     "mode": "w8a8",
     "smooth_quant_alpha": 0.95,
@@ -33,6 +35,7 @@ W8A8_QUANTIZATION = {
         r".*transformer\.(adaln_single|caption_projection|pos_embed|proj_out)[./].*",
         r".*\.attn2\.to_[kv]/.*",
     ),
+    "ignored_types": ("ScaledDotProductAttention",),
 }
 COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
     "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
@@ -95,7 +98,7 @@ def quantize_w8a8(model: ov.Model, calibration: Calibration | None, settings: di
         nncf.Dataset(list(calibration)),
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(patterns=list(settings["ignored_patterns"]), validate=False),
+        ignored_scope=nncf.IgnoredScope(patterns=list(settings["ignored_patterns"]), types=list(settings["ignored_types"]), validate=False),
         advanced_parameters=AdvancedQuantizationParameters(
             disable_bias_correction=True,
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=settings["smooth_quant_alpha"]),
