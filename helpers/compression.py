@@ -22,7 +22,8 @@ INT8_WEIGHTS = {"mode": "int8_asym"}
 INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "adjust"}
 # W8A8 (the transformer only: it is where the time goes): nncf.quantize gives its MatMuls INT8 weights *and* INT8
 # activations, calibrated on inputs recorded from the FP16 pipeline, so the CPU multiplies in INT8 instead of
-# decompressing INT8 weights to float. SmoothQuant moves activation outliers into the weights first. What stays in
+# decompressing INT8 weights to float: faster on CPUs with INT8 dot products (VNNI, AMX), not on AVX2 alone, where
+# INT8 GEMMs run at f32 speed (README, full-size benchmark). SmoothQuant moves activation outliers into the weights first. What stays in
 # float costs next to nothing and carries the conditioning: the timestep and size embeddings and the adaLN
 # modulation (one vector per picture), the caption projection and the cross-attention's keys and values (120
 # tokens), the patch embedding and the output projection. The attention itself stays float too: with INT8 queries
@@ -85,8 +86,8 @@ def compress_weights(model: ov.Model, settings: dict) -> ov.Model:
 def quantize_w8a8(model: ov.Model, calibration: Calibration | None, settings: dict = W8A8_QUANTIZATION) -> ov.Model:
     """INT8 weights and activations (``nncf.quantize``, transformer model type) calibrated on ``calibration``.
 
-    Bias correction is off: it runs the model once more per sample and layer group, which at full size does not fit
-    24 GiB, and the transformer's MatMuls have their biases after the quantized product anyway.
+    Bias correction is off: it needs further passes over the model, and with it the full-size transformer ran out of
+    24 GiB (without it: 9.1 GiB).
     """
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters

@@ -23,7 +23,7 @@ def test_quick_benchmark_measures_every_step(tmp_path):
     side = steps["W8A8 vs FP16 side by side"]
     assert side["W8A8"]["speed-up"] > 0 and side["W8A8"]["cosine vs FP16"] > 0.9
     assert "MatMul" in side["FP16"]["ms by op type"] or "FullyConnected" in side["FP16"]["ms by op type"]
-    assert set(steps["latency ov-W8A8 transformer"]) == {"1024² b1", "1024² b2", "512² b1"}
+    assert {"1024² b1", "1024² b2", "512² b1"} <= set(steps["latency ov-W8A8 transformer"])
     for variant in ("FP16", "INT8", "INT4-T5", "W8A8"):
         assert steps[f"pipeline {variant}"]["image_size"] == [1024, 1024]
         assert steps[f"pipeline {variant} cached"]["compile_seconds"] > 0

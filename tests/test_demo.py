@@ -22,7 +22,7 @@ def demo_url(model_root, tiny_compressed):
 
 
 def test_variants_on_disk_fp16_first(model_root, tiny_compressed):
-    assert helpers.available_variants("tiny", root=model_root) == ["FP16", "INT8", "INT4-T5"]
+    assert helpers.available_variants("tiny", root=model_root) == ["FP16", "INT8", "INT4-T5", "W8A8"]
 
 
 def test_no_variant_says_run_notebook_1(tmp_path):
@@ -67,7 +67,7 @@ def test_browser_generates_and_shows_errors(demo_url):
         result.scroll_into_view_if_needed()  # the image loads lazily
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=result.element_handle(), timeout=30_000)
         assert result.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1024, 1024]
-        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · INT4-T5 · seed 42 · 1024×1024$"))
+        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · W8A8 · seed 42 · 1024×1024$"))
 
         page.get_by_label("Prompt", exact=True).fill("   ")
         page.get_by_role("button", name="Generate").click()
