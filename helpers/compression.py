@@ -23,10 +23,10 @@ INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "a
 # W8A8 (the transformer only: it is where the time goes): nncf.quantize gives its MatMuls INT8 weights *and* INT8
 # activations, calibrated on inputs recorded from the FP16 pipeline, so the CPU multiplies in INT8 instead of
 # decompressing INT8 weights to float: faster on CPUs with INT8 dot products (VNNI, AMX), not on AVX2 alone, where
-# INT8 GEMMs run at f32 speed (README, full-size benchmark). SmoothQuant moves activation outliers into the weights first. What stays in
-# float costs next to nothing and carries the conditioning: the timestep and size embeddings and the adaLN
-# modulation (one vector per picture), the caption projection and the cross-attention's keys and values (120
-# tokens), the patch embedding and the output projection. The attention itself stays float too: with INT8 queries
+# INT8 GEMMs run at f32 speed (README, full-size benchmark). SmoothQuant moves activation outliers into the weights
+# first. What stays in float costs next to nothing and carries the conditioning: the timestep and size embeddings
+# and the adaLN modulation (one vector per picture), the caption projection and the cross-attention's keys and
+# values (120 tokens), the patch embedding and the output projection. The attention itself stays float too: with INT8 queries
 # and keys OpenVINO's CPU plugin no longer fuses it into one kernel (measured at 1024² on AVX2: 16.9 s fused,
 # 21.4 s split into INT8/f32 MatMuls and a Softmax).
 W8A8_QUANTIZATION = {
@@ -44,6 +44,7 @@ COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
     "W8A8": {"text_encoder": INT8_WEIGHTS, "transformer": W8A8_QUANTIZATION, "vae_decoder": INT8_WEIGHTS},
 }
 Calibration = Sequence[dict[str, np.ndarray]]  # transformer inputs by name, one dict per call
+NO_CALIBRATION = "W8A8 quantizes activations: pass calibration=helpers.collect_calibration_data(fp16_dir, prompts)."
 
 
 def needs_calibration(recipe: dict[str, dict]) -> bool:
@@ -93,7 +94,7 @@ def quantize_w8a8(model: ov.Model, calibration: Calibration | None, settings: di
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     if not calibration:
-        raise ValueError("W8A8 needs a calibration set: pass calibration=helpers.collect_calibration_data(fp16_dir, prompts).")
+        raise ValueError(NO_CALIBRATION)
     return nncf.quantize(
         model,
         nncf.Dataset(list(calibration)),
@@ -151,7 +152,7 @@ def compress_variant(
     source, out_dir = check_variant(source), Path(out_dir)
     pending = {part: recipe[part] for part in PARTS if not is_part_converted(out_dir, part)}
     if needs_calibration(pending) and not calibration:  # said before T5 is compressed, not after
-        raise ValueError("This recipe quantizes activations: pass calibration=helpers.collect_calibration_data(fp16_dir, prompts).")
+        raise ValueError(NO_CALIBRATION)
     make = lambda part: compress_part(source, out_dir, part, recipe[part], calibration)  # noqa: E731
     seconds = make_parts(out_dir, PARTS, make, "compressed", progress)
     finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe})
