@@ -412,15 +412,23 @@ def save_pipeline(pipe, folder: Path) -> Path:
 
 
 def continue_from(pipe, folder: Path) -> list[float]:
-    """Put the VAE and transformer of a trained model (a diffusers folder) into ``pipe``, to train on from there.
+    """Put the parts of a trained model (a diffusers folder) into ``pipe``, to train on from there.
 
-    Its VAE is kept as it is (the transformer learned its latents); returns no VAE losses.
+    All of them, as they were saved: the transformer learned that T5's embeddings (contextual already, so it is not
+    made contextual again) and that VAE's latents, whatever the work folder's starting model is. Returns no VAE
+    losses: the VAE is kept as it is.
     """
     from diffusers import AutoencoderKL, PixArtTransformer2DModel
+    from transformers import AutoTokenizer, T5EncoderModel
 
     if not (folder / MODEL_INDEX).is_file():
         raise FileNotFoundError(f"No trained model to resume at {folder}: give the folder a training run saved (its --out).")
-    pipe.register_modules(vae=AutoencoderKL.from_pretrained(folder / "vae"), transformer=PixArtTransformer2DModel.from_pretrained(folder / "transformer"))
+    pipe.register_modules(
+        tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
+        text_encoder=T5EncoderModel.from_pretrained(folder / "text_encoder").eval(),
+        vae=AutoencoderKL.from_pretrained(folder / "vae"),
+        transformer=PixArtTransformer2DModel.from_pretrained(folder / "transformer"),
+    )
     return []
 
 

@@ -20,16 +20,17 @@ def test_shipped_model_is_a_small_diffusers_folder(shapes_source):
 def test_shipped_model_draws_what_it_is_asked(shapes_source):
     """16 of the evaluation prompts in PyTorch (the 64-prompt scores are in the README).
 
-    The model shipped now measures position 0.94, background 0.69, colour 0.62, shape 0.5, overall 0.19 on these 16;
-    an untrained model scores about a fifth for position and an eighth for background and colour.
+    The model shipped now draws all 16 right (1.0 on every attribute; 0.98 overall on the 64); the first model, with
+    half its training, scored 0.19 overall here, and an untrained one about a fifth for position and an eighth for
+    background and colour. One wrong picture in 16 is allowed for each attribute, two overall.
     """
     pipe = PixArtAlphaPipeline.from_pretrained(shapes_source)
     pipe.set_progress_bar_config(disable=True)
     evaluation = helpers.evaluation_scenes(16)
     score, images = helpers.evaluate_alignment(pipe, evaluation, helpers.STANDARD_RECIPE)
     assert all(image.size == (256, 256) for image in images)
-    assert score["position"] >= 0.8 and score["background"] >= 0.55 and score["color"] >= 0.45, score
-    assert score["overall"] >= 0.1, score
+    assert all(score[attribute] >= 15 / 16 for attribute in helpers.ATTRIBUTES), score
+    assert score["overall"] >= 14 / 16, score
 
 
 def test_missing_shipped_model_says_how_to_get_it_back(monkeypatch, tmp_path):

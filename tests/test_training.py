@@ -175,10 +175,14 @@ def test_saved_pipeline_is_a_model_the_product_accepts(start, tmp_path):
 def test_training_resumes_from_a_saved_model(start, tmp_path):
     folder = helpers.save_pipeline(start, tmp_path / "trained" / "diffusers")
     fresh = helpers.start_pipeline(tmp_path / "start")
-    with torch.no_grad():
-        fresh.transformer.proj_out.weight.add_(1.0)  # differs from the saved transformer until resumed
+    with torch.no_grad():  # each part differs from the saved one until resumed
+        fresh.transformer.proj_out.weight.add_(1.0)
+        fresh.text_encoder.encoder.block[0].layer[0].SelfAttention.o.weight.mul_(2.0)
     assert training.continue_from(fresh, folder) == []
     assert torch.equal(fresh.transformer.proj_out.weight, start.transformer.proj_out.weight)
     assert torch.equal(fresh.vae.decoder.conv_out.weight, start.vae.decoder.conv_out.weight)
+    t5 = lambda pipe: pipe.text_encoder.encoder.block[0].layer[0].SelfAttention.o.weight
+    assert torch.equal(t5(fresh), t5(start)), "the saved T5 (contextual once) is taken as it is"
+    assert fresh.tokenizer("a red circle").input_ids == start.tokenizer("a red circle").input_ids
     with pytest.raises(FileNotFoundError, match="give the folder a training run saved"):
         training.continue_from(fresh, tmp_path / "nothing")
