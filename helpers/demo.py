@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from .pipeline import OVPixArtAlphaPipeline, is_variant, variant_recipe
-from .settings import EXAMPLE_PROMPTS, MODEL_ROOT, VariantNotReadyError, model_name, variant_dir
+from .settings import MODEL_ROOT, VariantNotReadyError, example_prompts, model_name, variant_dir
 
 VARIANT_ORDER = ("FP16", "INT8", "INT4-T5", "W8A8")
 EXAMPLE_SEEDS = (42, 42, 0, 0)
@@ -151,7 +151,7 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
         inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant]
         gr.Examples(
             [[p, recipe.negative_prompt, s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.variants[-1]]
-             for p, s in zip(EXAMPLE_PROMPTS, EXAMPLE_SEEDS)],
+             for p, s in zip(example_prompts(model_id), EXAMPLE_SEEDS)],
             inputs=inputs,
         )
         button.click(generate, inputs=inputs, outputs=[image, info, seed], api_name="generate")

@@ -31,6 +31,13 @@ EXAMPLE_PROMPTS = (
     "professional portrait photo of an anthropomorphic cat wearing fancy gentleman hat and jacket walking in autumn "
     "forest.",
 )
+# What the shapes model can draw (its captions' form): the examples the notebooks and the demo show for it.
+SHAPES_EXAMPLE_PROMPTS = (
+    "a red circle at the top left on a blue background",
+    "a yellow triangle in the center on a purple background",
+    "a white square at the bottom right on a green background",
+    "an orange triangle at the top right on a black background",
+)
 
 # Parity tests and checks compile with this: the CPU default on AMX machines is bfloat16 (fast, ~1e-2 error).
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -48,6 +55,11 @@ def model_name(model_id: str) -> str:
     """
     path = Path(str(model_id).rstrip("/"))
     return path.parent.name if path.name == "diffusers" and path.parent.name else path.name
+
+
+def example_prompts(model_id: str) -> tuple[str, ...]:
+    """Four prompts to show a model with: its own kind of caption for the shapes model, else PixArt's examples."""
+    return SHAPES_EXAMPLE_PROMPTS if model_name(model_id) in SHIPPED_MODEL_IDS else EXAMPLE_PROMPTS
 
 
 def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:

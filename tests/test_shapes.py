@@ -195,3 +195,11 @@ def test_load_captioned_images_explains_a_bad_folder(tmp_path):
     (tmp_path / "img_txt.csv").write_text("file_name,caption\nimages/0.png,a red circle\n")
     with pytest.raises(ValueError, match="lacks column\\(s\\) dir, text"):
         helpers.load_captioned_images(tmp_path)
+
+
+def test_the_shapes_model_is_shown_captions_it_can_draw():
+    prompts = helpers.example_prompts("shapes")
+    assert prompts == helpers.example_prompts(str(helpers.MODEL_ROOT / "shapes" / "diffusers"))
+    scenes = [helpers.Scene.from_caption(prompt) for prompt in prompts]  # raises on a caption of another form
+    assert len({scene.shape for scene in scenes}) == 3 and len({scene.position for scene in scenes}) == 4
+    assert helpers.example_prompts("tiny") == helpers.example_prompts(helpers.DEFAULT_MODEL_ID) == helpers.EXAMPLE_PROMPTS
