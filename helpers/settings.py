@@ -59,7 +59,7 @@ def model_name(model_id: str) -> str:
 
 def example_prompts(model_id: str) -> tuple[str, ...]:
     """Four prompts to show a model with: its own kind of caption for the shapes model, else PixArt's examples."""
-    return SHAPES_EXAMPLE_PROMPTS if model_name(model_id) in SHIPPED_MODEL_IDS else EXAMPLE_PROMPTS
+    return SHAPES_EXAMPLE_PROMPTS if model_name(model_id) == "shapes" else EXAMPLE_PROMPTS
 
 
 def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:
