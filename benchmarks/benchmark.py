@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -256,14 +257,13 @@ def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int) -
                 seconds[variant].append(time.perf_counter() - start)
     result = {}
     for variant, model in models.items():
-        by_type: dict[str, float] = {}
-        by_kernel: dict[str, float] = {}
+        by_type, by_kernel = Counter(), Counter()
         for info in model.request.profiling_info:
             ms = info.real_time.total_seconds() * 1e3
-            by_type[info.node_type] = by_type.get(info.node_type, 0.0) + ms
-            by_kernel[f"{info.node_type} {info.exec_type}"] = by_kernel.get(f"{info.node_type} {info.exec_type}", 0.0) + ms
-        top = lambda table: dict(sorted(table.items(), key=lambda kv: -kv[1])[:12])  # noqa: E731
-        result[variant] = {**helpers.latency_summary(seconds[variant]), "ms by op type": top(by_type), "ms by kernel": top(by_kernel)}
+            by_type[info.node_type] += ms
+            by_kernel[f"{info.node_type} {info.exec_type}"] += ms
+        result[variant] = {**helpers.latency_summary(seconds[variant]), "ms by op type": dict(by_type.most_common(12)),
+                           "ms by kernel": dict(by_kernel.most_common(12))}
     first, *rest = variants
     for variant in rest:
         result[variant]["speed-up"] = result[first]["median"] / result[variant]["median"]

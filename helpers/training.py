@@ -411,25 +411,17 @@ def save_pipeline(pipe, folder: Path) -> Path:
     return Path(folder)
 
 
-def continue_from(pipe, folder: Path) -> list[float]:
-    """Put the parts of a trained model (a diffusers folder) into ``pipe``, to train on from there.
+def continue_from(folder: Path):
+    """A trained model (a diffusers folder ``save_pipeline`` wrote), loaded to train on from there.
 
-    All of them, as they were saved: the transformer learned that T5's embeddings (contextual already, so it is not
-    made contextual again) and that VAE's latents, whatever the work folder's starting model is. Returns no VAE
-    losses: the VAE is kept as it is.
+    Every part as it was saved: the transformer learned that T5's embeddings (contextual already, so it is not made
+    contextual again) and that VAE's latents, whatever the work folder's starting model is.
     """
-    from diffusers import AutoencoderKL, PixArtTransformer2DModel
-    from transformers import AutoTokenizer, T5EncoderModel
+    from diffusers import PixArtAlphaPipeline
 
-    if not (folder / MODEL_INDEX).is_file():
+    if not (Path(folder) / MODEL_INDEX).is_file():
         raise FileNotFoundError(f"No trained model to resume at {folder}: give the folder a training run saved (its --out).")
-    pipe.register_modules(
-        tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
-        text_encoder=T5EncoderModel.from_pretrained(folder / "text_encoder").eval(),
-        vae=AutoencoderKL.from_pretrained(folder / "vae"),
-        transformer=PixArtTransformer2DModel.from_pretrained(folder / "transformer"),
-    )
-    return []
+    return PixArtAlphaPipeline.from_pretrained(folder)
 
 
 def train_shapes_model(
@@ -445,25 +437,24 @@ def train_shapes_model(
 
     ``work`` keeps the dataset, the starting pipeline, the fitted VAE and the feature cache, so a run stopped during
     the transformer's training starts again from there; ``out`` receives the trained model. ``resume``, a model
-    this function saved, trains on from its VAE and transformer (more steps, on another day or another machine)
-    instead of from scratch. Returns the loss histories and the seconds of each stage.
+    this function saved, trains on from it (more steps, on another day or another machine) instead of from
+    scratch: no starting pipeline, its VAE kept as it is (no VAE losses). Returns the loss histories and the
+    seconds of each stage.
     """
     from .shapes import load_captioned_images, make_dataset
 
     work, seconds = Path(work), {}
     start = time.perf_counter()
     dataset = load_captioned_images(make_dataset(work / "data", dataset_size, seed=settings.seed))
-    pipe = start_pipeline(work / "start")
+    pipe = start_pipeline(work / "start") if resume is None else continue_from(Path(resume))
     seconds["data"] = time.perf_counter() - start
     progress(f"{len(dataset)} captioned pictures, starting pipeline built ({seconds['data']:.0f} s)")
-    start = time.perf_counter()
-    if resume is not None:
-        vae_losses = continue_from(pipe, Path(resume))
-    else:
+    start, vae_losses = time.perf_counter(), []
+    if resume is None:
         vae_steps = vae_steps_for(settings.steps) if vae_steps is None else vae_steps
         vae_losses = fit_vae_once(pipe, pictures_to_tensor(dataset["image"]), work / "vae", vae_steps, settings)
     seconds["vae"] = time.perf_counter() - start
-    progress(f"VAE fitted: loss {np.mean(vae_losses[-50:]):.5f} ({seconds['vae']:.0f} s)")
+    progress(f"VAE fitted: loss {np.mean(vae_losses[-50:]):.5f} ({seconds['vae']:.0f} s)" if vae_losses else f"VAE kept from {resume}")
     start = time.perf_counter()
     features = cache_features(pipe, dataset, work / "features.safetensors", device=settings.device)
     seconds["features"] = time.perf_counter() - start

@@ -71,10 +71,10 @@ def matmul_weight_types(model) -> dict[str, str]:
 
 def test_w8a8_quantizes_the_transformers_block_activations_only(tiny_compressed):
     folder = tiny_compressed["W8A8"]
-    activations = fake_quantized_activations(_read(folder, "transformer"))
+    transformer = _read(folder, "transformer")
+    activations = fake_quantized_activations(transformer)
     # per block: the inputs of q/k/v, out, the cross-attention's q and out, and both MLP layers
     assert len(activations) >= 2 * 6 and all("transformer_blocks" in name for name in activations)
-    transformer = _read(folder, "transformer")
     attention_inputs = [
         value.get_node().get_type_name()
         for op in transformer.get_ops() if op.get_type_name() == "ScaledDotProductAttention"
@@ -82,7 +82,7 @@ def test_w8a8_quantizes_the_transformers_block_activations_only(tiny_compressed)
     ]
     assert attention_inputs and "FakeQuantize" not in attention_inputs  # the attention stays float (fused kernel)
     assert fake_quantized_activations(_read(tiny_compressed["INT8"], "transformer")) == []
-    weights = matmul_weight_types(_read(folder, "transformer"))
+    weights = matmul_weight_types(transformer)
     in_blocks = {name: kind for name, kind in weights.items() if "transformer_blocks" in name}
     float_in_blocks = {name for name, kind in in_blocks.items() if kind != "i8"}
     assert len(in_blocks) == 2 * 10 and all(".attn2.to_k" in n or ".attn2.to_v" in n for n in float_in_blocks)

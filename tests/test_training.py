@@ -1,5 +1,7 @@
 """Training: the noise schedule's terms, the loss, the feature cache, the VAE fit and a transformer that learns."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -173,16 +175,16 @@ def test_saved_pipeline_is_a_model_the_product_accepts(start, tmp_path):
 
 
 def test_training_resumes_from_a_saved_model(start, tmp_path):
-    folder = helpers.save_pipeline(start, tmp_path / "trained" / "diffusers")
-    fresh = helpers.start_pipeline(tmp_path / "start")
-    with torch.no_grad():  # each part differs from the saved one until resumed
-        fresh.transformer.proj_out.weight.add_(1.0)
-        fresh.text_encoder.encoder.block[0].layer[0].SelfAttention.o.weight.mul_(2.0)
-    assert training.continue_from(fresh, folder) == []
-    assert torch.equal(fresh.transformer.proj_out.weight, start.transformer.proj_out.weight)
-    assert torch.equal(fresh.vae.decoder.conv_out.weight, start.vae.decoder.conv_out.weight)
-    t5 = lambda pipe: pipe.text_encoder.encoder.block[0].layer[0].SelfAttention.o.weight
-    assert torch.equal(t5(fresh), t5(start)), "the saved T5 (contextual once) is taken as it is"
-    assert fresh.tokenizer("a red circle").input_ids == start.tokenizer("a red circle").input_ids
+    trained = copy.deepcopy(start)
+    with torch.no_grad():  # each part differs from a fresh starting model's
+        trained.transformer.proj_out.weight.add_(1.0)
+        trained.vae.decoder.conv_out.weight.add_(1.0)
+    folder = helpers.save_pipeline(trained, tmp_path / "trained" / "diffusers")
+    resumed = training.continue_from(folder)
+    assert torch.equal(resumed.transformer.proj_out.weight, trained.transformer.proj_out.weight)
+    assert torch.equal(resumed.vae.decoder.conv_out.weight, trained.vae.decoder.conv_out.weight)
+    t5_output = [pipe.text_encoder.encoder.block[0].layer[0].SelfAttention.o.weight for pipe in (resumed, start)]
+    assert torch.equal(*t5_output), "the saved T5 (contextual once) is taken as it is"
+    assert resumed.tokenizer("a red circle").input_ids == start.tokenizer("a red circle").input_ids
     with pytest.raises(FileNotFoundError, match="give the folder a training run saved"):
-        training.continue_from(fresh, tmp_path / "nothing")
+        training.continue_from(tmp_path / "nothing")
