@@ -1,6 +1,6 @@
 """Full-size benchmark: speed and memory of the real PixArt-XL shapes, side by side with PyTorch.
 
-Random weights in the real configs (``configs/``): speed and memory do not depend on the weights' values. Every
+Random weights in the real configs (``assets/pixart-xl-configs/``): speed and memory do not depend on the weights' values. Every
 measurement runs in its own process (so its peak memory is its own) through the same ``helpers`` functions the
 notebooks use, and is appended to ``results/full.json`` (``quick.json``) as it finishes: a stopped run resumes where it
 stopped. At the end: a markdown table and a chart beside the JSON.
@@ -56,15 +56,12 @@ GOALS = (
 
 
 def configs(quick: bool) -> dict[str, dict]:
-    """The three configs: the real ones from ``configs/``, or the small model's."""
+    """The three configs: the real ones (``assets/pixart-xl-configs``), or the small model's."""
     import helpers
 
     if quick:
         return {"transformer": helpers.TINY_TRANSFORMER_CONFIG, "vae": helpers.TINY_VAE_CONFIG, "t5": helpers.TINY_T5_CONFIG}
-    return {
-        name: {k: v for k, v in json.loads((HERE / "configs" / f"{name}.json").read_text()).items() if not k.startswith("_")}
-        for name in ("transformer", "vae", "t5")
-    }
+    return helpers.full_size_configs()
 
 
 def task_build(work: Path, quick: bool) -> dict:
@@ -156,7 +153,7 @@ def task_pipeline(work: Path, variant: str, cache: str | None, on_demand: bool =
     cache_dir = work / "cache" / variant
     start = time.perf_counter()
     config = {"CACHE_DIR": str(cache_dir)} if cache else {}
-    pipe = helpers.OVPixArtAlphaPipeline.from_variant(work / variant, "CPU", config, text_encoder_on_demand=on_demand)
+    pipe = helpers.OVPixArtAlphaPipeline.from_variant(work / variant, "CPU", config, low_memory=on_demand)
     result = {"compile_seconds": time.perf_counter() - start}
     if cache == "cached":  # the cache holds the compiled models (GB at full size): measured, then freed
         result["cache_gib"] = helpers.folder_size_mb(cache_dir) * 1e6 / 1024**3

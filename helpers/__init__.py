@@ -1,7 +1,8 @@
 """Shared code of the PixArt-α on OpenVINO notebooks: one module per stage, in the order of the flow.
 
 1. ``settings``     — which model, where its variant folders live, how each checkpoint is sampled.
-2. ``sources``      — a hub id, a local diffusers folder, or a small PixArt built offline (``tiny``).
+2. ``sources``      — a hub id, a local diffusers folder, or a PixArt built offline with random weights.
+   ``sizes``        — the aspect-ratio bins of each sample size; ``reference`` — the PyTorch reference pipeline.
 3. ``conversion``   — the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, part by part.
 4. ``pipeline``     — one small class per part, put into diffusers' own ``PixArtAlphaPipeline``.
 5. ``compression``  — NNCF weight compression and W8A8 quantization, variant folder to variant folder.
@@ -57,12 +58,34 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "TINY_VAE_CONFIG",
         "TINY_VOCAB_SIZE",
         "ModelSourceError",
+        "FULL_CONFIGS",
+        "RANDOM_PRESETS",
+        "SCHEDULERS",
+        "build_random",
         "build_random_pipeline",
+        "full_size_configs",
         "build_tiny_pipeline",
         "resolve_model_source",
         "scheduler_from_config",
         "shipped_model",
         "train_tiny_tokenizer",
+    ),
+    "sizes": (
+        "ASPECT_RATIO_BINS",
+        "aspect_ratio_bins",
+        "bin_sizes",
+        "format_size",
+        "native_size",
+        "parse_size",
+        "sample_size_of",
+        "size_choices",
+        "wide_size",
+    ),
+    "reference": (
+        "cpu_flags",
+        "encode_prompts",
+        "reference_dtype",
+        "reference_images",
     ),
     "conversion": (
         "PART_SPECS",
@@ -89,8 +112,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "OVTextEncoder",
         "OVTransformer",
         "OVVaeDecoder",
+        "MEMORY_SHARE",
         "available_devices",
         "check_device",
+        "compute_precision",
+        "fits_in_memory",
+        "memory_gib",
+        "parity_config",
+        "weights_in_memory_gib",
         "check_generation_inputs",
         "check_variant",
         "device_widget",
@@ -143,8 +172,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "build_demo",
         "launch_demo",
         "local_theme",
-        "parse_size",
-        "size_choices",
     ),
     "shapes": (
         "ATTRIBUTES",

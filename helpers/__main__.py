@@ -1,4 +1,4 @@
-"""Command line: ``python -m helpers demo --model shapes`` and ``python -m helpers train --steps 4000``."""
+"""Command line: ``python -m helpers demo --model shapes``, ``train --steps 4000``, ``build-random --out FOLDER``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from .settings import MODEL_ROOT, model_id_from_env
+from .sources import RANDOM_PRESETS, SCHEDULERS
 from .training import TrainingSettings
 
 
@@ -28,8 +29,24 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--device", default="cpu", help="torch device: cpu, or cuda where a GPU is at hand")
     train.add_argument("--learning-rate", type=float, default=TrainingSettings.learning_rate, help="peak learning rate")
     train.add_argument("--resume", type=Path, default=None, help="a trained model folder to train on from (e.g. model/shapes/diffusers)")
+    build = commands.add_parser(
+        "build-random",
+        help="build a PixArt-α diffusers folder with random weights, usable as PIXART_MODEL_ID=<folder>",
+        description="Build a diffusers PixArt-α folder with random weights, offline: the real PixArt-XL-2-1024-MS "
+        "shapes (--preset full: about 22 GB on disk, 12 GiB of memory while building, a few minutes) or the small "
+        "model's. It loads like a downloaded checkpoint: PIXART_MODEL_ID=<folder> runs every notebook on it.",
+    )
+    build.add_argument("--out", type=Path, required=True, help="the folder to create (e.g. model/pixart-xl-random/diffusers)")
+    build.add_argument("--preset", choices=RANDOM_PRESETS, default="full", help="full: PixArt-XL's shapes; tiny: the small model's")
+    build.add_argument("--sample-size", type=int, default=None, help="latent side: 32, 64, 128 (1024², the default of full) or 256")
+    build.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="lcm", help="lcm: 4 steps, no guidance; dpm: 20 guided steps")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "build-random":
+        from .sources import build_random
+
+        folder = build_random(args.out, args.preset, args.sample_size, args.scheduler)
+        print(f"Built {folder}: PIXART_MODEL_ID={folder}")
+    elif args.command == "demo":
         from .demo import build_demo, launch_demo
 
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

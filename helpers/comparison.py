@@ -113,10 +113,12 @@ def run_variant(
     device: str = "AUTO",
     ov_config: dict | None = None,
     runs: int = 3,
-    warmup: int = 1,
+    warmup: int = 0,
     **kwargs: Any,
 ) -> VariantRun:
     """Compile one variant, make a picture per prompt and seed, then time ``runs`` generations after ``warmup``.
+
+    The pictures per prompt already warm the pipeline up (OpenVINO prepares the weights at the first inference).
 
     One variant is compiled at a time and freed at the end, so comparing the real pipeline's variants never holds
     two in memory. The final latents come from the pipeline's step callback, the text embeddings from its
@@ -288,19 +290,19 @@ def alignment_of_variants(
 
     Every pipeline draws the same evaluation set with the checkpoint's recipe. Returns scores and pictures by name.
     """
-    from diffusers import PixArtAlphaPipeline
-
     from .pipeline import variant_recipe
+    from .reference import reference_images
     from .settings import variant_dir
     from .sources import resolve_model_source
 
     folders = {variant: variant_dir(model_id, variant) for variant in variants}
     recipe = variant_recipe(next(iter(folders.values())))
-    loaders = {"PyTorch": lambda: PixArtAlphaPipeline.from_pretrained(resolve_model_source(model_id))}
-    loaders.update({name: (lambda folder=folder: OVPixArtAlphaPipeline.from_variant(folder, device)) for name, folder in folders.items()})
-    scores, pictures = {}, {}
-    for name, load in loaders.items():
-        pipe = load()
+    scenes, seeds = [scene for scene, _ in evaluation], [seed for _, seed in evaluation]
+    # PyTorch in two stages (T5, then transformer and VAE): the real pipeline does not fit in memory whole
+    images, _ = reference_images(resolve_model_source(model_id), [scene.caption for scene in scenes], seeds, recipe, **kwargs)
+    scores, pictures = {"PyTorch": alignment_score(images, scenes)}, {"PyTorch": images}
+    for name, folder in folders.items():
+        pipe = OVPixArtAlphaPipeline.from_variant(folder, device)
         pipe.set_progress_bar_config(disable=True)
         scores[name], pictures[name] = evaluate_alignment(pipe, evaluation, recipe, **kwargs)
         del pipe

@@ -127,7 +127,7 @@ def collect_calibration_data(
     The VAE decoder is not run (latents out). ``height``/``width`` default to the model's size; calibrating
     smaller is cheaper, and the statistics are per channel, so they carry over to other sizes.
     """
-    pipe = OVPixArtAlphaPipeline.from_variant(folder, device, text_encoder_on_demand=True)
+    pipe = OVPixArtAlphaPipeline.from_variant(folder, device)  # low memory where the weights need it
     pipe.set_progress_bar_config(disable=True)
     pipe.transformer.recorded = []
     for index, prompt in enumerate(tqdm(prompts, desc="calibration")):

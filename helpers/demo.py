@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
 import torch
 from PIL import Image
 
 from .pipeline import OVPixArtAlphaPipeline, is_variant, variant_recipe
 from .settings import MODEL_ROOT, VariantNotReadyError, example_prompts, model_name, variant_dir
+from .sizes import parse_size, size_choices
 
 VARIANT_ORDER = ("FP16", "INT8", "INT4-T5", "W8A8")
 EXAMPLE_SEEDS = (42, 42, 0, 0)
@@ -26,30 +25,6 @@ def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[str]:
     if not found:
         raise VariantNotReadyError(f"No converted model for '{model_id}' under {folder}: run notebook 1 (01-convert) first.")
     return sorted(found, key=lambda name: (VARIANT_ORDER.index(name) if name in VARIANT_ORDER else len(VARIANT_ORDER), name))
-
-
-def size_choices(folder: Path) -> list[str]:
-    """The image sizes a variant makes, as "W×H" strings: its sample size's aspect-ratio bins, squarest first."""
-    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
-        ASPECT_RATIO_256_BIN,
-        ASPECT_RATIO_512_BIN,
-        ASPECT_RATIO_1024_BIN,
-    )
-
-    sample_size = json.loads((Path(folder) / "transformer" / "config.json").read_text())["sample_size"]
-    bins = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}[sample_size]
-    sizes = sorted({(int(h), int(w)) for h, w in bins.values()}, key=lambda hw: (abs(np.log(hw[1] / hw[0])), hw[1] < hw[0]))
-    return [f"{w}×{h}" for h, w in sizes]
-
-
-def parse_size(text: str, allowed: Iterable[str]) -> tuple[int, int]:
-    """``(height, width)`` from a "W×H" choice, or a ``ValueError`` naming the sizes the model makes."""
-    allowed = list(allowed)
-    normalized = str(text).strip().lower().replace("x", "×").replace(" ", "")
-    if normalized not in allowed:
-        raise ValueError(f"The model can't make {text!r}: pick one of its sizes, e.g. {', '.join(allowed[:5])}.")
-    width, height = (int(v) for v in normalized.split("×"))
-    return height, width
 
 
 class DemoBackend:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections import deque
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 
 from .conversion import is_part_converted
-from .settings import IR_NAME, MODEL_INDEX, PARTS, Recipe, VariantNotReadyError, recipe_for
+from .settings import F32_CONFIG, IR_NAME, MODEL_INDEX, PARTS, Recipe, VariantNotReadyError, recipe_for
 from .sources import scheduler_from_config
 
 
@@ -57,38 +58,122 @@ def is_variant(folder: Path) -> bool:
     return True
 
 
+def compute_precision(device: str = "CPU", ov_config: dict | None = None, core: ov.Core | None = None) -> str:
+    """The floating-point precision the device computes in: the hint in ``ov_config``, else the device's default.
+
+    On CPUs with AMX or AVX512-BF16 the default is bf16; without, f32 (``AUTO`` picks the CPU here).
+    """
+    hint = (ov_config or {}).get("INFERENCE_PRECISION_HINT")
+    if hint:
+        return str(hint)
+    device = "CPU" if device.startswith(("AUTO", "MULTI", "HETERO")) else device
+    return str((core or ov.Core()).get_property(device, "INFERENCE_PRECISION_HINT"))
+
+
+def weights_in_memory_gib(folder: Path, precision: str) -> float:
+    """What a variant's weights take in memory once compiled: compressed parts as stored; FP16 parts in ``precision``.
+
+    OpenVINO holds float weights in the precision it computes in (f32: twice the FP16 file) and keeps INT8/INT4
+    weights compressed. Activations come on top.
+    """
+    index = json.loads((Path(folder) / MODEL_INDEX).read_text())
+    compressed = index.get("compression", {})
+    growth = 2.0 if precision == "f32" else 1.0
+    total = 0.0
+    for part in PARTS:
+        size = (Path(folder) / part / IR_NAME).with_suffix(".bin").stat().st_size
+        total += size * (1.0 if part in compressed else growth)
+    return total / 2**30
+
+
+def memory_gib() -> float:
+    """This machine's memory (``MemTotal``), in GiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("No MemTotal in /proc/meminfo.")
+
+
+# The share of memory a variant's weights may take with every part compiled: the rest is for activations
+# (1024² attention and VAE decode take GBs), the notebook and the system.
+MEMORY_SHARE = 0.7
+
+
+def fits_in_memory(folder: Path, device: str = "CPU", ov_config: dict | None = None, core: ov.Core | None = None) -> bool:
+    """True when the whole variant, compiled, fits in ``MEMORY_SHARE`` of this machine's memory."""
+    precision = compute_precision(device, ov_config, core)
+    return weights_in_memory_gib(folder, precision) <= MEMORY_SHARE * memory_gib()
+
+
+def parity_config(folder: Path, device: str = "CPU") -> dict:
+    """Compile settings for checking a variant against PyTorch: the f32 hint where the whole variant fits in memory
+    in f32 (the check then measures the conversion alone), else the device's default precision (what users run)."""
+    return dict(F32_CONFIG) if fits_in_memory(folder, device, F32_CONFIG) else {}
+
+
 class OVModelPart:
     """One compiled IR that quacks like the torch module diffusers expects: ``config``, ``dtype``, ``device``.
 
-    ``keep_compiled=False`` compiles the IR at each call and frees it afterwards: the part's weights are in memory
-    only while it runs. That is for the T5-XXL encoder, which runs once per picture, on a machine short of memory.
+    ``compile_now=False`` compiles the IR at its first call instead. Parts that share a ``turns`` list take turns
+    in memory: compiling one frees the others, so only one part's weights are held at a time (the low-memory
+    mode of :meth:`OVPixArtAlphaPipeline.from_variant`).
     """
 
     def __init__(
-        self, folder: Path, core: ov.Core, device: str = "AUTO", ov_config: dict | None = None, keep_compiled: bool = True
+        self,
+        folder: Path,
+        core: ov.Core,
+        device: str = "AUTO",
+        ov_config: dict | None = None,
+        compile_now: bool = True,
+        turns: list["OVModelPart"] | None = None,
     ):
         from diffusers.configuration_utils import FrozenDict
 
         self.folder = Path(folder)
         self.config = FrozenDict(json.loads((self.folder / "config.json").read_text()))
         self.core, self.device_name, self.ov_config = core, device, ov_config or {}
-        self.input_names: set[str] = set()  # filled by the first compile
-        self.request = self._compile() if keep_compiled else None
+        self.turns = turns
+        if turns is not None:
+            turns.append(self)
+        self.input_names: set[str] = set()  # filled by the compile
+        self._request: ov.InferRequest | None = None
         self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
         self.recorded: list[dict[str, np.ndarray]] | None = None  # a list here keeps every call's inputs (calibration)
+        if compile_now:
+            self._compile()
 
     dtype = torch.float32
     device = torch.device("cpu")
 
+    @property
+    def is_compiled(self) -> bool:
+        return self._request is not None
+
+    @property
+    def request(self) -> ov.InferRequest:
+        """The infer request, compiling the IR first if it is not compiled."""
+        return self._request or self._compile()
+
     def _compile(self) -> ov.InferRequest:
+        for other in self.turns or ():
+            if other is not self:
+                other.release()
         # Compiled from the path, with no ov.Model kept: OpenVINO can then map the weights file instead of copying.
-        request = self.core.compile_model(self.folder / IR_NAME, self.device_name, self.ov_config).create_infer_request()
-        self.input_names = {port.get_any_name() for port in request.model_inputs}
-        return request
+        compiled = self.core.compile_model(self.folder / IR_NAME, self.device_name, self.ov_config)
+        self._request = compiled.create_infer_request()
+        self.input_names = {port.get_any_name() for port in self._request.model_inputs}
+        return self._request
+
+    def release(self) -> None:
+        """Free the compiled model (and its weights); the next call compiles it again."""
+        if self._request is not None:
+            self._request = None
+            gc.collect()
 
     def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
         """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""
-        request = self.request or self._compile()
+        request = self.request
         feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in self.input_names}
         if self.recorded is not None:
             self.recorded.append({name: value.copy() for name, value in feed.items()})
@@ -158,27 +243,34 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
 
     @classmethod
     def from_variant(
-        cls, folder: Path, device: str = "AUTO", ov_config: dict | None = None, text_encoder_on_demand: bool = False
+        cls, folder: Path, device: str = "AUTO", ov_config: dict | None = None, low_memory: bool | None = None
     ) -> "OVPixArtAlphaPipeline":
         """Compile the three IRs of a variant folder for ``device`` and return the pipeline.
 
-        ``text_encoder_on_demand=True`` compiles T5 for each prompt and frees it before denoising, so T5's weights
-        and the transformer's are never in memory together: on a CPU without bf16, OpenVINO holds FP16 weights
-        in f32, and T5-XXL alone is then 18 GiB. It costs T5's compile time per prompt (shorter with a model cache).
+        ``low_memory=True`` keeps one part's weights in memory at a time: each part is compiled when it is called
+        and frees the others (T5 once per prompt, the transformer once per picture). On a CPU without bf16,
+        OpenVINO holds FP16 weights in f32, and T5-XXL alone then takes 18 GiB. It costs the parts' compile time at
+        every picture. ``None`` (the default) turns it on when the variant's weights would not fit in memory
+        (:func:`fits_in_memory`).
         """
         from transformers import AutoTokenizer
 
         folder = check_variant(folder)
         core = ov.Core()
         device = check_device(device, core)
+        if low_memory is None:
+            low_memory = not fits_in_memory(folder, device, ov_config, core)
+        turns: list[OVModelPart] | None = [] if low_memory else None
+        options = dict(core=core, device=device, ov_config=ov_config, compile_now=not low_memory, turns=turns)
         parts = {
-            "text_encoder": OVTextEncoder(folder / "text_encoder", core, device, ov_config, keep_compiled=not text_encoder_on_demand),
-            "transformer": OVTransformer(folder / "transformer", core, device, ov_config),
-            "vae": OVVaeDecoder(folder / "vae_decoder", core, device, ov_config),
+            "text_encoder": OVTextEncoder(folder / "text_encoder", **options),
+            "transformer": OVTransformer(folder / "transformer", **options),
+            "vae": OVVaeDecoder(folder / "vae_decoder", **options),
         }
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         pipe = cls(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler_from_config(scheduler_config), **parts)
         pipe.variant_folder = folder
+        pipe.low_memory = low_memory
         return pipe
 
     @property

@@ -94,6 +94,50 @@ TINY_T5_CONFIG = dict(
 TINY_VOCAB_SIZE = 400
 TINY_SEED = 0
 
+# The real checkpoint's configs (PixArt-XL-2-1024-MS transformer, sd-vae-ft-ema VAE, T5-v1.1-XXL encoder), for
+# full-size folders with random weights: speed and memory do not depend on the weights' values.
+FULL_CONFIGS = ASSETS / "pixart-xl-configs"
+RANDOM_PRESETS = ("full", "tiny")
+SCHEDULERS = {"lcm": LCM_SCHEDULER_CONFIG, "dpm": DPM_SCHEDULER_CONFIG}
+
+
+def full_size_configs() -> dict[str, dict]:
+    """The transformer, VAE and T5 configs of PixArt-XL-2-1024-MS, as stored in ``assets/pixart-xl-configs``."""
+    import json
+
+    return {
+        name: {k: v for k, v in json.loads((FULL_CONFIGS / f"{name}.json").read_text()).items() if not k.startswith("_")}
+        for name in ("transformer", "vae", "t5")
+    }
+
+
+def build_random(folder: Path, preset: str = "full", sample_size: int | None = None, scheduler: str = "lcm") -> Path:
+    """A diffusers PixArt-α folder with random weights that loads like a downloaded checkpoint.
+
+    ``preset="full"`` has the real PixArt-XL-2-1024-MS shapes (T5-XXL stored in FP32 like the real checkpoint,
+    about 22 GB; built in bf16 to halve building's memory, then upcast on disk); ``"tiny"`` is the small model.
+    ``sample_size`` (latent side: 32, 64, 128 or 256) changes the native size and its aspect-ratio bins (64: a
+    512² checkpoint without resolution conditions); ``scheduler`` is ``"lcm"`` (4 steps) or ``"dpm"`` (guided).
+    """
+    if preset not in RANDOM_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(RANDOM_PRESETS)}.")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {scheduler!r}: choose one of {', '.join(SCHEDULERS)}.")
+    if preset == "full":
+        configs = full_size_configs()
+        transformer, vae, t5 = configs["transformer"], configs["vae"], configs["t5"]
+    else:
+        transformer, vae, t5 = TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG, TINY_T5_CONFIG
+    if sample_size is not None:
+        from .sizes import aspect_ratio_bins
+
+        aspect_ratio_bins(sample_size)  # a clear error for a sample size without bins
+        transformer = {**transformer, "sample_size": sample_size}
+    dtype = torch.bfloat16 if preset == "full" else torch.float32
+    return build_random_pipeline(folder, transformer, vae, t5, SCHEDULERS[scheduler], text_encoder_dtype=dtype)
+
+
+
 
 def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
     """Turn a model id into a local diffusers folder.
@@ -162,9 +206,10 @@ def build_random_pipeline(
 ) -> Path:
     """A PixArt-α diffusers folder with seeded random weights in the given configs, and the project's tokenizer.
 
-    Used for ``tiny`` and, with the real configs, for full-size benchmarks (random weights run as fast as real
-    ones). ``text_encoder_dtype=torch.bfloat16`` halves T5-XXL's 19 GB while it is built and stored. Written to a
-    temporary folder and renamed, so a half-built folder is never used.
+    Used for ``tiny`` and, with the real configs, for full-size folders (random weights run as fast as real
+    ones). ``text_encoder_dtype=torch.bfloat16`` halves T5-XXL's 19 GB while it is built; it is then stored in FP32,
+    one tensor at a time, as the real checkpoint is. Written to a temporary folder and renamed, so a half-built
+    folder is never used.
     """
     folder = Path(folder)
     if (folder / MODEL_INDEX).is_file():
@@ -187,8 +232,20 @@ def build_random_pipeline(
             scheduler=scheduler_from_config(scheduler_config),
         )
         pipe.save_pretrained(tmp)
+        del pipe, text_encoder, transformer, vae
         shutil.rmtree(tmp / "_spm")
+        if text_encoder_dtype != torch.float32:
+            _store_in_float32(tmp / "text_encoder")
     return folder
+
+
+def _store_in_float32(part_dir: Path) -> None:
+    from .conversion import upcast_checkpoint
+
+    upcast = part_dir.with_name(f"{part_dir.name}.fp32")
+    upcast_checkpoint(part_dir, upcast)
+    shutil.rmtree(part_dir)
+    upcast.rename(part_dir)
 
 
 @contextlib.contextmanager

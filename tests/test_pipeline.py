@@ -49,15 +49,35 @@ def test_batch_of_two_prompts_with_guidance_matches_pytorch(pipelines):
     assert all(helpers.psnr(e, a) > MIN_PSNR_DB for e, a in zip(expected, actual))
 
 
-def test_text_encoder_on_demand_gives_the_same_picture_and_keeps_nothing_compiled(tiny_variant, pipelines):
+def test_low_memory_gives_the_same_picture_with_one_part_compiled_at_a_time(tiny_variant, pipelines):
     _, kept = pipelines["LCM"]
-    on_demand = helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG, text_encoder_on_demand=True)
-    assert on_demand.text_encoder.request is None and kept.text_encoder.request is not None
+    low = helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG, low_memory=True)
+    parts = (low.text_encoder, low.transformer, low.vae)
+    assert low.low_memory and not any(part.is_compiled for part in parts)
+    assert kept.text_encoder.is_compiled and not kept.low_memory
+    compiled_during_steps = []
     kwargs = dict(height=256, width=256, use_resolution_binning=False, output_type="np")
     expected = kept("a red circle", generator=torch.Generator().manual_seed(3), **kwargs).images
-    actual = on_demand("a red circle", generator=torch.Generator().manual_seed(3), **kwargs).images
+    actual = low(
+        "a red circle", generator=torch.Generator().manual_seed(3),
+        callback=lambda step, t, x: compiled_during_steps.append([part.is_compiled for part in parts]), **kwargs,
+    ).images
     assert np.array_equal(actual, expected)
-    assert on_demand.text_encoder.request is None and len(on_demand.text_encoder.seconds) == 1
+    assert compiled_during_steps and all(state == [False, True, False] for state in compiled_during_steps)
+    assert [part.is_compiled for part in parts] == [False, False, True]  # the VAE decoded last
+    assert len(low.text_encoder.seconds) == 1
+
+
+def test_low_memory_is_chosen_from_the_weights_in_memory(tiny_variant, monkeypatch):
+    from helpers import pipeline
+
+    f32, bf16 = pipeline.weights_in_memory_gib(tiny_variant, "f32"), pipeline.weights_in_memory_gib(tiny_variant, "bf16")
+    assert f32 == pytest.approx(2 * bf16)  # FP16 weights held in f32 take twice their file
+    assert pipeline.fits_in_memory(tiny_variant, "CPU", helpers.F32_CONFIG)
+    monkeypatch.setattr(pipeline, "memory_gib", lambda: f32 / pipeline.MEMORY_SHARE * 0.99)
+    assert not pipeline.fits_in_memory(tiny_variant, "CPU", helpers.F32_CONFIG)
+    assert pipeline.fits_in_memory(tiny_variant, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    assert helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG).low_memory
 
 
 def test_num_images_per_prompt_and_recipe_defaults(pipelines):

@@ -3,6 +3,7 @@
 import hashlib
 
 import pytest
+import torch
 from diffusers import PixArtAlphaPipeline
 
 import helpers
@@ -89,3 +90,30 @@ def test_untrained_shapes_model_says_how_to_make_it(monkeypatch, tmp_path):
 def test_diffusers_folders_are_named_after_their_parent():
     assert helpers.model_name("model/shapes-notebook/diffusers") == "shapes-notebook"
     assert helpers.variant_dir("model/tiny/diffusers", "INT8") == helpers.MODEL_ROOT / "tiny" / "INT8"
+
+
+def test_build_random_makes_a_512_bin_checkpoint_with_an_fp32_encoder_stored_like_the_real_one(tmp_path):
+    folder = helpers.build_random(tmp_path / "pixart-512" / "diffusers", preset="tiny", sample_size=64, scheduler="dpm")
+    assert helpers.resolve_model_source(str(folder)) == folder and helpers.model_name(folder) == "pixart-512"
+    pipe = PixArtAlphaPipeline.from_pretrained(folder)
+    assert pipe.transformer.config.sample_size == 64 and not pipe.transformer.use_additional_conditions
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert helpers.size_choices(folder)[0] == "512×512"
+    assert helpers.stored_dtypes(folder / "text_encoder") == {"F32"}
+
+
+def test_build_random_stores_a_bf16_built_encoder_in_fp32(tmp_path):
+    folder = helpers.build_random_pipeline(
+        tmp_path / "m", helpers.TINY_TRANSFORMER_CONFIG, helpers.TINY_VAE_CONFIG, helpers.TINY_T5_CONFIG,
+        text_encoder_dtype=torch.bfloat16,
+    )
+    assert helpers.stored_dtypes(folder / "text_encoder") == {"F32"}
+    assert not list(tmp_path.glob("**/*.fp32")) and not list(tmp_path.glob(".*partial"))
+    encoder = helpers.load_torch_part(folder, "text_encoder")
+    assert encoder.dtype == torch.float32 and all(p.isfinite().all() for p in encoder.parameters())
+
+
+@pytest.mark.parametrize("kwargs,message", [(dict(preset="huge"), "Unknown preset 'huge'"), (dict(scheduler="ddim"), "Unknown scheduler 'ddim'")])
+def test_build_random_names_bad_choices(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        helpers.build_random(tmp_path / "x", **kwargs)

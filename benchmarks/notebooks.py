@@ -1,0 +1,201 @@
+"""Runs notebooks 01–05 one by one with nbval on a given model; records wall time and peak memory of each.
+
+    .venv/bin/python benchmarks/notebooks.py --model /path/to/diffusers/folder --name full
+    .venv/bin/python benchmarks/notebooks.py --model /path/to/model --notebooks 03 04 --force --env KEY=VALUE
+
+Each notebook runs in its own pytest process, its output streamed to ``results/notebooks-<name>-<NN>.log`` (for
+``tail -f``); peak memory is sampled over its whole process tree (pytest and the kernel), anonymous and file-backed
+apart (memory-mapped weights are file-backed). Results go to ``results/notebooks-<name>.json`` and ``.md`` after
+each notebook, so a stopped run resumes where it stopped. Exit code 0 if every requested notebook passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CPU_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
+GIB = 2**30
+
+
+def _status_kib(pid: int) -> dict[str, int]:
+    """RssAnon, RssFile and VmHWM of one process in KiB (absent for zombies and kernel threads: 0)."""
+    values = dict.fromkeys(("RssAnon", "RssFile", "VmHWM"), 0)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in values:
+            values[key] = int(rest.split()[0])
+    return values
+
+
+def _tree(root: int) -> list[int]:
+    """The root and all its descendants, from the parent pid in /proc/*/stat (works without CONFIG_PROC_CHILDREN)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # the command name in parentheses may hold spaces: the fields after the last ")" are safe
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # vanished between listing and reading
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree = [root]
+    for pid in tree:  # grows while walked: breadth first
+        tree.extend(children.get(pid, ()))
+    return tree
+
+
+class TreeSampler:
+    """Peaks of the summed RssAnon, RssFile and their sum over a process tree, and of the largest VmHWM, in GiB.
+
+    The kernel keeps only each process's own peak (VmHWM); the tree's peaks and the anon/file split come from
+    sampling, so a spike shorter than the interval can be missed.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        self.pid, self.interval = pid, interval
+        self.anon = self.file = self.total = self.hwm = 0.0
+
+    def sample(self) -> None:
+        anon = file = hwm = 0
+        for pid in _tree(self.pid):
+            try:
+                status = _status_kib(pid)
+            except (OSError, ValueError):
+                continue  # vanished between listing and reading
+            anon, file = anon + status["RssAnon"], file + status["RssFile"]
+            hwm = max(hwm, status["VmHWM"])
+        kib = 1024 / GIB
+        self.anon, self.file = max(self.anon, anon * kib), max(self.file, file * kib)
+        self.total, self.hwm = max(self.total, (anon + file) * kib), max(self.hwm, hwm * kib)
+
+    def watch(self, process: subprocess.Popen) -> int:
+        """Samples until the process exits; returns its exit code."""
+        while process.poll() is None:
+            self.sample()
+            time.sleep(self.interval)
+        return process.returncode
+
+
+def machine() -> dict:
+    """The CPU, its relevant flags, cores, memory and library versions: what the timings depend on."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    # lscpu's "Model name"; /proc/cpuinfo's "model name" where lscpu is missing
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else cpuinfo
+    names = [line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.lower().startswith("model name")]
+    meminfo = Path("/proc/meminfo").read_text().split()
+    import openvino
+    import torch
+
+    return {
+        "cpu": names[0] if names else "?",
+        "flags": [flag for flag in CPU_FLAGS if flag in flags],
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) * 1024 / GIB, 1),
+        "openvino": openvino.__version__,
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def markdown(results: dict) -> str:
+    m = results.get("machine", {})
+    flags = set(m.get("flags", ()))
+    amx = "AMX" if flags & {"amx_tile", "amx_bf16", "amx_int8"} else "no AMX"
+    bf16 = "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no bf16"
+    lines = [
+        f"# Notebooks on {results.get('model', '?')}",
+        "",
+        f"{m.get('cpu', '?')}, {amx}, {bf16}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB, "
+        f"OpenVINO {m.get('openvino')}, torch {m.get('torch')}, {m.get('date', '?')}",
+        "",
+        "| notebook | result | minutes | peak anon GiB | peak file-backed GiB | peak total GiB | pytest summary |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for key in sorted(k for k in results if k.endswith(".ipynb")):
+        r = results[key]
+        result = "passed" if r["passed"] else f"failed (exit {r['exit_code']})"
+        summary = r["summary"].replace("|", "\\|")
+        lines.append(f"| {key} | {result} | {r['seconds'] / 60:.1f} | {r['peak_anon_gib']:.2f} | "
+                     f"{r['peak_file_gib']:.2f} | {r['peak_total_gib']:.2f} | {summary} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_notebook(notebook: Path, env: dict, log: Path) -> dict:
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    # a full-size cell (four variants' pictures) can take longer than nbval's default 2000 s
+    argv = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=7200", "--durations=0",
+            "-p", "no:cacheprovider", f"notebooks/{notebook.name}", "-v"]
+    start = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        code = (sampler := TreeSampler(process.pid)).watch(process)
+    seconds = time.perf_counter() - start
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return {
+        "notebook": notebook.name, "passed": code == 0, "exit_code": code, "seconds": round(seconds, 1),
+        "peak_anon_gib": round(sampler.anon, 3), "peak_file_gib": round(sampler.file, 3),
+        "peak_total_gib": round(sampler.total, 3), "max_process_hwm_gib": round(sampler.hwm, 3),
+        "summary": lines[-1] if lines else "", "started": started,
+    }
+
+
+def save(results: dict, json_path: Path) -> None:
+    # temp file and rename: a run stopped while writing keeps the previous results
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, json_path)
+    json_path.with_suffix(".md").write_text(markdown(results))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="diffusers folder (or model id), passed as PIXART_MODEL_ID")
+    parser.add_argument("--name", default="full", help="results/notebooks-<name>.json")
+    parser.add_argument("--notebooks", nargs="+", default=["01", "02", "03", "04", "05"], help="numbers: 01 02 ...")
+    parser.add_argument("--force", action="store_true", help="rerun notebooks already passed")
+    parser.add_argument("--keep-going", action="store_true", help="go on after a failing notebook")
+    parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE", help="extra environment")
+    args = parser.parse_args(argv)
+    extra = dict(pair.split("=", 1) for pair in args.env if "=" in pair)
+    if len(extra) != len(args.env):
+        parser.error("--env takes KEY=VALUE pairs")
+    # the kernels run in notebooks/: a relative folder must be made absolute
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    env = {**os.environ, "PIXART_MODEL_ID": model, **extra}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS / f"notebooks-{args.name}.json"
+    results = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    results.update(machine=machine(), model=args.model)
+    all_passed = True
+    for number in args.notebooks:
+        notebook = next(iter(sorted((ROOT / "notebooks").glob(f"{number[:2]}-*.ipynb"))), None)
+        if notebook is None:
+            parser.error(f"no notebook {number}")
+        if results.get(notebook.name, {}).get("passed") and not args.force:
+            print(f"{notebook.name}: passed before, skipped (--force reruns it)", flush=True)
+            continue
+        log = RESULTS / f"notebooks-{args.name}-{number[:2]}.log"
+        print(f"{notebook.name}: running, log in {log}", flush=True)
+        results[notebook.name] = record = {**run_notebook(notebook, env, log), "env": extra}
+        save(results, json_path)
+        print(f"{notebook.name}: {record['summary']} ({record['seconds'] / 60:.1f} min, "
+              f"peak {record['peak_total_gib']:.2f} GiB)", flush=True)
+        all_passed &= record["passed"]
+        if not record["passed"] and not args.keep_going:
+            break  # later notebooks use what earlier ones made
+    save(results, json_path)
+    return 0 if all_passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

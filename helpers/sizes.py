@@ -1,0 +1,69 @@
+"""Image sizes: the aspect-ratio bins diffusers defines for each transformer sample size, as the model reads them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
+    ASPECT_RATIO_256_BIN,
+    ASPECT_RATIO_512_BIN,
+    ASPECT_RATIO_1024_BIN,
+)
+from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
+
+# Latent side (the transformer's ``sample_size``) -> {aspect ratio: [height, width]}; the VAE scales by 8.
+ASPECT_RATIO_BINS = {32: ASPECT_RATIO_256_BIN, 64: ASPECT_RATIO_512_BIN, 128: ASPECT_RATIO_1024_BIN, 256: ASPECT_RATIO_2048_BIN}
+
+
+def aspect_ratio_bins(sample_size: int) -> dict[str, list[float]]:
+    """The bins of a sample size, or a ``ValueError`` naming the sample sizes that have bins."""
+    if sample_size not in ASPECT_RATIO_BINS:
+        sides = ", ".join(f"{s} ({s * 8}²)" for s in ASPECT_RATIO_BINS)
+        raise ValueError(f"Transformer sample_size {sample_size!r} has no aspect-ratio bins: diffusers has bins for {sides}.")
+    return ASPECT_RATIO_BINS[sample_size]
+
+
+def sample_size_of(folder: Path) -> int:
+    """The transformer's ``sample_size`` in a variant folder (``transformer/``) or a diffusers folder (the same)."""
+    return json.loads((Path(folder) / "transformer" / "config.json").read_text())["sample_size"]
+
+
+def bin_sizes(sample_size: int) -> list[tuple[int, int]]:
+    """``(height, width)`` of every bin, squarest first, landscape before portrait."""
+    sizes = {(int(h), int(w)) for h, w in aspect_ratio_bins(sample_size).values()}
+    return sorted(sizes, key=lambda hw: (abs(np.log(hw[1] / hw[0])), hw[1] < hw[0], hw))
+
+
+def size_choices(folder: Path) -> list[str]:
+    """The image sizes a model makes, as "W×H" strings: its sample size's aspect-ratio bins, squarest first."""
+    return [f"{w}×{h}" for h, w in bin_sizes(sample_size_of(folder))]
+
+
+def native_size(folder: Path) -> tuple[int, int]:
+    """``(height, width)`` of the model's square size: its sample size times the VAE's 8."""
+    side = sample_size_of(folder) * 8
+    return side, side
+
+
+def wide_size(folder: Path, ratio: float = 16 / 9) -> tuple[int, int]:
+    """``(height, width)`` of the model's landscape bin closest to ``ratio`` (16:9: 1344×768 on 1024² models)."""
+    landscape = [hw for hw in bin_sizes(sample_size_of(folder)) if hw[1] > hw[0]]
+    return min(landscape, key=lambda hw: abs(np.log(hw[1] / hw[0] / ratio)))
+
+
+def format_size(height: int, width: int) -> str:
+    """The "W×H" string the demo shows for a size."""
+    return f"{width}×{height}"
+
+
+def parse_size(text: str, allowed: Iterable[str]) -> tuple[int, int]:
+    """``(height, width)`` from a "W×H" choice, or a ``ValueError`` naming the sizes the model makes."""
+    allowed = list(allowed)
+    normalized = str(text).strip().lower().replace("x", "×").replace(" ", "")
+    if normalized not in allowed:
+        raise ValueError(f"The model can't make {text!r}: pick one of its sizes, e.g. {', '.join(allowed[:5])}.")
+    width, height = (int(v) for v in normalized.split("×"))
+    return height, width

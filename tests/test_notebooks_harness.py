@@ -1,0 +1,70 @@
+"""The notebook benchmark's harness: its markdown table and its process-tree memory sampler (no notebook runs)."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "notebooks.py"
+
+
+def load_harness():
+    # benchmarks/ is not a package: load the module from its file
+    spec = importlib.util.spec_from_file_location("notebooks_harness", HARNESS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record(name, passed, seconds, anon, file, summary):
+    return {
+        "notebook": name, "passed": passed, "exit_code": 0 if passed else 1, "seconds": seconds,
+        "peak_anon_gib": anon, "peak_file_gib": file, "peak_total_gib": anon + file, "max_process_hwm_gib": anon,
+        "summary": summary, "started": "2025-01-01T00:00:00", "env": {},
+    }
+
+
+def test_markdown_has_one_row_per_notebook():
+    harness = load_harness()
+    results = {
+        "machine": {"cpu": "Test CPU", "flags": ["amx_tile", "amx_bf16", "avx512f"], "cores": 16, "memory_gib": 125.5,
+                    "openvino": "2025.0", "torch": "2.5.0", "date": "2025-01-01"},
+        "model": "/models/pixart",
+        "02-generate.ipynb": record("02-generate.ipynb", False, 90, 1.5, 0.25, "1 failed, 3 passed in 90.00s"),
+        "01-convert.ipynb": record("01-convert.ipynb", True, 300, 12.3456, 3.21, "12 passed in 300.00s"),
+    }
+    text = harness.markdown(results)
+    lines = text.splitlines()
+    assert lines[0].startswith("# ") and "/models/pixart" in lines[0]
+    machine_line = next(line for line in lines if "Test CPU" in line)
+    assert "AMX" in machine_line and "no AMX" not in machine_line and "bf16" in machine_line
+    assert "16 cores" in machine_line and "2025.0" in machine_line and "2.5.0" in machine_line
+    rows = [line for line in lines if line.startswith("| 0")]
+    assert len(rows) == 2
+    assert rows[0] == "| 01-convert.ipynb | passed | 5.0 | 12.35 | 3.21 | 15.56 | 12 passed in 300.00s |"
+    assert rows[1].startswith("| 02-generate.ipynb | failed (exit 1) | 1.5 | 1.50 | 0.25 | 1.75 |")
+
+
+def test_markdown_without_amx():
+    harness = load_harness()
+    text = harness.markdown({"machine": {"cpu": "Old CPU", "flags": ["avx2"]}, "model": "m"})
+    assert "no AMX" in text and "no bf16" in text
+
+
+def test_sampler_measures_child_process_tree():
+    harness = load_harness()
+    # a shell whose child allocates 300 MB: the memory is a grandchild's, found only by walking the tree
+    script = "import time; b = bytearray(300 * 2**20); time.sleep(2)"
+    child = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{script}"; true'])
+    sampler = harness.TreeSampler(child.pid, interval=0.1)
+    assert sampler.watch(child) == 0
+    assert sampler.anon >= 0.25
+    assert sampler.total >= sampler.anon and sampler.file > 0
+    assert sampler.hwm >= 0.25
+
+
+def test_machine_reports_cores_and_memory():
+    harness = load_harness()
+    info = harness.machine()
+    assert info["cores"] >= 1 and info["memory_gib"] > 0 and info["cpu"]
+    assert set(info["flags"]) <= set(harness.CPU_FLAGS)
