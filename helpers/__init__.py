@@ -44,6 +44,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "atomic_folder",
         "baseline_dir",
         "example_prompts",
+        "free_memory",
         "model_id_from_env",
         "model_name",
         "recipe_for",

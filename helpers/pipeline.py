@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import time
 from collections import deque
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 
 from .conversion import is_part_converted
-from .settings import F32_CONFIG, IR_NAME, MODEL_INDEX, PARTS, Recipe, VariantNotReadyError, recipe_for
+from .settings import F32_CONFIG, IR_NAME, MODEL_INDEX, PARTS, Recipe, VariantNotReadyError, free_memory, recipe_for
 from .sources import scheduler_from_config
 
 
@@ -64,10 +63,11 @@ def compute_precision(device: str = "CPU", ov_config: dict | None = None, core: 
     On CPUs with AMX or AVX512-BF16 the default is bf16; without, f32 (``AUTO`` picks the CPU here).
     """
     hint = (ov_config or {}).get("INFERENCE_PRECISION_HINT")
-    if hint:
-        return str(hint)
-    device = "CPU" if device.startswith(("AUTO", "MULTI", "HETERO")) else device
-    return str((core or ov.Core()).get_property(device, "INFERENCE_PRECISION_HINT"))
+    if not hint:
+        device = "CPU" if device.startswith(("AUTO", "MULTI", "HETERO")) else device
+        hint = (core or ov.Core()).get_property(device, "INFERENCE_PRECISION_HINT")
+    name = hint.get_type_name() if isinstance(hint, ov.Type) else str(hint).lower()  # the plugin answers an ov.Type
+    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(name, name)
 
 
 def weights_in_memory_gib(folder: Path, precision: str) -> float:
@@ -169,7 +169,7 @@ class OVModelPart:
         """Free the compiled model (and its weights); the next call compiles it again."""
         if self._request is not None:
             self._request = None
-            gc.collect()
+            free_memory()
 
     def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
         """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""

@@ -8,7 +8,6 @@ stored embeddings. The pictures are those of ``PixArtAlphaPipeline.__call__``: s
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +15,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from .settings import Recipe
+from .settings import Recipe, free_memory
 
 
 def cpu_flags() -> set[str]:
@@ -61,7 +60,7 @@ def encode_prompts(
             batches.append(batch)
     seconds = time.perf_counter() - start
     del pipe
-    gc.collect()
+    free_memory()
     return batches, seconds
 
 
@@ -100,5 +99,5 @@ def reference_images(
             ).images
     seconds += time.perf_counter() - start
     del pipe
-    gc.collect()
+    free_memory()
     return images, seconds

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import os
 import shutil
 from dataclasses import dataclass
@@ -90,6 +92,13 @@ def recipe_for(scheduler: Any) -> Recipe:
     """The LCM recipe for an ``LCMScheduler`` (object or class name), the standard one (DPM-Solver, guided) otherwise."""
     name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
     return LCM_RECIPE if name == "LCMScheduler" else STANDARD_RECIPE
+
+
+def free_memory() -> None:
+    """Collect garbage and hand freed heap back to the system: glibc keeps it otherwise, and it stays resident."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class VariantNotReadyError(FileNotFoundError):

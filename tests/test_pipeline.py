@@ -71,6 +71,12 @@ def test_low_memory_gives_the_same_picture_with_one_part_compiled_at_a_time(tiny
 def test_low_memory_is_chosen_from_the_weights_in_memory(tiny_variant, monkeypatch):
     from helpers import pipeline
 
+    # the device's own answer (an ov.Type) and hints given as strings, named alike
+    assert helpers.compute_precision("CPU") in ("f32", "bf16", "f16")
+    assert helpers.compute_precision("AUTO") == helpers.compute_precision("CPU")
+    assert helpers.compute_precision("CPU", {"INFERENCE_PRECISION_HINT": "bf16"}) == "bf16"
+    assert helpers.compute_precision("CPU", helpers.F32_CONFIG) == "f32"
+
     f32, bf16 = pipeline.weights_in_memory_gib(tiny_variant, "f32"), pipeline.weights_in_memory_gib(tiny_variant, "bf16")
     assert f32 == pytest.approx(2 * bf16)  # FP16 weights held in f32 take twice their file
     assert pipeline.fits_in_memory(tiny_variant, "CPU", helpers.F32_CONFIG)
