@@ -234,6 +234,10 @@ def _pixart_pipeline_class():
     return PixArtAlphaPipeline
 
 
+# The sample sizes whose bins PixArtAlphaPipeline itself maps sizes to (256, the 2048 bins, is PixArt-Σ's).
+ALPHA_BINNED_SAMPLE_SIZES = (32, 64, 128)
+
+
 class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
     """diffusers' ``PixArtAlphaPipeline`` with OpenVINO parts: the same ``__call__``, its checks, bins and loop.
 
@@ -290,6 +294,13 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
             multiple=self.vae_scale_factor * self.transformer.config.patch_size,
             binning=kwargs.get("use_resolution_binning", True),
         )
+        sample_size = self.transformer.config.sample_size
+        if kwargs.get("use_resolution_binning", True) and sample_size not in ALPHA_BINNED_SAMPLE_SIZES:
+            raise ValueError(
+                f"PixArtAlphaPipeline has no aspect-ratio bins for sample size {sample_size} (it has them for "
+                f"{', '.join(map(str, ALPHA_BINNED_SAMPLE_SIZES))}): pass use_resolution_binning=False with a height "
+                f"and width from helpers.size_choices."
+            )
         return super().__call__(prompt, *args, **kwargs)
 
 

@@ -49,8 +49,8 @@ def encode_prompts(
     batches = []
     start = time.perf_counter()
     with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
+        for first in range(0, len(prompts), batch_size):
+            chunk = list(prompts[first : first + batch_size])
             embeds, mask, negative, negative_mask = pipe.encode_prompt(
                 chunk, do_classifier_free_guidance=guided, negative_prompt=recipe.negative_prompt, clean_caption=True
             )

@@ -135,3 +135,13 @@ def test_psnr_on_known_arrays():
     assert helpers.psnr(a, a) == float("inf")
     with pytest.raises(ValueError, match="shape"):
         helpers.psnr(a, np.zeros((2, 2, 3)))
+
+
+def test_a_sample_size_without_alpha_bins_asks_for_binning_off(tiny_variant, tmp_path):
+    copy = shutil.copytree(tiny_variant, tmp_path / "FP16")
+    config = copy / "transformer" / "config.json"
+    config.write_text(config.read_text().replace('"sample_size": 128', '"sample_size": 256'))
+    pipe = helpers.OVPixArtAlphaPipeline.from_variant(copy, "CPU", low_memory=True)  # nothing compiled: refused first
+    assert helpers.size_choices(copy)[0] == "2048×2048"
+    with pytest.raises(ValueError, match="no aspect-ratio bins for sample size 256.*use_resolution_binning=False"):
+        pipe("a cat")
