@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -118,15 +119,17 @@ def markdown(results: dict) -> str:
         f"{m.get('cpu', '?')}, {amx}, {bf16}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB, "
         f"OpenVINO {m.get('openvino')}, torch {m.get('torch')}, {m.get('date', '?')}",
         "",
-        "| notebook | result | minutes | peak anon GiB | peak file-backed GiB | peak total GiB | pytest summary |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| notebook | result | minutes | peak anon GiB | peak file-backed GiB | peak total GiB | slowest cells | pytest summary |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
     for key in sorted(k for k in results if k.endswith(".ipynb")):
         r = results[key]
         result = "passed" if r["passed"] else f"failed (exit {r['exit_code']})"
-        summary = r["summary"].replace("|", "\\|")
+        summary = r["summary"].strip("= ").replace("|", "\\|")
+        slowest = sorted(r.get("cell_seconds", {}).items(), key=lambda item: -item[1])[:3]
+        cells = ", ".join(f"{cell}: {seconds:.0f} s" for cell, seconds in slowest) or "—"
         lines.append(f"| {key} | {result} | {r['seconds'] / 60:.1f} | {r['peak_anon_gib']:.2f} | "
-                     f"{r['peak_file_gib']:.2f} | {r['peak_total_gib']:.2f} | {summary} |")
+                     f"{r['peak_file_gib']:.2f} | {r['peak_total_gib']:.2f} | {cells} | {summary} |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,8 +148,14 @@ def run_notebook(notebook: Path, env: dict, log: Path) -> dict:
         "notebook": notebook.name, "passed": code == 0, "exit_code": code, "seconds": round(seconds, 1),
         "peak_anon_gib": round(sampler.anon, 3), "peak_file_gib": round(sampler.file, 3),
         "peak_total_gib": round(sampler.total, 3), "max_process_hwm_gib": round(sampler.hwm, 3),
-        "summary": lines[-1] if lines else "", "started": started,
+        "summary": lines[-1] if lines else "", "started": started, "cell_seconds": cell_seconds(lines),
     }
+
+
+def cell_seconds(lines: list[str]) -> dict[str, float]:
+    """Seconds per cell from pytest's ``--durations`` report ("399.06s call  notebooks/x.ipynb::Cell 5")."""
+    found = (re.match(r"([\d.]+)s call\s+\S+::(Cell \d+)$", line) for line in lines)
+    return {match[2]: float(match[1]) for match in found if match}
 
 
 def save(results: dict, json_path: Path) -> None:
@@ -159,13 +168,19 @@ def save(results: dict, json_path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="diffusers folder (or model id), passed as PIXART_MODEL_ID")
+    parser.add_argument("--model", help="diffusers folder (or model id), passed as PIXART_MODEL_ID")
     parser.add_argument("--name", default="full", help="results/notebooks-<name>.json")
     parser.add_argument("--notebooks", nargs="+", default=["01", "02", "03", "04", "05"], help="numbers: 01 02 ...")
     parser.add_argument("--force", action="store_true", help="rerun notebooks already passed")
     parser.add_argument("--keep-going", action="store_true", help="go on after a failing notebook")
     parser.add_argument("--env", nargs="+", default=[], metavar="KEY=VALUE", help="extra environment")
+    parser.add_argument("--report", action="store_true", help="only rewrite the results from the JSON and the logs")
     args = parser.parse_args(argv)
+    json_path = RESULTS / f"notebooks-{args.name}.json"
+    if args.report:
+        return report(json_path, args.name)
+    if not args.model:
+        parser.error("--model is required")
     extra = dict(pair.split("=", 1) for pair in args.env if "=" in pair)
     if len(extra) != len(args.env):
         parser.error("--env takes KEY=VALUE pairs")
@@ -173,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     env = {**os.environ, "PIXART_MODEL_ID": model, **extra}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = RESULTS / f"notebooks-{args.name}.json"
     results = json.loads(json_path.read_text()) if json_path.is_file() else {}
     results.update(machine=machine(), model=args.model)
     all_passed = True
@@ -195,6 +209,17 @@ def main(argv: list[str] | None = None) -> int:
             break  # later notebooks use what earlier ones made
     save(results, json_path)
     return 0 if all_passed else 1
+
+
+def report(json_path: Path, name: str) -> int:
+    """Rewrite the JSON and markdown, with each notebook's cell times read again from its log."""
+    results = json.loads(json_path.read_text())
+    for key in (k for k in results if k.endswith(".ipynb")):
+        log = RESULTS / f"notebooks-{name}-{key[:2]}.log"
+        if log.is_file():
+            results[key]["cell_seconds"] = cell_seconds([line.strip() for line in log.read_text().splitlines()])
+    save(results, json_path)
+    return 0
 
 
 if __name__ == "__main__":

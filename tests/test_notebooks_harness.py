@@ -31,8 +31,9 @@ def test_markdown_has_one_row_per_notebook():
                     "openvino": "2025.0", "torch": "2.5.0", "date": "2025-01-01"},
         "model": "/models/pixart",
         "02-generate.ipynb": record("02-generate.ipynb", False, 90, 1.5, 0.25, "1 failed, 3 passed in 90.00s"),
-        "01-convert.ipynb": record("01-convert.ipynb", True, 300, 12.3456, 3.21, "12 passed in 300.00s"),
+        "01-convert.ipynb": record("01-convert.ipynb", True, 300, 12.3456, 3.21, "=== 12 passed in 300.00s ==="),
     }
+    results["01-convert.ipynb"]["cell_seconds"] = {"Cell 0": 30.2, "Cell 2": 250.4}
     text = harness.markdown(results)
     lines = text.splitlines()
     assert lines[0].startswith("# ") and "/models/pixart" in lines[0]
@@ -41,8 +42,16 @@ def test_markdown_has_one_row_per_notebook():
     assert "16 cores" in machine_line and "2025.0" in machine_line and "2.5.0" in machine_line
     rows = [line for line in lines if line.startswith("| 0")]
     assert len(rows) == 2
-    assert rows[0] == "| 01-convert.ipynb | passed | 5.0 | 12.35 | 3.21 | 15.56 | 12 passed in 300.00s |"
-    assert rows[1].startswith("| 02-generate.ipynb | failed (exit 1) | 1.5 | 1.50 | 0.25 | 1.75 |")
+    assert rows[0] == "| 01-convert.ipynb | passed | 5.0 | 12.35 | 3.21 | 15.56 | Cell 2: 250 s, Cell 0: 30 s | 12 passed in 300.00s |"
+    assert rows[1].startswith("| 02-generate.ipynb | failed (exit 1) | 1.5 | 1.50 | 0.25 | 1.75 | — |")
+
+
+def test_cell_seconds_read_from_pytests_durations():
+    harness = load_harness()
+    lines = ["============================== slowest durations ===============================",
+             "399.06s call     notebooks/02-generate.ipynb::Cell 5", "0.79s setup    notebooks/02-generate.ipynb::Cell 0",
+             "3.90s call     notebooks/02-generate.ipynb::Cell 1"]
+    assert harness.cell_seconds(lines) == {"Cell 5": 399.06, "Cell 1": 3.90}
 
 
 def test_markdown_without_amx():
