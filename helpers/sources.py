@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -103,8 +104,6 @@ SCHEDULERS = {"lcm": LCM_SCHEDULER_CONFIG, "dpm": DPM_SCHEDULER_CONFIG}
 
 def full_size_configs() -> dict[str, dict]:
     """The transformer, VAE and T5 configs of PixArt-XL-2-1024-MS, as stored in ``assets/pixart-xl-configs``."""
-    import json
-
     return {
         name: {k: v for k, v in json.loads((FULL_CONFIGS / f"{name}.json").read_text()).items() if not k.startswith("_")}
         for name in ("transformer", "vae", "t5")
@@ -135,8 +134,6 @@ def build_random(folder: Path, preset: str = "full", sample_size: int | None = N
         transformer = {**transformer, "sample_size": sample_size}
     dtype = torch.bfloat16 if preset == "full" else torch.float32
     return build_random_pipeline(folder, transformer, vae, t5, SCHEDULERS[scheduler], text_encoder_dtype=dtype)
-
-
 
 
 def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
