@@ -1,6 +1,6 @@
 """Shared code of the PixArt-α on OpenVINO notebooks: one module per stage, in the order of the flow.
 
-1. ``settings``     — which model, where its variant folders live, how each checkpoint is sampled.
+1. ``settings``     — which model, how each checkpoint is sampled; ``variants`` — the variant folder and its checks.
 2. ``sources``      — a hub id, a local diffusers folder, or a PixArt built offline with random weights.
    ``sizes``        — the aspect-ratio bins of each sample size; ``reference`` — the PyTorch reference pipeline.
 3. ``conversion``   — the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, part by part.
@@ -28,11 +28,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "DEFAULT_MODEL_ID",
         "EXAMPLE_PROMPTS",
         "F32_CONFIG",
-        "IR_NAME",
         "LCM_RECIPE",
         "MODEL_INDEX",
         "MODEL_ROOT",
-        "PARTS",
         "REPO_ROOT",
         "SHAPES_EXAMPLE_PROMPTS",
         "SHIPPED_MODEL_IDS",
@@ -40,7 +38,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "STANDARD_RECIPE",
         "TINY_MODEL_IDS",
         "Recipe",
-        "VariantNotReadyError",
         "atomic_folder",
         "baseline_dir",
         "example_prompts",
@@ -48,7 +45,27 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "model_id_from_env",
         "model_name",
         "recipe_for",
+    ),
+    "variants": (
+        "IR_NAME",
+        "PARTS",
+        "VARIANTS",
+        "DamagedVariantError",
+        "VariantNotReadyError",
+        "available_variants",
+        "check_variant",
+        "damage_message",
+        "damaged_files",
+        "file_records",
+        "finish_variant",
+        "how_to_make",
+        "is_part_converted",
+        "is_variant",
+        "make_parts",
+        "read_index",
+        "remove_damaged",
         "variant_dir",
+        "variant_recipe",
     ),
     "sources": (
         "DPM_SCHEDULER_CONFIG",
@@ -76,6 +93,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "aspect_ratio_bins",
         "bin_sizes",
         "format_size",
+        "largest_side",
         "native_size",
         "parse_size",
         "sample_size_of",
@@ -94,11 +112,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "PartSpec",
         "convert_part",
         "convert_pipeline",
-        "finish_variant",
         "float32_source",
-        "is_part_converted",
         "load_torch_part",
-        "make_parts",
         "restore_sinusoid_tables",
         "sinusoid_tables",
         "stored_dtypes",
@@ -122,11 +137,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "parity_config",
         "weights_in_memory_gib",
         "check_generation_inputs",
-        "check_variant",
         "device_widget",
         "generate",
-        "is_variant",
-        "variant_recipe",
     ),
     "compression": (
         "COMPRESSION_RECIPES",
@@ -167,9 +179,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "demo": (
         "EXAMPLE_SEEDS",
-        "VARIANT_ORDER",
         "DemoBackend",
-        "available_variants",
         "build_demo",
         "launch_demo",
         "local_theme",

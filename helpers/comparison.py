@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from .pipeline import OVPixArtAlphaPipeline, generate
-from .settings import IR_NAME, PARTS, Recipe, VariantNotReadyError
+from .settings import Recipe
 from .shapes import ATTRIBUTES, Scene, alignment_score, score_image
+from .variants import IR_NAME, PARTS, VariantNotReadyError
 
 
 def save_baseline(image: Image.Image, settings: dict, folder: Path) -> Path:
@@ -290,10 +291,9 @@ def alignment_of_variants(
 
     Every pipeline draws the same evaluation set with the checkpoint's recipe. Returns scores and pictures by name.
     """
-    from .pipeline import variant_recipe
     from .reference import reference_images
-    from .settings import variant_dir
     from .sources import resolve_model_source
+    from .variants import variant_dir, variant_recipe
 
     folders = {variant: variant_dir(model_id, variant) for variant in variants}
     recipe = variant_recipe(next(iter(folders.values())))

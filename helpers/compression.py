@@ -11,9 +11,9 @@ import openvino as ov
 import torch
 from tqdm.auto import tqdm
 
-from .conversion import finish_variant, is_part_converted, make_parts
-from .pipeline import OVPixArtAlphaPipeline, check_variant
-from .settings import ASSETS, IR_NAME, PARTS, atomic_folder, model_name
+from .pipeline import OVPixArtAlphaPipeline
+from .settings import ASSETS, atomic_folder, model_name
+from .variants import IR_NAME, PARTS, check_variant, finish_variant, is_part_converted, make_parts
 
 # nncf.compress_weights arguments per part. INT8: asymmetric per-channel weights, about half of FP16. INT4 (T5 only,
 # about 80 % of the real pipeline's weights): symmetric groups of 128; layers too small for 128 fall back to the
@@ -141,7 +141,7 @@ def compress_variant(
     source: Path,
     out_dir: Path,
     recipe: dict[str, dict],
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = tqdm.write,
     calibration: Calibration | None = None,
 ) -> dict[str, float]:
     """Make a compressed variant folder from a finished FP16 one, part by part (one part's weights in memory).

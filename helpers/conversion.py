@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import openvino as ov
 import torch
+from tqdm.auto import tqdm
 
-from .settings import IR_NAME, MODEL_INDEX, PARTS, atomic_folder
+from .settings import atomic_folder
+from .variants import IR_NAME, PARTS, finish_variant, make_parts
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
@@ -185,12 +185,6 @@ def float32_source(source: Path, part: str, scratch: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def is_part_converted(folder: Path, part: str) -> bool:
-    """True when ``folder/part`` holds a finished IR (written by :func:`convert_part`, which renames at the end)."""
-    part_dir = Path(folder) / part
-    return (part_dir / IR_NAME).is_file() and (part_dir / IR_NAME).with_suffix(".bin").is_file()
-
-
 def convert_part(model: torch.nn.Module, part: str, out_dir: Path) -> Path:
     """Convert one torch part to an FP16-compressed IR with its config, in a temporary folder renamed at the end."""
     spec = PART_SPECS[part]
@@ -260,7 +254,7 @@ def restore_sinusoid_tables(xml_path: Path, tables: dict[str, np.ndarray]) -> in
 
 
 def convert_pipeline(
-    source: Path, out_dir: Path, parts: tuple[str, ...] = PARTS, progress: Callable[[str], None] = print
+    source: Path, out_dir: Path, parts: tuple[str, ...] = PARTS, progress: Callable[[str], None] = tqdm.write
 ) -> dict[str, float]:
     """Convert the parts of a diffusers folder into a variant folder, one torch module in memory at a time.
 
@@ -277,36 +271,3 @@ def _convert_from(source: Path, part: str, out_dir: Path) -> Path:
     # the torch module lives only for this call: it is freed before the next part is loaded
     with float32_source(source, part, scratch=out_dir) as folder:
         return convert_part(load_torch_part(folder, part), part, out_dir)
-
-
-def make_parts(
-    out_dir: Path, parts: Iterable[str], make: Callable[[str], Any], done: str, progress: Callable[[str], None] = print
-) -> dict[str, float]:
-    """Run ``make(part)`` for each part not yet finished in ``out_dir``, collecting garbage after each one.
-
-    Returns the seconds each part took; parts already there are skipped (and reported as such).
-    """
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    seconds = {}
-    for part in parts:
-        if is_part_converted(out_dir, part):
-            progress(f"{part}: already {done}, skipped")
-            continue
-        start = time.perf_counter()
-        make(part)
-        gc.collect()  # one part's weights in memory at a time
-        seconds[part] = time.perf_counter() - start
-        progress(f"{part}: {done} in {seconds[part]:.1f} s")
-    return seconds
-
-
-def finish_variant(source: Path, out_dir: Path, index: dict) -> None:
-    """Copy the tokenizer and scheduler from ``source``; once every part is in place, write ``model_index.json``."""
-    for sub in ("tokenizer", "scheduler"):
-        if not (out_dir / sub).is_dir():
-            with atomic_folder(out_dir / sub) as tmp:
-                shutil.copytree(source / sub, tmp, dirs_exist_ok=True)
-    if all(is_part_converted(out_dir, part) for part in PARTS):
-        tmp = out_dir / f".{MODEL_INDEX}.partial"
-        tmp.write_text(json.dumps({"_class_name": "OVPixArtAlphaPipeline", "parts": list(PARTS), **index}, indent=2))
-        tmp.replace(out_dir / MODEL_INDEX)

@@ -10,21 +10,12 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from .pipeline import OVPixArtAlphaPipeline, is_variant, variant_recipe
-from .settings import MODEL_ROOT, VariantNotReadyError, example_prompts, model_name, variant_dir
+from .pipeline import OVPixArtAlphaPipeline
+from .settings import MODEL_ROOT, example_prompts
 from .sizes import parse_size, size_choices
+from .variants import VariantNotReadyError, available_variants, variant_dir, variant_recipe
 
-VARIANT_ORDER = ("FP16", "INT8", "INT4-T5", "W8A8")
 EXAMPLE_SEEDS = (42, 42, 0, 0)
-
-
-def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[str]:
-    """The finished variant folders of a model on disk, FP16 first; a clear error when there are none."""
-    folder = Path(root) / model_name(model_id)
-    found = [p.name for p in folder.glob("*") if is_variant(p)] if folder.is_dir() else []
-    if not found:
-        raise VariantNotReadyError(f"No converted model for '{model_id}' under {folder}: run notebook 1 (01-convert) first.")
-    return sorted(found, key=lambda name: (VARIANT_ORDER.index(name) if name in VARIANT_ORDER else len(VARIANT_ORDER), name))
 
 
 class DemoBackend:

@@ -13,9 +13,10 @@ import openvino as ov
 import torch
 from PIL import Image
 
-from .conversion import is_part_converted
-from .settings import F32_CONFIG, IR_NAME, MODEL_INDEX, PARTS, Recipe, VariantNotReadyError, free_memory, recipe_for
+from .settings import F32_CONFIG, MODEL_INDEX, Recipe, free_memory, recipe_for
+from .sizes import largest_side
 from .sources import scheduler_from_config
+from .variants import IR_NAME, PARTS, DamagedVariantError, check_variant, how_to_make
 
 
 def available_devices(core: ov.Core | None = None) -> list[str]:
@@ -29,32 +30,6 @@ def check_device(device: str, core: ov.Core | None = None) -> str:
     if device not in devices and device.split(":")[0] not in ("AUTO", "MULTI", "HETERO"):
         raise ValueError(f"Unknown device '{device}': choose one of {', '.join(devices)}.")
     return device
-
-
-def check_variant(folder: Path, make_it: str = "run notebook 1 (01-convert) first") -> Path:
-    """Raise :class:`VariantNotReadyError` unless ``folder`` is a finished variant folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VariantNotReadyError(f"No converted model at {folder}: {make_it}.")
-    missing = [part for part in PARTS if not is_part_converted(folder, part)]
-    if missing or not (folder / MODEL_INDEX).is_file():
-        what = f"parts missing: {', '.join(missing)}" if missing else f"no {MODEL_INDEX}"
-        raise VariantNotReadyError(f"The model at {folder} is incomplete ({what}): {make_it}.")
-    return folder
-
-
-def variant_recipe(folder: Path) -> Recipe:
-    """The sampling recipe of a variant folder, read from its scheduler config (no model compiled)."""
-    return recipe_for(json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())["_class_name"])
-
-
-def is_variant(folder: Path) -> bool:
-    """True when ``folder`` is a finished variant folder (every part converted, ``model_index.json`` written)."""
-    try:
-        check_variant(folder)
-    except VariantNotReadyError:
-        return False
-    return True
 
 
 def compute_precision(device: str = "CPU", ov_config: dict | None = None, core: ov.Core | None = None) -> str:
@@ -160,10 +135,31 @@ class OVModelPart:
             if other is not self:
                 other.release()
         # Compiled from the path, with no ov.Model kept: OpenVINO can then map the weights file instead of copying.
-        compiled = self.core.compile_model(self.folder / IR_NAME, self.device_name, self.ov_config)
+        try:
+            compiled = self.core.compile_model(self.folder / IR_NAME, self.device_name, self.ov_config)
+        except RuntimeError as error:
+            damaged = self._unreadable()
+            if damaged:
+                raise damaged from error
+            raise
         self._request = compiled.create_infer_request()
         self.input_names = {port.get_any_name() for port in self._request.model_inputs}
         return self._request
+
+    def _unreadable(self) -> DamagedVariantError | None:
+        """A damaged-file error naming this part's IR when OpenVINO can't even read it; None when it can (the
+        compile failed for another reason, such as memory)."""
+        try:
+            self.core.read_model(self.folder / IR_NAME)
+        except RuntimeError as read_error:  # its message is plainer than the compile's (AUTO wraps that one)
+            variant = self.folder.parent
+            reason = openvino_reason(read_error)
+            return DamagedVariantError(
+                f"OpenVINO can't read {self.folder / IR_NAME} or its .bin ({reason}): the file is damaged. "
+                f"`python -m helpers verify --folder {variant}` names every damaged file; copy the folder again, "
+                f"or {how_to_make(variant)}."
+            )
+        return None
 
     def release(self) -> None:
         """Free the compiled model (and its weights); the next call compiles it again."""
@@ -181,6 +177,13 @@ class OVModelPart:
         output = request.infer(feed)[0].copy()
         self.seconds.append(time.perf_counter() - start)
         return torch.from_numpy(output)
+
+
+def openvino_reason(error: RuntimeError) -> str:
+    """The line of an OpenVINO error that says what went wrong, without the source locations it is wrapped in."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (said or lines or [type(error).__name__])[-1][:200]
 
 
 def _to_numpy(value: torch.Tensor) -> np.ndarray:
@@ -286,46 +289,86 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
         """diffusers' call; steps and guidance default to the checkpoint's recipe instead of 20 and 4.5."""
         kwargs.setdefault("num_inference_steps", self.recipe.num_inference_steps)
         kwargs.setdefault("guidance_scale", self.recipe.guidance_scale)
+        self.check_call_inputs(prompt, **kwargs)
+        return super().__call__(prompt, *args, **kwargs)
+
+    def check_call_inputs(self, prompt: str | list[str] | None, **kwargs: Any) -> None:
+        """Refuse, with the fix, the inputs diffusers' pipeline or the OpenVINO parts would fail on obscurely."""
+        sample_size = self.transformer.config.sample_size
+        binning = kwargs.get("use_resolution_binning", True)
         check_generation_inputs(
             prompt,
             kwargs["num_inference_steps"],
             kwargs.get("height"),
             kwargs.get("width"),
+            guidance_scale=kwargs["guidance_scale"],
+            num_images_per_prompt=kwargs.get("num_images_per_prompt", 1),
             multiple=self.vae_scale_factor * self.transformer.config.patch_size,
-            binning=kwargs.get("use_resolution_binning", True),
+            binning=binning,
+            max_side=largest_side(sample_size),
+            scheduler=type(self.scheduler).__name__,
         )
-        sample_size = self.transformer.config.sample_size
-        if kwargs.get("use_resolution_binning", True) and sample_size not in ALPHA_BINNED_SAMPLE_SIZES:
+        if binning and sample_size not in ALPHA_BINNED_SAMPLE_SIZES:
             raise ValueError(
                 f"PixArtAlphaPipeline has no aspect-ratio bins for sample size {sample_size} (it has them for "
                 f"{', '.join(map(str, ALPHA_BINNED_SAMPLE_SIZES))}): pass use_resolution_binning=False with a height "
                 f"and width from helpers.size_choices."
             )
-        return super().__call__(prompt, *args, **kwargs)
 
 
 def check_generation_inputs(
     prompt: str | list[str] | None,
     num_inference_steps: int,
-    height: int | None,
-    width: int | None,
+    height: int | None = None,
+    width: int | None = None,
+    *,
+    guidance_scale: float = 0.0,
+    num_images_per_prompt: int = 1,
     multiple: int = 16,
     binning: bool = True,
+    max_side: int | None = None,
+    scheduler: str = "LCMScheduler",
 ) -> None:
-    """Raise a ``ValueError`` naming the problem and the fix for inputs the pipeline can't run."""
+    """Raise a ``ValueError`` naming the problem and the fix for inputs the pipeline can't run.
+
+    ``multiple`` is the pixel multiple the latent tiles into patches at (without binning), ``max_side`` the
+    largest side the model's aspect-ratio bins have (larger pictures need memory quadratic in their tokens).
+    """
     if isinstance(prompt, list) and not prompt:
         raise ValueError("The prompt list is empty: pass at least one prompt.")
     prompts = [prompt] if isinstance(prompt, str) else prompt or []
     if any(not isinstance(p, str) or not p.strip() for p in prompts):
         raise ValueError("A prompt is empty: describe the picture you want, e.g. 'a red circle on a blue background'.")
-    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+    if not _is_whole(num_inference_steps) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps={num_inference_steps!r} is not allowed: use at least 1 step (LCM: 4).")
+    # diffusers takes a one-step sample from the scheduler's second output, which only LCMScheduler returns
+    if num_inference_steps == 1 and scheduler != "LCMScheduler":
+        raise ValueError(
+            f"num_inference_steps=1 is not allowed with {scheduler}: one step needs the LCM scheduler; use at least "
+            f"2 steps (this checkpoint's recipe: 20)."
+        )
+    if not _is_whole(num_images_per_prompt) or num_images_per_prompt < 1:
+        raise ValueError(f"num_images_per_prompt={num_images_per_prompt!r} is not allowed: ask for at least 1 picture per prompt.")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:
+        raise ValueError(
+            f"guidance_scale={guidance_scale!r} is not allowed: use 0 or more (0: no guidance, the LCM recipe; "
+            f"4.5: the standard recipe)."
+        )
     # With resolution binning the pipeline maps any size to its nearest bin; without, the latent must tile into patches.
     step = 8 if binning else multiple
     for name, size in (("height", height), ("width", width)):
-        if size is not None and (not isinstance(size, int) or size < step or size % step):
-            hint = f"{max(step, (size or 0) // step * step)}" if isinstance(size, int) else "a whole number"
+        if size is not None and (not _is_whole(size) or size < step or size % step):
+            hint = f"{max(step, (size or 0) // step * step)}" if _is_whole(size) else "a whole number"
             raise ValueError(f"{name}={size!r} is not allowed: use a positive multiple of {step} (e.g. {hint}).")
+        if size is not None and max_side and size > max_side:
+            raise ValueError(
+                f"{name}={size} is larger than this model draws: at most {max_side}, the largest side of its "
+                f"aspect-ratio bins (e.g. {name}={max_side})."
+            )
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def generate(pipe: Any, prompt: str, seed: int = 42, recipe: Recipe | None = None, **kwargs: Any) -> tuple[Image.Image, float]:

@@ -20,8 +20,6 @@ STANDARD_MODEL_ID = "PixArt-alpha/PixArt-XL-2-1024-MS"
 TINY_MODEL_IDS = ("tiny", "tiny-standard")
 SHIPPED_MODEL_IDS = ("shapes",)  # trained here (notebook 6, ``python -m helpers train``), kept in model/<id>/diffusers
 
-PARTS = ("text_encoder", "transformer", "vae_decoder")
-IR_NAME = "openvino_model.xml"
 MODEL_INDEX = "model_index.json"
 
 EXAMPLE_PROMPTS = (
@@ -64,11 +62,6 @@ def example_prompts(model_id: str) -> tuple[str, ...]:
     return SHAPES_EXAMPLE_PROMPTS if model_name(model_id) == "shapes" else EXAMPLE_PROMPTS
 
 
-def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:
-    """Where the variant folder of a model lives: ``model/<model-name>/<VARIANT>``."""
-    return Path(root) / model_name(model_id) / variant
-
-
 def baseline_dir(model_id: str, root: Path = MODEL_ROOT) -> Path:
     """Where notebook 1 leaves the PyTorch baseline image and its settings for notebook 2 to compare against."""
     return Path(root) / model_name(model_id) / "baseline"
@@ -99,10 +92,6 @@ def free_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class VariantNotReadyError(FileNotFoundError):
-    """A variant folder that is missing or unfinished; the message says which notebook makes it."""
 
 
 @contextlib.contextmanager

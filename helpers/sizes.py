@@ -37,6 +37,14 @@ def bin_sizes(sample_size: int) -> list[tuple[int, int]]:
     return sorted(sizes, key=lambda hw: (abs(np.log(hw[1] / hw[0])), hw[1] < hw[0], hw))
 
 
+def largest_side(sample_size: int) -> int:
+    """The longest side, in pixels, of a sample size's bins (2048 for 1024² models: the 1:4 bins); twice the native
+    side for a sample size without bins."""
+    if sample_size not in ASPECT_RATIO_BINS:
+        return 2 * 8 * sample_size
+    return int(max(max(hw) for hw in ASPECT_RATIO_BINS[sample_size].values()))
+
+
 def size_choices(folder: Path) -> list[str]:
     """The image sizes a model makes, as "W×H" strings: its sample size's aspect-ratio bins, squarest first."""
     return [f"{w}×{h}" for h, w in bin_sizes(sample_size_of(folder))]

@@ -76,6 +76,24 @@ def test_browser_generates_and_shows_errors(demo_url):
         browser.close()
 
 
+@pytest.mark.parametrize(
+    "steps,guidance,size,message",
+    [
+        # Gradio refuses a value outside a slider's range itself, before the app sees it
+        (0, 0.0, "1024×1024", "Value 0 is less than minimum value 1."),
+        (2, -1.0, "1024×1024", "Value -1.0 is less than minimum value 0.0."),
+        (2, 0.0, "4096×4096", "The model can't make '4096×4096': pick one of its sizes"),
+        (2, 0.0, "", "The model can't make '': pick one of its sizes"),
+    ],
+)
+def test_bad_input_through_the_api_gets_the_message(demo_url, steps, guidance, size, message):
+    from gradio_client import Client
+
+    client = Client(demo_url, verbose=False)
+    with pytest.raises(Exception, match=re.escape(message)):
+        client.predict("a red circle", "", 1, False, steps, guidance, size, "INT8", api_name="/generate")
+
+
 def test_eight_concurrent_requests_all_answered(demo_url):
     from gradio_client import Client
 

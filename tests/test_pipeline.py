@@ -103,6 +103,12 @@ def test_num_images_per_prompt_and_recipe_defaults(pipelines):
         (dict(prompt="a cat", height=1001), "height=1001 is not allowed"),
         (dict(prompt="a cat", width=-8), "width=-8 is not allowed"),
         (dict(prompt="a cat", height=520, use_resolution_binning=False), "multiple of 16"),
+        (dict(prompt="a cat", num_images_per_prompt=0), "num_images_per_prompt=0 is not allowed: ask for at least 1"),
+        (dict(prompt="a cat", num_images_per_prompt=-2), "num_images_per_prompt=-2 is not allowed"),
+        (dict(prompt="a cat", height=4096, width=4096, use_resolution_binning=False), "height=4096 is larger than this model draws: at most 2048"),
+        (dict(prompt="a cat", width=2056), "width=2056 is larger than this model draws: at most 2048"),
+        (dict(prompt="a cat", guidance_scale=-1.0), r"guidance_scale=-1.0 is not allowed: use 0 or more"),
+        (dict(prompt="a cat", guidance_scale=float("nan")), r"guidance_scale=nan is not allowed"),
     ],
 )
 def test_bad_input_is_refused_with_the_fix(pipelines, kwargs, message):
@@ -111,13 +117,23 @@ def test_bad_input_is_refused_with_the_fix(pipelines, kwargs, message):
         ov_pipe(**kwargs)
 
 
+def test_one_step_needs_the_lcm_scheduler(pipelines):
+    # diffusers reads a one-step sample from the scheduler's second output: an IndexError with DPM-Solver
+    _, ov_pipe = pipelines["standard"]
+    with pytest.raises(ValueError, match="num_inference_steps=1 is not allowed with DPMSolverMultistepScheduler.*at least 2"):
+        ov_pipe("a cat", num_inference_steps=1, height=256, width=256, use_resolution_binning=False)
+    _, lcm_pipe = pipelines["LCM"]
+    image = lcm_pipe("a cat", num_inference_steps=1, height=256, width=256, use_resolution_binning=False).images[0]
+    assert image.size == (256, 256)
+
+
 def test_unknown_device_lists_the_devices(tiny_variant):
     with pytest.raises(ValueError, match=r"Unknown device 'NPU9'.*AUTO"):
         helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "NPU9")
 
 
 def test_missing_variant_says_run_notebook_1(tmp_path):
-    with pytest.raises(helpers.VariantNotReadyError, match=r"run notebook 1 \(01-convert\) first"):
+    with pytest.raises(helpers.VariantNotReadyError, match=r"run notebook 1 \(01-convert\) or `python -m helpers convert --model .*` first"):
         helpers.OVPixArtAlphaPipeline.from_variant(tmp_path / "nothing-here")
 
 

@@ -1,0 +1,325 @@
+"""The terminal route, in the habits of ``optimum-cli export openvino``: ``python -m helpers <command> --help``.
+
+``convert`` → ``compress`` → ``generate`` (or ``demo``), ``verify`` for a copied folder, ``train`` and
+``build-random`` for models made here. Each command calls the functions the notebooks call. It exits with 0 when it
+worked and 1 when not, with one line on standard error that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from .settings import MODEL_ROOT, model_id_from_env
+
+EPILOG = """The route from nothing to a served demo, on the small model built offline:
+  python -m helpers convert --model tiny
+  python -m helpers compress --model tiny --variant INT8
+  python -m helpers generate --model tiny --variant INT8 --prompt "a red circle" --out circle.png
+  python -m helpers demo --model tiny
+Models: a hub id (PixArt-alpha/PixArt-LCM-XL-2-1024-MS), a local diffusers folder, tiny, tiny-standard, shapes."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m helpers",
+        description="PixArt-α on OpenVINO from the terminal: the same functions as the notebooks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--traceback", action="store_true", help="on error, print the whole traceback, not one line")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    _add_convert(commands)
+    _add_compress(commands)
+    _add_generate(commands)
+    _add_verify(commands)
+    _add_demo(commands)
+    _add_train(commands)
+    _add_build_random(commands)
+    return parser
+
+
+def _model_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model", default=model_id_from_env(), help="model id: hub id, diffusers folder, tiny, shapes (default: $PIXART_MODEL_ID or the LCM checkpoint)")
+    command.add_argument("--model-root", type=Path, default=MODEL_ROOT, help="where variant folders live, as model/<model-name>/<VARIANT> (default: %(default)s)")
+
+
+def _add_convert(commands) -> None:
+    command = commands.add_parser(
+        "convert",
+        help="convert a diffusers PixArt-α pipeline to an FP16 OpenVINO variant folder (notebook 1)",
+        description="Convert the T5 encoder, the transformer and the VAE decoder to OpenVINO IR (FP16 weights), one "
+        "part in memory at a time, into <model-root>/<model-name>/FP16. Parts already converted are kept, damaged "
+        "ones made again; the folder is finished when model_index.json (sizes and checksums) is written.",
+    )
+    _model_arguments(command)
+    command.add_argument("--out", type=Path, default=None, help="the variant folder to write (default: <model-root>/<model-name>/FP16)")
+    command.set_defaults(run=run_convert)
+
+
+def _add_compress(commands) -> None:
+    from .variants import VARIANTS
+
+    command = commands.add_parser(
+        "compress",
+        help="compress the FP16 variant with NNCF: INT8, INT4-T5 or W8A8 (notebook 3)",
+        description="Make a compressed variant folder from the FP16 one. INT8: 8-bit weights in every part; INT4-T5: "
+        "4-bit T5 weights, the rest INT8; W8A8: INT8 weights and activations in the transformer, calibrated on "
+        "transformer inputs recorded from the FP16 pipeline.",
+    )
+    _model_arguments(command)
+    command.add_argument("--variant", required=True, choices=VARIANTS[1:], help="the compression recipe")
+    command.add_argument("--calibration-prompts", type=int, default=8, help="W8A8: prompts to record the transformer's inputs on (default: %(default)s)")
+    command.add_argument("--calibration-side", type=int, default=None, help="W8A8: picture side to calibrate at (default: the model's native side)")
+    command.add_argument("--device", default="CPU", help="OpenVINO device for the W8A8 calibration run (default: %(default)s)")
+    command.set_defaults(run=run_compress)
+
+
+def _add_generate(commands) -> None:
+    command = commands.add_parser(
+        "generate",
+        help="draw pictures from prompts with a variant folder, saved as PNG",
+        description="Draw one picture per prompt (and per --images-per-prompt) with the OpenVINO pipeline of a variant "
+        "folder. Steps, guidance and negative prompt default to the checkpoint's recipe (LCM: 4 steps, no guidance). "
+        "One picture goes to --out; several go to <out>-1.png, <out>-2.png, … The n-th prompt is drawn with seed + n - 1.",
+    )
+    _model_arguments(command)
+    command.add_argument("--variant", default="FP16", help="FP16, INT8, INT4-T5 or W8A8 (default: %(default)s)")
+    command.add_argument("--prompt", action="append", required=True, help="what to draw; repeat for several prompts")
+    command.add_argument("--negative-prompt", default=None, help="what not to draw (default: the recipe's)")
+    command.add_argument("--seed", type=int, default=42, help="seed of the first prompt's noise (default: %(default)s)")
+    command.add_argument("--size", type=parse_dimensions, default=None, metavar="WxH", help="picture size, e.g. 1344x768 (default: the model's native square)")
+    command.add_argument("--no-binning", action="store_true", help="draw at exactly --size instead of the nearest aspect-ratio bin, resized")
+    command.add_argument("--steps", type=int, default=None, help="denoising steps (default: the recipe's)")
+    command.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
+    command.add_argument("--images-per-prompt", type=int, default=1, help="pictures per prompt (default: %(default)s)")
+    command.add_argument("--device", default="AUTO", help="OpenVINO device (default: %(default)s)")
+    command.add_argument("--out", type=Path, default=Path("picture.png"), help="PNG file to write (default: %(default)s)")
+    command.set_defaults(run=run_generate)
+
+
+def _add_verify(commands) -> None:
+    command = commands.add_parser(
+        "verify",
+        help="check a variant folder's files against the sizes and checksums recorded when it was made",
+        description="Read every file of a variant folder and compare its size and SHA-256 with model_index.json: after "
+        "copying a folder to another machine, this names any file that arrived damaged. Exit code 1 if one did.",
+    )
+    _model_arguments(command)
+    command.add_argument("--variant", action="append", default=None, help="a variant to check; repeat (default: every variant folder of the model)")
+    command.add_argument("--folder", type=Path, action="append", default=None, help="a variant folder to check instead (repeatable)")
+    command.set_defaults(run=run_verify)
+
+
+def _add_demo(commands) -> None:
+    command = commands.add_parser("demo", help="serve the Gradio demo on 127.0.0.1 over the variant folders on disk (notebook 5)")
+    _model_arguments(command)
+    command.add_argument("--device", default="AUTO", help="OpenVINO device (default: %(default)s)")
+    command.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
+    command.set_defaults(run=run_demo)
+
+
+def _add_train(commands) -> None:
+    from .training import TrainingSettings
+
+    command = commands.add_parser("train", help="train the small shapes PixArt (what notebook 6 does, in one go)")
+    command.add_argument("--out", type=Path, default=MODEL_ROOT / "shapes" / "diffusers", help="where the diffusers folder goes")
+    command.add_argument("--work", type=Path, default=MODEL_ROOT / "shapes-work", help="dataset, feature cache, start model")
+    command.add_argument("--steps", type=int, default=4000, help="transformer training steps")
+    command.add_argument("--vae-steps", type=int, default=None, help="VAE fitting steps (default: half of --steps)")
+    command.add_argument("--dataset-size", type=int, default=2048, help="captioned pictures to generate")
+    command.add_argument("--batch-size", type=int, default=16)
+    command.add_argument("--device", default="cpu", help="torch device: cpu, or cuda where a GPU is at hand")
+    command.add_argument("--learning-rate", type=float, default=TrainingSettings.learning_rate, help="peak learning rate")
+    command.add_argument("--resume", type=Path, default=None, help="a trained model folder to train on from (e.g. model/shapes/diffusers)")
+    command.set_defaults(run=run_train)
+
+
+def _add_build_random(commands) -> None:
+    from .sources import RANDOM_PRESETS, SCHEDULERS
+
+    command = commands.add_parser(
+        "build-random",
+        help="build a PixArt-α diffusers folder with random weights, usable as --model <folder>",
+        description="Build a diffusers PixArt-α folder with random weights, offline: the real PixArt-XL-2-1024-MS "
+        "shapes (--preset full: about 22 GB on disk, 12 GiB of memory while building, a few minutes) or the small "
+        "model's. It loads like a downloaded checkpoint: PIXART_MODEL_ID=<folder> runs every notebook on it.",
+    )
+    command.add_argument("--out", type=Path, required=True, help="the folder to create (e.g. model/pixart-xl-random/diffusers)")
+    command.add_argument("--preset", choices=RANDOM_PRESETS, default="full", help="full: PixArt-XL's shapes; tiny: the small model's")
+    command.add_argument("--sample-size", type=int, default=None, help="latent side: 32, 64, 128 (1024², the default of full) or 256")
+    command.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="lcm", help="lcm: 4 steps, no guidance; dpm: 20 guided steps")
+    command.set_defaults(run=run_build_random)
+
+
+def parse_dimensions(text: str) -> tuple[int, int]:
+    """``(height, width)`` from "WxH" (or "W×H"), for ``--size``."""
+    try:
+        width, height = (int(value) for value in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write it as WIDTHxHEIGHT, e.g. 1024x1024") from None
+    return height, width
+
+
+def run_convert(args) -> None:
+    from .comparison import folder_size_mb
+    from .conversion import convert_pipeline
+    from .sources import resolve_model_source
+    from .variants import variant_dir
+
+    warnings.filterwarnings("ignore", module=r"(torch|diffusers|transformers)\b")  # tracing's shape notes, expected
+    source = resolve_model_source(args.model, root=args.model_root)
+    out = args.out or variant_dir(args.model, "FP16", args.model_root)
+    start = time.perf_counter()
+    convert_pipeline(source, out)
+    print(f"Converted {args.model} into {out} ({folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
+
+
+def run_compress(args) -> None:
+    from .comparison import folder_size_mb
+    from .compression import (
+        COMPRESSION_RECIPES,
+        calibration_prompts,
+        collect_calibration_data,
+        compress_variant,
+        needs_calibration,
+    )
+    from .sizes import native_size
+    from .variants import check_variant, variant_dir
+
+    fp16 = check_variant(variant_dir(args.model, "FP16", args.model_root))
+    out = variant_dir(args.model, args.variant, args.model_root)
+    recipe = COMPRESSION_RECIPES[args.variant]
+    start = time.perf_counter()
+    calibration = None
+    if needs_calibration(recipe):
+        side = args.calibration_side or native_size(fp16)[0]
+        prompts = calibration_prompts(args.model, args.calibration_prompts)
+        calibration = collect_calibration_data(fp16, prompts, height=side, width=side, device=args.device)
+    compress_variant(fp16, out, recipe, calibration=calibration)
+    print(f"Compressed {fp16} into {out} ({folder_size_mb(fp16):.1f} → {folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
+
+
+def run_generate(args) -> None:
+    import torch
+
+    from .pipeline import OVPixArtAlphaPipeline
+    from .variants import variant_dir
+
+    pipe = OVPixArtAlphaPipeline.from_variant(variant_dir(args.model, args.variant, args.model_root), args.device)
+    recipe = pipe.recipe
+    height, width = args.size or (None, None)
+    options = dict(
+        negative_prompt=recipe.negative_prompt if args.negative_prompt is None else args.negative_prompt,
+        num_inference_steps=recipe.num_inference_steps if args.steps is None else args.steps,
+        guidance_scale=recipe.guidance_scale if args.guidance is None else args.guidance,
+        num_images_per_prompt=args.images_per_prompt,
+        height=height,
+        width=width,
+        use_resolution_binning=not args.no_binning,
+    )
+    for prompt in args.prompt:  # every prompt refused or taken before the first picture is drawn
+        pipe.check_call_inputs(prompt, **options)
+    images = []
+    for index, prompt in enumerate(args.prompt):
+        generator = torch.Generator("cpu").manual_seed(args.seed + index)
+        images += pipe(prompt, generator=generator, **options).images
+    for path, image in zip(output_paths(args.out, len(images)), images):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+        print(f"Saved {path} ({image.width}×{image.height})")
+
+
+def output_paths(out: Path, count: int) -> list[Path]:
+    """``out`` for one picture; ``<stem>-1.png``, ``<stem>-2.png``, … beside it for several."""
+    out = out if out.suffix else out.with_suffix(".png")
+    return [out] if count == 1 else [out.with_name(f"{out.stem}-{n}{out.suffix}") for n in range(1, count + 1)]
+
+
+def run_verify(args) -> None:
+    from .variants import VARIANTS, VariantNotReadyError, damage_message, damaged_files, read_index, variant_dir
+
+    folders = args.folder or [variant_dir(args.model, variant, args.model_root) for variant in args.variant or VARIANTS]
+    if not args.folder and not args.variant:
+        folders = [folder for folder in folders if folder.is_dir()]
+        if not folders:
+            raise VariantNotReadyError(f"No variant folder of '{args.model}' under {args.model_root}: convert it first.")
+    failed = []
+    for folder in folders:
+        if not (folder / "model_index.json").is_file():
+            failed.append(f"{folder} is not a finished variant folder (no model_index.json): make it again.")
+        elif "files" not in read_index(folder):
+            failed.append(f"{folder} records no checksums (made before they were recorded): make it again to verify it.")
+        elif problems := damaged_files(folder, checksums=True):
+            failed.append(damage_message(folder, problems))
+        else:
+            print(f"{folder}: {len(read_index(folder)['files'])} files, sizes and checksums as written")
+    if failed:
+        raise VerifyError(" ".join(failed))
+
+
+class VerifyError(ValueError):
+    """A verify run that found damaged or unverifiable folders."""
+
+
+def run_demo(args) -> None:
+    from .demo import build_demo, launch_demo
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    launch_demo(build_demo(args.model, args.device, root=args.model_root), port=args.port, block=True)
+
+
+def run_train(args) -> None:
+    import json
+
+    from .training import TrainingSettings, train_shapes_model
+
+    settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate, device=args.device)
+    result = train_shapes_model(args.out, args.work, settings, args.dataset_size, args.vae_steps, resume=args.resume)
+    log = args.work / "training-log.json"
+    log.write_text(json.dumps({"settings": vars(settings), **result}, indent=1))
+    print(f"Saved {args.out}; log {log}")
+
+
+def run_build_random(args) -> None:
+    from .sources import build_random
+
+    folder = build_random(args.out, args.preset, args.sample_size, args.scheduler)
+    print(f"Built {folder}: PIXART_MODEL_ID={folder}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; 0 when it worked, 1 with one line on standard error when it did not."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("Stopped. A rerun finishes what was left: nothing half-written is ever loaded.", file=sys.stderr)
+        return 1
+    except Exception as error:  # one line for the user; --traceback for the developer
+        if args.traceback:
+            raise
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line: its message for the errors this package raises, its type too for the others."""
+    from .sources import ModelSourceError
+    from .variants import VariantNotReadyError
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    ours = isinstance(error, (ValueError, VariantNotReadyError, ModelSourceError))
+    return text if ours else f"{type(error).__name__}: {text[:500]} (--traceback shows where)"

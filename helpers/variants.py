@@ -1,0 +1,205 @@
+"""The variant folder, the one contract between stages: its paths and names, when it is finished, and its check.
+
+``model/<model-name>/<VARIANT>/`` holds ``text_encoder/``, ``transformer/``, ``vae_decoder/`` (an
+``openvino_model.xml/.bin`` each, with its ``config.json``), ``tokenizer/``, ``scheduler/`` and
+``model_index.json``. The index is written last: a folder without it is unfinished. It records every other file's
+size and SHA-256, so a folder damaged on its way to another machine is named as such when it is loaded (sizes,
+cheap) or verified (checksums), instead of failing inside OpenVINO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from tqdm.auto import tqdm
+
+from .settings import MODEL_INDEX, MODEL_ROOT, Recipe, atomic_folder, model_name, recipe_for
+
+PARTS = ("text_encoder", "transformer", "vae_decoder")
+IR_NAME = "openvino_model.xml"
+VARIANTS = ("FP16", "INT8", "INT4-T5", "W8A8")  # FP16 is converted (notebook 1), the others compressed from it
+COPIED = ("tokenizer", "scheduler")  # taken from the diffusers folder as they are
+
+
+class VariantNotReadyError(FileNotFoundError):
+    """A variant folder that is missing or unfinished; the message says which notebook or command makes it."""
+
+
+class DamagedVariantError(VariantNotReadyError):
+    """A finished variant folder whose files are not what was written: a copy cut short, a file edited or lost."""
+
+
+def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:
+    """Where the variant folder of a model lives: ``model/<model-name>/<VARIANT>``."""
+    return Path(root) / model_name(model_id) / variant
+
+
+def how_to_make(folder: Path) -> str:
+    """The notebook and the command that make a variant folder: compress for INT8, INT4-T5 and W8A8 (by the folder's
+    name), convert for FP16 and any other folder."""
+    folder = Path(folder)
+    model, variant = folder.parent.name, folder.name
+    if variant in VARIANTS[1:]:
+        return f"run notebook 3 (03-compress) or `python -m helpers compress --model {model} --variant {variant}`"
+    return f"run notebook 1 (01-convert) or `python -m helpers convert --model {model}`"
+
+
+def is_part_converted(folder: Path, part: str) -> bool:
+    """True when ``folder/part`` holds an IR and its weights (parts are written in a temporary folder, then renamed)."""
+    xml = Path(folder) / part / IR_NAME
+    return xml.is_file() and xml.with_suffix(".bin").is_file()
+
+
+def read_index(folder: Path) -> dict[str, Any]:
+    """The ``model_index.json`` of a variant folder (an empty dict when there is none)."""
+    path = Path(folder) / MODEL_INDEX
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def file_checksum(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def file_records(folder: Path, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file of a variant folder but its index, by path relative to the folder."""
+    folder = Path(folder)
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name != MODEL_INDEX and not _is_temporary(f, folder))
+    bar = tqdm(files, desc="checksums", unit="file", disable=not progress)
+    return {f.relative_to(folder).as_posix(): {"size": f.stat().st_size, "sha256": file_checksum(f)} for f in bar}
+
+
+def _is_temporary(path: Path, folder: Path) -> bool:
+    return any(name.startswith(".") for name in path.relative_to(folder).parts)
+
+
+def damaged_files(folder: Path, checksums: bool = False) -> dict[str, str]:
+    """What is wrong with each recorded file of a finished variant folder, by relative path (empty when intact).
+
+    Sizes are compared always (cheap), checksums only when ``checksums`` is true (they read every byte).
+    """
+    folder = Path(folder)
+    problems = {}
+    records = read_index(folder).get("files", {})
+    for name, record in tqdm(records.items(), desc="verify", unit="file", disable=not checksums):
+        path = folder / name
+        if not path.is_file():
+            problems[name] = "is missing"
+        elif path.stat().st_size != record["size"]:
+            problems[name] = f"has {path.stat().st_size:,} bytes where {record['size']:,} were written (a copy cut short?)"
+        elif checksums and file_checksum(path) != record["sha256"]:
+            problems[name] = "has other contents than were written (its SHA-256 differs)"
+    return problems
+
+
+def damage_message(folder: Path, problems: dict[str, str]) -> str:
+    """One line naming the damaged files of a variant folder and the fix."""
+    listed = "; ".join(f"{folder / name} {problem}" for name, problem in problems.items())
+    return f"The model at {folder} is damaged: {listed}. Copy the folder again, or {how_to_make(folder)} (it remakes what is damaged)."
+
+
+def check_variant(folder: Path) -> Path:
+    """Return ``folder`` if it is a finished, undamaged variant folder; else raise an error that names the fix.
+
+    Raises :class:`VariantNotReadyError` for a missing or unfinished folder and :class:`DamagedVariantError` when a
+    recorded file is missing or has another size than was written.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VariantNotReadyError(f"No converted model at {folder}: {how_to_make(folder)} first.")
+    missing = [part for part in PARTS if not is_part_converted(folder, part)]
+    if missing or not (folder / MODEL_INDEX).is_file():
+        what = f"parts missing: {', '.join(missing)}" if missing else f"no {MODEL_INDEX}"
+        raise VariantNotReadyError(f"The model at {folder} is incomplete ({what}): {how_to_make(folder)}.")
+    problems = damaged_files(folder)
+    if problems:
+        raise DamagedVariantError(damage_message(folder, problems))
+    return folder
+
+
+def is_variant(folder: Path) -> bool:
+    """True when ``folder`` is a finished, undamaged variant folder."""
+    try:
+        check_variant(folder)
+    except VariantNotReadyError:
+        return False
+    return True
+
+
+def variant_recipe(folder: Path) -> Recipe:
+    """The sampling recipe of a variant (or diffusers) folder, read from its scheduler config (no model compiled)."""
+    return recipe_for(json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())["_class_name"])
+
+
+def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[str]:
+    """The finished variant folders of a model on disk, in the order of :data:`VARIANTS`; an error when none is."""
+    folder = Path(root) / model_name(model_id)
+    found = [p.name for p in folder.glob("*") if is_variant(p)] if folder.is_dir() else []
+    if not found:
+        raise VariantNotReadyError(f"No converted model for '{model_id}' under {folder}: {how_to_make(folder / 'FP16')} first.")
+    return sorted(found, key=lambda name: (VARIANTS.index(name) if name in VARIANTS else len(VARIANTS), name))
+
+
+def remove_damaged(folder: Path) -> list[str]:
+    """Remove the parts (or tokenizer, scheduler) of a finished folder whose files are damaged, and its index.
+
+    The next conversion or compression then makes only those again. Returns the subfolders removed.
+    """
+    folder = Path(folder)
+    damaged = sorted({name.split("/")[0] for name in damaged_files(folder)})
+    for sub in damaged:
+        shutil.rmtree(folder / sub, ignore_errors=True)
+    if damaged:
+        (folder / MODEL_INDEX).unlink()
+    return damaged
+
+
+def make_parts(
+    out_dir: Path, parts: Iterable[str], make: Callable[[str], Any], done: str, progress: Callable[[str], None] = tqdm.write
+) -> dict[str, float]:
+    """Run ``make(part)`` for each part not yet finished in ``out_dir``, one part's weights in memory at a time.
+
+    Damaged parts of a finished folder are made again. Returns the seconds each part took; parts already there
+    are skipped (and reported as such).
+    """
+    import gc
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for sub in remove_damaged(out_dir):
+        progress(f"{sub}: damaged, made again")
+    seconds = {}
+    bar = tqdm(list(parts), desc=done, unit="part")
+    for part in bar:
+        bar.set_postfix_str(part)
+        if is_part_converted(out_dir, part):
+            progress(f"{part}: already {done}, skipped")
+            continue
+        start = time.perf_counter()
+        make(part)
+        gc.collect()
+        seconds[part] = time.perf_counter() - start
+        progress(f"{part}: {done} in {seconds[part]:.1f} s")
+    return seconds
+
+
+def finish_variant(source: Path, out_dir: Path, index: dict, progress: bool = True) -> None:
+    """Copy the tokenizer and scheduler from ``source``; once every part is in place, write ``model_index.json``.
+
+    The index, written last (through a temporary file), records each file's size and SHA-256.
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    for sub in COPIED:
+        if not (out_dir / sub).is_dir():
+            with atomic_folder(out_dir / sub) as tmp:
+                shutil.copytree(source / sub, tmp, dirs_exist_ok=True)
+    if all(is_part_converted(out_dir, part) for part in PARTS):
+        files = file_records(out_dir, progress)
+        tmp = out_dir / f".{MODEL_INDEX}.partial"
+        tmp.write_text(json.dumps({"_class_name": "OVPixArtAlphaPipeline", "parts": list(PARTS), **index, "files": files}, indent=2))
+        tmp.replace(out_dir / MODEL_INDEX)

@@ -1,0 +1,90 @@
+"""The terminal route end to end on tiny, each command in its own process: exit codes, files, one-line errors."""
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+
+def run_cli(*args: str, root) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "helpers", *args, "--model-root", str(root)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line a failed command says (tqdm's bars and library warnings aside)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli_root(tmp_path_factory):
+    """A model root where the command line converted tiny and compressed it to INT8."""
+    root = tmp_path_factory.mktemp("cli-models")
+    for args in (("convert", "--model", "tiny"), ("compress", "--model", "tiny", "--variant", "INT8")):
+        result = run_cli(*args, root=root)
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_convert_compress_generate_make_pictures_of_the_asked_size(cli_root, tmp_path):
+    assert (cli_root / "tiny" / "FP16" / "model_index.json").is_file() and (cli_root / "tiny" / "INT8" / "model_index.json").is_file()
+    out = tmp_path / "pictures" / "shape.png"
+    result = run_cli(
+        "generate", "--model", "tiny", "--variant", "INT8", "--prompt", "a red circle", "--prompt", "a blue square",
+        "--size", "768x1344", "--steps", "2", "--seed", "7", "--out", str(out), root=cli_root,
+    )
+    assert result.returncode == 0, result.stderr
+    paths = [tmp_path / "pictures" / "shape-1.png", tmp_path / "pictures" / "shape-2.png"]
+    assert all(f"Saved {path} (768×1344)" in result.stdout for path in paths)
+    assert [Image.open(path).size for path in paths] == [(768, 1344)] * 2
+
+
+def test_verify_passes_then_names_a_truncated_copy(cli_root):
+    result = run_cli("verify", "--model", "tiny", root=cli_root)
+    assert result.returncode == 0, result.stderr
+    assert "FP16: 12 files, sizes and checksums as written" in result.stdout and "INT8:" in result.stdout
+
+    copy = shutil.copytree(cli_root / "tiny" / "INT8", cli_root / "tiny" / "INT4-T5")
+    weights = copy / "text_encoder" / "openvino_model.bin"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = run_cli("verify", "--model", "tiny", "--variant", "INT4-T5", root=cli_root)
+    assert result.returncode == 1
+    assert f"{weights} has 100 bytes where" in error_line(result)
+    result = run_cli("generate", "--model", "tiny", "--variant", "INT4-T5", "--prompt", "a cat", root=cli_root)
+    assert result.returncode == 1 and "Copy the folder again, or run notebook 3" in error_line(result)
+    shutil.rmtree(copy)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--images-per-prompt", "0"), "num_images_per_prompt=0 is not allowed: ask for at least 1 picture"),
+        (("--guidance", "-1"), "guidance_scale=-1.0 is not allowed: use 0 or more"),
+        (("--size", "4096x4096", "--no-binning"), "height=4096 is larger than this model draws: at most 2048"),
+        (("--steps", "0"), "num_inference_steps=0 is not allowed"),
+        (("--variant", "INT3"), "No converted model at .*INT3.*convert"),
+    ],
+)
+def test_bad_input_fails_with_one_line_and_exit_code_1(cli_root, args, message):
+    result = run_cli("generate", "--model", "tiny", "--prompt", "a cat", *args, root=cli_root)
+    assert result.returncode == 1
+    assert re.search(message, error_line(result))
+
+
+def test_compress_before_convert_says_what_to_run(tmp_path):
+    result = run_cli("compress", "--model", "tiny", "--variant", "W8A8", root=tmp_path)
+    assert result.returncode == 1
+    assert "No converted model at" in error_line(result) and "python -m helpers convert --model tiny" in error_line(result)
+
+
+def test_usage_errors_exit_1_and_help_explains_each_command(tmp_path):
+    result = run_cli("generate", "--model", "tiny", "--prompt", "a cat", "--size", "big", root=tmp_path)
+    assert result.returncode == 1 and "'big' is not a size: write it as WIDTHxHEIGHT" in result.stderr
+    for command in ("convert", "compress", "generate", "verify", "demo", "train", "build-random"):
+        result = subprocess.run([sys.executable, "-m", "helpers", command, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "--" in result.stdout and len(result.stdout.splitlines()) > 5, command
