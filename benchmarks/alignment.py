@@ -3,7 +3,7 @@
     python benchmarks/alignment.py --model shapes          # converts and compresses first if needed
 
 For PyTorch (the diffusers folder) and each OpenVINO variant: the fraction of the evaluation pictures whose shape,
-colour, place and background match the caption (``helpers.alignment_score``), and how far each variant's pictures
+colour, place and background match the caption (``helpers.shapes.alignment_score``), and how far each variant's pictures
 are from FP16's. Writes ``results/alignment-<model>.json``, ``.md`` and a picture grid ``.png``.
 """
 
@@ -11,60 +11,64 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
+from helpers.variants import COMPRESSION_RECIPES, VARIANTS, is_variant, needs_calibration, variant_dir, variant_recipe
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 
 def prepare_variants(model_id: str, variants: list[str]) -> None:
     """Convert and compress the model like notebooks 1 and 3 (each step skipped when already done)."""
-    import helpers
+    from helpers.compression import calibration_prompts, collect_calibration_data, compress_variant
+    from helpers.conversion import convert_pipeline
+    from helpers.sources import resolve_model_source
 
-    fp16 = helpers.variant_dir(model_id, "FP16")
-    helpers.convert_pipeline(helpers.resolve_model_source(model_id), fp16)
+    fp16 = variant_dir(model_id, "FP16")
+    convert_pipeline(resolve_model_source(model_id), fp16)
     for variant in variants:
         if variant == "FP16":
             continue
-        folder, recipe = helpers.variant_dir(model_id, variant), helpers.COMPRESSION_RECIPES[variant]
+        folder, recipe = variant_dir(model_id, variant), COMPRESSION_RECIPES[variant]
         calibration = None
-        if helpers.needs_calibration(recipe) and not helpers.is_variant(folder):
-            calibration = helpers.collect_calibration_data(fp16, helpers.calibration_prompts(model_id, 8))
-        helpers.compress_variant(fp16, folder, recipe, calibration=calibration)
+        if needs_calibration(recipe) and not is_variant(folder):
+            calibration = collect_calibration_data(fp16, calibration_prompts(model_id, 8))
+        compress_variant(fp16, folder, recipe, calibration=calibration)
 
 
 def main() -> None:
     import numpy as np
 
-    import helpers
+    from helpers.comparison import alignment_of_variants, alignment_table, psnr, show_evaluation, ssim
+    from helpers.settings import model_name
+    from helpers.shapes import evaluation_scenes
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="shapes", help="model id (default: shapes)")
-    parser.add_argument("--variants", nargs="+", default=["FP16", "INT8", "INT4-T5", "W8A8"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--prompts", type=int, default=64, help="evaluation prompts (at least 8)")
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
 
     prepare_variants(args.model, args.variants)
-    evaluation = helpers.evaluation_scenes(args.prompts)
+    evaluation = evaluation_scenes(args.prompts)
     start = time.perf_counter()
-    scores, pictures = helpers.alignment_of_variants(args.model, args.variants, evaluation, device=args.device)
-    table = helpers.alignment_table(scores)
+    scores, pictures = alignment_of_variants(args.model, args.variants, evaluation, device=args.device)
+    table = alignment_table(scores)
     reference = pictures["FP16"]
-    table["PSNR dB vs FP16"] = [float(np.mean([helpers.psnr(a, b) for a, b in zip(reference, pictures[name])])) for name in table.index]
-    table["SSIM vs FP16"] = [float(np.mean([helpers.ssim(a, b) for a, b in zip(reference, pictures[name])])) for name in table.index]
+    table["PSNR dB vs FP16"] = [float(np.mean([psnr(a, b) for a, b in zip(reference, pictures[name])])) for name in table.index]
+    table["SSIM vs FP16"] = [float(np.mean([ssim(a, b) for a, b in zip(reference, pictures[name])])) for name in table.index]
     table = table.round(3)
 
-    name = f"alignment-{helpers.model_name(args.model)}"
+    name = f"alignment-{model_name(args.model)}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps({"model": args.model, "prompts": args.prompts, "scores": scores,
                                                        "table": table.to_dict(orient="index"), "seconds": time.perf_counter() - start}, indent=1))
     (args.out / f"{name}.md").write_text(f"Model `{args.model}`, {args.prompts} evaluation prompts, "
-                                         f"{helpers.variant_recipe(helpers.variant_dir(args.model, 'FP16'))}.\n\n{table.to_markdown()}\n")
-    figure = helpers.show_evaluation(pictures["PyTorch"], [scene for scene, _ in evaluation])
+                                         f"{variant_recipe(variant_dir(args.model, 'FP16'))}.\n\n{table.to_markdown()}\n")
+    figure = show_evaluation(pictures["PyTorch"], [scene for scene, _ in evaluation])
     figure.savefig(args.out / f"{name}.png", dpi=80, bbox_inches="tight")
     print(table.to_string())
 

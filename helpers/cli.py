@@ -173,10 +173,9 @@ def parse_dimensions(text: str) -> tuple[int, int]:
 
 
 def run_convert(args) -> None:
-    from .comparison import folder_size_mb
     from .conversion import convert_pipeline
     from .sources import resolve_model_source
-    from .variants import variant_dir
+    from .variants import folder_size_mb, variant_dir
 
     warnings.filterwarnings("ignore", module=r"(torch|diffusers|transformers)\b")  # tracing's shape notes, expected
     source = resolve_model_source(args.model, root=args.model_root)
@@ -187,16 +186,9 @@ def run_convert(args) -> None:
 
 
 def run_compress(args) -> None:
-    from .comparison import folder_size_mb
-    from .compression import (
-        COMPRESSION_RECIPES,
-        calibration_prompts,
-        collect_calibration_data,
-        compress_variant,
-        needs_calibration,
-    )
+    from .compression import calibration_prompts, collect_calibration_data, compress_variant
     from .sizes import native_size
-    from .variants import check_variant, variant_dir
+    from .variants import COMPRESSION_RECIPES, check_variant, folder_size_mb, needs_calibration, variant_dir
 
     fp16 = check_variant(variant_dir(args.model, "FP16", args.model_root))
     out = variant_dir(args.model, args.variant, args.model_root)
@@ -257,7 +249,7 @@ def run_verify(args) -> None:
             raise VariantNotReadyError(f"No variant folder of '{args.model}' under {args.model_root}: convert it first.")
     failed = []
     for folder in folders:
-        if not (folder / "model_index.json").is_file():
+        if not read_index(folder):
             failed.append(f"{folder} is not a finished variant folder (no model_index.json): make it again.")
         elif "files" not in read_index(folder):
             failed.append(f"{folder} records no checksums (made before they were recorded): make it again to verify it.")

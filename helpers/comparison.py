@@ -15,7 +15,7 @@ from PIL import Image
 from .pipeline import OVPixArtAlphaPipeline, generate
 from .settings import Recipe
 from .shapes import ATTRIBUTES, Scene, alignment_score, score_image
-from .variants import IR_NAME, PARTS, VariantNotReadyError
+from .variants import VariantNotReadyError, part_sizes_mb
 
 
 def save_baseline(image: Image.Image, settings: dict, folder: Path) -> Path:
@@ -50,16 +50,6 @@ def _as_unit_array(image: Image.Image | np.ndarray) -> np.ndarray:
     array = np.asarray(image)
     # integer pixels are 0–255, float pixels 0–1 (what diffusers' output_type="np" gives)
     return array.astype(np.float64) / 255.0 if np.issubdtype(array.dtype, np.integer) else array.astype(np.float64)
-
-
-def folder_size_mb(folder: Path) -> float:
-    """Size on disk of everything under ``folder``, in MB (10^6 bytes)."""
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6
-
-
-def part_sizes_mb(folder: Path) -> dict[str, float]:
-    """Weights size (the IR's ``.bin``) of each part of a variant folder, in MB."""
-    return {part: (Path(folder) / part / IR_NAME).with_suffix(".bin").stat().st_size / 1e6 for part in PARTS}
 
 
 def size_table(before: Path, after: Path):

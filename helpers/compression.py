@@ -2,54 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import openvino as ov
 import torch
 from tqdm.auto import tqdm
 
-from .pipeline import OVPixArtAlphaPipeline
+from .pipeline import OVModelPart, OVPixArtAlphaPipeline
 from .settings import ASSETS, atomic_folder, model_name
-from .variants import IR_NAME, PARTS, check_variant, finish_variant, is_part_converted, make_parts
+from .variants import (
+    IR_NAME,
+    PARTS,
+    W8A8_QUANTIZATION,
+    check_variant,
+    finish_variant,
+    ir_path,
+    is_part_converted,
+    make_parts,
+    needs_calibration,
+)
 
-# nncf.compress_weights arguments per part. INT8: asymmetric per-channel weights, about half of FP16. INT4 (T5 only,
-# about 80 % of the real pipeline's weights): symmetric groups of 128; layers too small for 128 fall back to the
-# largest power-of-two group that fits (the small model's 32-wide layers), instead of failing.
-INT8_WEIGHTS = {"mode": "int8_asym"}
-INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "adjust"}
-# W8A8 (the transformer only: it is where the time goes): nncf.quantize gives its MatMuls INT8 weights *and* INT8
-# activations, calibrated on inputs recorded from the FP16 pipeline, so the CPU multiplies in INT8 instead of
-# decompressing INT8 weights to float: faster on CPUs with INT8 dot products (VNNI, AMX), not on AVX2 alone, where
-# INT8 GEMMs run at f32 speed (README, full-size benchmark). SmoothQuant moves activation outliers into the weights
-# first. What stays in float costs next to nothing and carries the conditioning: the timestep and size embeddings
-# and the adaLN modulation (one vector per picture), the caption projection and the cross-attention's keys and
-# values (120 tokens), the patch embedding and the output projection. The attention itself stays float too: with INT8 queries
-# and keys OpenVINO's CPU plugin no longer fuses it into one kernel (measured at 1024² on AVX2: 16.9 s fused,
-# 21.4 s split into INT8/f32 MatMuls and a Softmax).
-W8A8_QUANTIZATION = {
-    "mode": "w8a8",
-    "smooth_quant_alpha": 0.95,
-    "ignored_patterns": (
-        r".*transformer\.(adaln_single|caption_projection|pos_embed|proj_out)[./].*",
-        r".*\.attn2\.to_[kv]/.*",
-    ),
-    "ignored_types": ("ScaledDotProductAttention",),
-}
-COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
-    "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
-    "INT4-T5": {"text_encoder": INT4_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
-    "W8A8": {"text_encoder": INT8_WEIGHTS, "transformer": W8A8_QUANTIZATION, "vae_decoder": INT8_WEIGHTS},
-}
 Calibration = Sequence[dict[str, np.ndarray]]  # transformer inputs by name, one dict per call
-NO_CALIBRATION = "W8A8 quantizes activations: pass calibration=helpers.collect_calibration_data(fp16_dir, prompts)."
-
-
-def needs_calibration(recipe: dict[str, dict]) -> bool:
-    """True when a recipe quantizes activations (W8A8), which needs a calibration set."""
-    return any(settings["mode"] == "w8a8" for settings in recipe.values())
+NO_CALIBRATION = "W8A8 quantizes activations: pass calibration=collect_calibration_data(fp16_dir, prompts) (helpers.compression)."
 
 
 def compress_part(source: Path, out_dir: Path, part: str, settings: dict, calibration: Calibration | None = None) -> Path:
@@ -58,7 +36,7 @@ def compress_part(source: Path, out_dir: Path, part: str, settings: dict, calibr
     ``settings`` is one part's entry of a recipe: weight compression, or W8A8 quantization (which needs
     ``calibration``, the part's recorded inputs: ``collect_calibration_data``).
     """
-    model = ov.Core().read_model(Path(source) / part / IR_NAME)
+    model = ov.Core().read_model(ir_path(source, part))
     if settings["mode"] == "w8a8":
         model = quantize_w8a8(model, calibration, settings)
     else:
@@ -129,12 +107,30 @@ def collect_calibration_data(
     """
     pipe = OVPixArtAlphaPipeline.from_variant(folder, device)  # low memory where the weights need it
     pipe.set_progress_bar_config(disable=True)
-    pipe.transformer.recorded = []
-    for index, prompt in enumerate(tqdm(prompts, desc="calibration")):
-        generator = torch.Generator().manual_seed(seed + index)
-        # no resolution binning: the size asked is the size calibrated (binning would round 256² up to a 1024² bin)
-        pipe(prompt, height=height, width=width, use_resolution_binning=False, output_type="latent", generator=generator)
-    return pipe.transformer.recorded
+    with recorded_inputs(pipe.transformer) as calls:
+        for index, prompt in enumerate(tqdm(prompts, desc="calibration")):
+            generator = torch.Generator().manual_seed(seed + index)
+            # no resolution binning: the size asked is the size calibrated (binning would round 256² up to a 1024² bin)
+            pipe(prompt, height=height, width=width, use_resolution_binning=False, output_type="latent", generator=generator)
+    return calls
+
+
+@contextlib.contextmanager
+def recorded_inputs(part: OVModelPart) -> Iterator[list[dict[str, np.ndarray]]]:
+    """While the block runs, keep a copy of the inputs of every call of ``part`` (the names its IR takes)."""
+    calls: list[dict[str, np.ndarray]] = []
+    infer = part.infer
+
+    def recording(**inputs: Any) -> Any:
+        output = infer(**inputs)  # first: a part compiled at its first call knows its input names after it
+        calls.append({name: value.detach().cpu().numpy().copy() for name, value in inputs.items() if value is not None and name in part.input_names})
+        return output
+
+    part.infer = recording
+    try:
+        yield calls
+    finally:
+        del part.infer  # the class's own method again
 
 
 def compress_variant(
@@ -176,7 +172,7 @@ def weight_type_table(folder: Path):
     groups = {"int4": ("i4", "u4"), "int8": ("i8", "u8"), "FP16": ("f16",), "FP32": ("f32", "f64")}
     rows = {}
     for part in PARTS:
-        counts = weight_types(Path(folder) / part / IR_NAME)
+        counts = weight_types(ir_path(folder, part))
         values = {group: sum(counts.get(t, 0) for t in types) for group, types in groups.items()}
         rows[part] = {group: 100 * n / sum(values.values()) for group, n in values.items()}
     return pd.DataFrame.from_dict(rows, orient="index").round(1)

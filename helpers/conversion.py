@@ -66,14 +66,18 @@ def text_encoder_example(config: Any, batch: int = 1, length: int = 120) -> dict
     }
 
 
-def transformer_example(config: Any, batch: int = 2, length: int = 120) -> dict[str, torch.Tensor]:
+def transformer_example(config: Any, batch: int = 2, length: int = 120, side: int | None = None) -> dict[str, torch.Tensor]:
     """Example inputs of the transformer, at a latent size that differs from ``config.sample_size`` on purpose.
 
     ``PatchEmbed`` returns its stored position embedding when the latent has the native size and recomputes it
     from the input's shape otherwise; tracing at another size records the recomputation, so the IR accepts every
-    latent size (with the stored table it would only run at the traced size).
+    latent size (with the stored table it would only run at the traced size). ``side`` asks for a square latent of
+    that side instead (the benchmark times the picture sizes people make).
     """
-    height, width = config.sample_size // 4, config.sample_size // 4 + 2 * config.patch_size  # small: fast to trace
+    if side is None:
+        height, width = config.sample_size // 4, config.sample_size // 4 + 2 * config.patch_size  # small: fast to trace
+    else:
+        height = width = side
     example = {
         "hidden_states": torch.randn(batch, config.in_channels, height, width),
         "encoder_hidden_states": torch.randn(batch, length, config.caption_channels),
@@ -86,9 +90,9 @@ def transformer_example(config: Any, batch: int = 2, length: int = 120) -> dict[
     return example
 
 
-def vae_decoder_example(config: Any, batch: int = 1) -> dict[str, torch.Tensor]:
-    """Example input of the VAE decoder: one latent of 64² (a 512² image)."""
-    return {"latent_sample": torch.randn(batch, config.latent_channels, 64, 64)}
+def vae_decoder_example(config: Any, batch: int = 1, side: int = 64) -> dict[str, torch.Tensor]:
+    """Example input of the VAE decoder: latents of ``side``² (64²: a 512² image)."""
+    return {"latent_sample": torch.randn(batch, config.latent_channels, side, side)}
 
 
 @dataclass(frozen=True)

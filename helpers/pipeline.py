@@ -13,10 +13,18 @@ import openvino as ov
 import torch
 from PIL import Image
 
-from .settings import F32_CONFIG, MODEL_INDEX, Recipe, free_memory, recipe_for
+from .settings import F32_CONFIG, Recipe, free_memory, recipe_for
 from .sizes import largest_side
 from .sources import scheduler_from_config
-from .variants import IR_NAME, PARTS, DamagedVariantError, check_variant, how_to_make
+from .variants import (
+    IR_NAME,
+    DamagedVariantError,
+    check_variant,
+    how_to_make,
+    part_sizes_mb,
+    read_index,
+    scheduler_config,
+)
 
 
 def available_devices(core: ov.Core | None = None) -> list[str]:
@@ -51,14 +59,10 @@ def weights_in_memory_gib(folder: Path, precision: str) -> float:
     OpenVINO holds float weights in the precision it computes in (f32: twice the FP16 file) and keeps INT8/INT4
     weights compressed. Activations come on top.
     """
-    index = json.loads((Path(folder) / MODEL_INDEX).read_text())
-    compressed = index.get("compression", {})
+    compressed = read_index(folder).get("compression", {})
     growth = 2.0 if precision == "f32" else 1.0
-    total = 0.0
-    for part in PARTS:
-        size = (Path(folder) / part / IR_NAME).with_suffix(".bin").stat().st_size
-        total += size * (1.0 if part in compressed else growth)
-    return total / 2**30
+    held_mb = sum(mb * (1.0 if part in compressed else growth) for part, mb in part_sizes_mb(folder).items())
+    return held_mb * 1e6 / 2**30
 
 
 def memory_gib() -> float:
@@ -114,7 +118,6 @@ class OVModelPart:
         self.input_names: set[str] = set()  # filled by the compile
         self._request: ov.InferRequest | None = None
         self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
-        self.recorded: list[dict[str, np.ndarray]] | None = None  # a list here keeps every call's inputs (calibration)
         if compile_now:
             self._compile()
 
@@ -171,8 +174,6 @@ class OVModelPart:
         """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""
         request = self.request
         feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in self.input_names}
-        if self.recorded is not None:
-            self.recorded.append({name: value.copy() for name, value in feed.items()})
         start = time.perf_counter()
         output = request.infer(feed)[0].copy()
         self.seconds.append(time.perf_counter() - start)
@@ -274,8 +275,8 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
             "transformer": OVTransformer(folder / "transformer", **options),
             "vae": OVVaeDecoder(folder / "vae_decoder", **options),
         }
-        scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-        pipe = cls(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler_from_config(scheduler_config), **parts)
+        scheduler = scheduler_from_config(scheduler_config(folder))
+        pipe = cls(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler, **parts)
         pipe.variant_folder = folder
         pipe.low_memory = low_memory
         return pipe
@@ -312,7 +313,7 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
             raise ValueError(
                 f"PixArtAlphaPipeline has no aspect-ratio bins for sample size {sample_size} (it has them for "
                 f"{', '.join(map(str, ALPHA_BINNED_SAMPLE_SIZES))}): pass use_resolution_binning=False with a height "
-                f"and width from helpers.size_choices."
+                f"and width from helpers.sizes.size_choices."
             )
 
 

@@ -146,7 +146,7 @@ def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
     if model_id in TINY_MODEL_IDS:
         return build_tiny_pipeline(Path(root) / model_id / "diffusers", standard=model_id == "tiny-standard")
     if model_id in SHIPPED_MODEL_IDS:
-        return shipped_model(model_id)
+        return shipped_model(model_id, root)
     local = Path(model_id).expanduser()
     if local.is_dir():
         if not (local / MODEL_INDEX).is_file():
@@ -155,9 +155,9 @@ def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
     return _download_from_hub(model_id)
 
 
-def shipped_model(model_id: str) -> Path:
+def shipped_model(model_id: str, root: Path = MODEL_ROOT) -> Path:
     """The diffusers folder of a model trained here (``model/<id>/diffusers``), or an error saying how to make it."""
-    folder = MODEL_ROOT / model_id / "diffusers"
+    folder = Path(root) / model_id / "diffusers"
     if not (folder / MODEL_INDEX).is_file():
         raise ModelSourceError(
             f"No trained '{model_id}' model in {folder}: it ships with the repository (`git checkout -- model/{model_id}` "

@@ -31,9 +31,8 @@ from .sources import (
 )
 
 # The architecture of PixArt-XL (PixArtTransformer2DModel, AutoencoderKL with 4 blocks = scale factor 8, T5), sized
-# for 256² pictures on a laptop CPU. Sample size 32 selects diffusers' 256 aspect-ratio bins. Patches of 2 latent
-# pixels, like PixArt-XL: every bin is a multiple of 16 pixels, while patches of 4 (4× faster to train: 0.23 s
-# against 0.92 s a step at batch 32 on 2 cores) would need multiples of 32, which 24 of the 33 bins are not.
+# for 256² pictures on a laptop CPU; sample size 32 selects diffusers' 256 aspect-ratio bins. Patches of 2 latent
+# pixels, like PixArt-XL: patches of 4 train faster but break most bins (README, "Training a small PixArt here").
 # They are the tiny model's configs (``tiny``), grown where learning needs room.
 SHAPES_TRANSFORMER_CONFIG = {
     **TINY_TRANSFORMER_CONFIG,
@@ -85,8 +84,8 @@ def make_contextual(text_encoder: torch.nn.Module, strength: float = 8.0, gain: 
     """Make a random T5 encoder mix each token with its neighbours, as a pretrained one does.
 
     PixArt's cross-attention sees the caption as a set of token vectors, without their positions, and a random T5
-    hardly mixes tokens: the "red" of "a red circle … on a blue background" and of "a blue circle … on a red
-    background" come out 97 % the same, so no transformer could tell the shape's colour from the background's.
+    hardly mixes tokens, so the "red" of a red shape and of a red background come out nearly the same vector
+    (README, "Training a small PixArt here").
     Here each attention head of every block looks at one neighbour (1 or 2 tokens before or after: a large bias on
     that relative-position bucket) and writes ``gain`` times more into the residual stream; the two "red"s are
     then about half their length apart. The encoder stays frozen: these weights are chosen, not learned.
@@ -108,9 +107,8 @@ def make_contextual(text_encoder: torch.nn.Module, strength: float = 8.0, gain: 
 
 def amplify_captions(transformer: torch.nn.Module, gain: float = 20.0) -> None:
     """Start the caption projection ``gain`` times larger, so the captions reach the cross-attention at the scale
-    of the picture tokens (default initialisation leaves them about 20 times smaller, and the transformer then
-    learns to ignore them: measured on a GPU, 2400 steps left the loss with a wrong caption within 0.7 % of the
-    loss with the right one; at gain 20 and learning rate 1e-3, 19 % apart and still growing)."""
+    of the picture tokens: the default initialisation leaves them about 20 times smaller, and the transformer then
+    learns to ignore them (measured: README, "Training a small PixArt here")."""
     with torch.no_grad():
         transformer.caption_projection.linear_2.weight.mul_(gain)
         transformer.caption_projection.linear_2.bias.mul_(gain)
@@ -247,7 +245,7 @@ def features_fingerprint(pipe, dataset) -> str:
 def cache_features(pipe, dataset, path: Path, batch_size: int = 32, device: str = "cpu") -> dict[str, torch.Tensor]:
     """The latents and caption embeddings of a dataset, computed once and saved to ``path``.
 
-    ``dataset`` has ``image`` and ``text`` columns (``helpers.load_captioned_images``). A cache made from other
+    ``dataset`` has ``image`` and ``text`` columns (``helpers.shapes.load_captioned_images``). A cache made from other
     captions or another VAE (its fingerprint differs) is recomputed. The unconditional captions ("" and the
     standard recipe's negative prompt) are cached beside them for caption dropout. The VAE encodes on ``device``
     and is left on the CPU; the features are CPU tensors.

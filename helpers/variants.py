@@ -1,4 +1,5 @@
-"""The variant folder, the one contract between stages: its paths and names, when it is finished, and its check.
+"""The variant folder, the one contract between stages: layout and names, the recipes compressed variants are made
+with, when a folder is finished, its check, its sizes on disk and the calibration sets kept beside it.
 
 ``model/<model-name>/<VARIANT>/`` holds ``text_encoder/``, ``transformer/``, ``vae_decoder/`` (an
 ``openvino_model.xml/.bin`` each, with its ``config.json``), ``tokenizer/``, ``scheduler/`` and
@@ -9,6 +10,7 @@ cheap) or verified (checksums), instead of failing inside OpenVINO.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import shutil
@@ -22,7 +24,29 @@ from .settings import MODEL_INDEX, MODEL_ROOT, Recipe, atomic_folder, model_name
 
 PARTS = ("text_encoder", "transformer", "vae_decoder")
 IR_NAME = "openvino_model.xml"
-VARIANTS = ("FP16", "INT8", "INT4-T5", "W8A8")  # FP16 is converted (notebook 1), the others compressed from it
+# The recipe each compressed variant is made with, per part (``helpers.compression`` applies it). INT8: nncf's
+# asymmetric per-channel weights. INT4 (T5 only, 80 % of the real pipeline's weights): symmetric groups of 128,
+# smaller groups where a layer is narrower. W8A8 (the transformer, where the time goes): INT8 weights and
+# activations, calibrated; what carries the conditioning and costs little stays float, and so does the attention,
+# which OpenVINO then keeps fused (README, "What the W8A8 figures say").
+INT8_WEIGHTS = {"mode": "int8_asym"}
+INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "adjust"}
+W8A8_QUANTIZATION = {
+    "mode": "w8a8",
+    "smooth_quant_alpha": 0.95,
+    "ignored_patterns": (
+        r".*transformer\.(adaln_single|caption_projection|pos_embed|proj_out)[./].*",
+        r".*\.attn2\.to_[kv]/.*",
+    ),
+    "ignored_types": ("ScaledDotProductAttention",),
+}
+COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
+    "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
+    "INT4-T5": {"text_encoder": INT4_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
+    "W8A8": {"text_encoder": INT8_WEIGHTS, "transformer": W8A8_QUANTIZATION, "vae_decoder": INT8_WEIGHTS},
+}
+# FP16 is converted (notebook 1), the others are compressed from it (notebook 3) with their recipe.
+VARIANTS = ("FP16", *COMPRESSION_RECIPES)
 COPIED = ("tokenizer", "scheduler")  # taken from the diffusers folder as they are
 
 
@@ -32,6 +56,11 @@ class VariantNotReadyError(FileNotFoundError):
 
 class DamagedVariantError(VariantNotReadyError):
     """A finished variant folder whose files are not what was written: a copy cut short, a file edited or lost."""
+
+
+def needs_calibration(recipe: dict[str, dict]) -> bool:
+    """True when a recipe quantizes activations (W8A8), which needs a calibration set."""
+    return any(settings["mode"] == "w8a8" for settings in recipe.values())
 
 
 def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:
@@ -51,7 +80,7 @@ def how_to_make(folder: Path) -> str:
 
 def is_part_converted(folder: Path, part: str) -> bool:
     """True when ``folder/part`` holds an IR and its weights (parts are written in a temporary folder, then renamed)."""
-    xml = Path(folder) / part / IR_NAME
+    xml = ir_path(folder, part)
     return xml.is_file() and xml.with_suffix(".bin").is_file()
 
 
@@ -131,9 +160,19 @@ def is_variant(folder: Path) -> bool:
     return True
 
 
+def ir_path(folder: Path, part: str) -> Path:
+    """The IR of one part of a variant folder (its weights are the ``.bin`` beside it)."""
+    return Path(folder) / part / IR_NAME
+
+
+def scheduler_config(folder: Path) -> dict[str, Any]:
+    """The scheduler config of a variant (or diffusers) folder."""
+    return json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())
+
+
 def variant_recipe(folder: Path) -> Recipe:
     """The sampling recipe of a variant (or diffusers) folder, read from its scheduler config (no model compiled)."""
-    return recipe_for(json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())["_class_name"])
+    return recipe_for(scheduler_config(folder)["_class_name"])
 
 
 def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[str]:
@@ -167,8 +206,6 @@ def make_parts(
     Damaged parts of a finished folder are made again. Returns the seconds each part took; parts already there
     are skipped (and reported as such).
     """
-    import gc
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for sub in remove_damaged(out_dir):
@@ -203,3 +240,36 @@ def finish_variant(source: Path, out_dir: Path, index: dict, progress: bool = Tr
         tmp = out_dir / f".{MODEL_INDEX}.partial"
         tmp.write_text(json.dumps({"_class_name": "OVPixArtAlphaPipeline", "parts": list(PARTS), **index, "files": files}, indent=2))
         tmp.replace(out_dir / MODEL_INDEX)
+
+
+def folder_size_mb(folder: Path) -> float:
+    """Size on disk of everything under ``folder``, in MB (10^6 bytes)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) / 1e6
+
+
+def part_sizes_mb(folder: Path) -> dict[str, float]:
+    """Weights size (the IR's ``.bin``) of each part of a variant folder, in MB."""
+    return {part: ir_path(folder, part).with_suffix(".bin").stat().st_size / 1e6 for part in PARTS}
+
+
+def save_calibration(calls: Iterable[dict[str, Any]], path: Path) -> Path:
+    """Keep a calibration set (one dict of named arrays per recorded call) in one ``.npz`` file, written atomically."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial.npz")
+    np.savez(tmp, **{f"{index}/{name}": value for index, call in enumerate(calls) for name, value in call.items()})
+    tmp.replace(path)
+    return path
+
+
+def load_calibration(path: Path) -> list[dict[str, Any]]:
+    """The calibration set :func:`save_calibration` kept, in the order it was recorded."""
+    import numpy as np
+
+    calls: dict[int, dict[str, Any]] = {}
+    with np.load(path) as stored:
+        for key in stored.files:
+            index, name = key.split("/", 1)
+            calls.setdefault(int(index), {})[name] = stored[key]
+    return [calls[index] for index in sorted(calls)]

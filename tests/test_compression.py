@@ -4,11 +4,16 @@ import numpy as np
 import openvino as ov
 import pytest
 
-import helpers
+from helpers.comparison import psnr, size_table, ssim
+from helpers.compression import collect_calibration_data, compress_variant, weight_types
+from helpers.conversion import sinusoid_tables
+from helpers.pipeline import OVPixArtAlphaPipeline, generate
+from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
+from helpers.variants import COMPRESSION_RECIPES, IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
 
 
 def _read(folder, part):
-    return ov.Core().read_model(folder / part / helpers.IR_NAME)
+    return ov.Core().read_model(folder / part / IR_NAME)
 
 
 def fp16_weight_matrices(model) -> int:
@@ -25,11 +30,11 @@ def fp16_weight_matrices(model) -> int:
     return found
 
 
-@pytest.mark.parametrize("part", helpers.PARTS)
+@pytest.mark.parametrize("part", PARTS)
 def test_int8_compresses_every_weight_matrix(tiny_variant, tiny_compressed, part):
     assert fp16_weight_matrices(_read(tiny_variant, part)) >= 16  # T5: 16 linear layers; others 31
     assert fp16_weight_matrices(_read(tiny_compressed["INT8"], part)) == 0
-    types = helpers.weight_types(tiny_compressed["INT8"] / part / helpers.IR_NAME)
+    types = weight_types(tiny_compressed["INT8"] / part / IR_NAME)
     int8 = types.get("u8", 0) + types.get("i8", 0)
     assert int8 > 0.9 * (int8 + types.get("f16", 0) + types.get("f32", 0))  # the rest: scales, norms, biases
     assert "i4" not in types and "u4" not in types
@@ -37,12 +42,12 @@ def test_int8_compresses_every_weight_matrix(tiny_variant, tiny_compressed, part
 
 def test_int4_t5_variant_has_int4_text_encoder_and_int8_rest(tiny_compressed):
     folder = tiny_compressed["INT4-T5"]
-    t5 = helpers.weight_types(folder / "text_encoder" / helpers.IR_NAME)
+    t5 = weight_types(folder / "text_encoder" / IR_NAME)
     # the token embedding stays INT8 (NNCF's backup precision for embeddings); every other linear layer is int4
     assert t5.get("i4", 0) > 0.45 * sum(t5.values())
     assert fp16_weight_matrices(_read(folder, "text_encoder")) == 0
     for part in ("transformer", "vae_decoder"):
-        types = helpers.weight_types(folder / part / helpers.IR_NAME)
+        types = weight_types(folder / part / IR_NAME)
         assert "i4" not in types and types.get("u8", 0) > 0.9 * sum(types.values())
 
 
@@ -94,8 +99,8 @@ def test_w8a8_quantizes_the_transformers_block_activations_only(tiny_compressed)
 
 
 def test_calibration_records_every_transformer_call(tiny_variant):
-    calibration = helpers.collect_calibration_data(tiny_variant, ["a red circle", "a blue square"], height=256, width=256)
-    assert len(calibration) == 2 * helpers.LCM_RECIPE.num_inference_steps  # the tiny model is an LCM: 4 steps a prompt
+    calibration = collect_calibration_data(tiny_variant, ["a red circle", "a blue square"], height=256, width=256)
+    assert len(calibration) == 2 * LCM_RECIPE.num_inference_steps  # the tiny model is an LCM: 4 steps a prompt
     assert {"hidden_states", "encoder_hidden_states", "timestep"} <= set(calibration[0])
     assert calibration[0]["hidden_states"].shape == (1, 4, 32, 32)
     assert not np.array_equal(calibration[0]["timestep"], calibration[1]["timestep"])
@@ -103,29 +108,29 @@ def test_calibration_records_every_transformer_call(tiny_variant):
 
 def test_w8a8_without_calibration_says_how_to_make_it(tiny_variant, tmp_path):
     with pytest.raises(ValueError, match="collect_calibration_data"):
-        helpers.compress_variant(tiny_variant, tmp_path / "W8A8", helpers.COMPRESSION_RECIPES["W8A8"])
+        compress_variant(tiny_variant, tmp_path / "W8A8", COMPRESSION_RECIPES["W8A8"])
 
 
 def test_compressed_weights_are_smaller(tiny_variant, tiny_compressed):
-    table = helpers.size_table(tiny_variant, tiny_compressed["INT8"])
+    table = size_table(tiny_variant, tiny_compressed["INT8"])
     assert table.loc["total", "ratio"] > 1.7  # INT8 + per-channel scales: a bit under 2x of FP16
-    for part in helpers.PARTS:
+    for part in PARTS:
         assert table.loc[part, "MB after"] < table.loc[part, "MB before"]
-    int4 = helpers.size_table(tiny_variant, tiny_compressed["INT4-T5"])
+    int4 = size_table(tiny_variant, tiny_compressed["INT4-T5"])
     assert int4.loc["text_encoder", "MB after"] < table.loc["text_encoder", "MB after"]
 
 
 def test_sinusoid_tables_survive_compression(tiny_compressed):
-    tables = helpers.sinusoid_tables(_read(tiny_compressed["INT8"], "transformer"))
+    tables = sinusoid_tables(_read(tiny_compressed["INT8"], "transformer"))
     assert tables and all(table.dtype != np.float16 for table in tables.values())
 
 
 def test_compressed_variant_is_complete_and_skipped_when_done(tiny_variant, tiny_compressed):
     folder = tiny_compressed["INT8"]
-    helpers.check_variant(folder)
+    check_variant(folder)
     assert (folder / "tokenizer").is_dir() and (folder / "scheduler").is_dir()
     messages = []
-    assert helpers.compress_variant(tiny_variant, folder, helpers.COMPRESSION_RECIPES["INT8"], progress=messages.append) == {}
+    assert compress_variant(tiny_variant, folder, COMPRESSION_RECIPES["INT8"], progress=messages.append) == {}
     assert len(messages) == 3 and all("skipped" in m for m in messages)
 
 
@@ -133,27 +138,27 @@ def test_interrupted_compression_is_not_taken_as_done(tiny_variant, tmp_path, mo
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(helpers.ov, "save_model", killed)
+    monkeypatch.setattr(ov, "save_model", killed)
     with pytest.raises(KeyboardInterrupt):
-        helpers.compress_variant(tiny_variant, tmp_path / "INT8", helpers.COMPRESSION_RECIPES["INT8"])
-    assert not helpers.is_part_converted(tmp_path / "INT8", "text_encoder")
-    with pytest.raises(helpers.VariantNotReadyError):
-        helpers.check_variant(tmp_path / "INT8")
+        compress_variant(tiny_variant, tmp_path / "INT8", COMPRESSION_RECIPES["INT8"])
+    assert not is_part_converted(tmp_path / "INT8", "text_encoder")
+    with pytest.raises(VariantNotReadyError):
+        check_variant(tmp_path / "INT8")
 
 
 def test_compressing_without_fp16_says_run_notebook_1(tmp_path):
-    with pytest.raises(helpers.VariantNotReadyError, match="run notebook 1"):
-        helpers.compress_variant(tmp_path / "FP16", tmp_path / "INT8", helpers.COMPRESSION_RECIPES["INT8"])
+    with pytest.raises(VariantNotReadyError, match="run notebook 1"):
+        compress_variant(tmp_path / "FP16", tmp_path / "INT8", COMPRESSION_RECIPES["INT8"])
 
 
 def test_compressed_pipeline_stays_close_to_fp16(tiny_variant, tiny_compressed):
-    prompt = helpers.EXAMPLE_PROMPTS[0]
+    prompt = EXAMPLE_PROMPTS[0]
     kwargs = dict(height=256, width=384, use_resolution_binning=False)
-    fp16 = helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG)
-    expected, _ = helpers.generate(fp16, prompt, **kwargs)
+    fp16 = OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)
+    expected, _ = generate(fp16, prompt, **kwargs)
     for name, folder in tiny_compressed.items():
-        pipe = helpers.OVPixArtAlphaPipeline.from_variant(folder, "CPU", helpers.F32_CONFIG)
-        actual, _ = helpers.generate(pipe, prompt, **kwargs)
+        pipe = OVPixArtAlphaPipeline.from_variant(folder, "CPU", F32_CONFIG)
+        actual, _ = generate(pipe, prompt, **kwargs)
         assert actual.size == (384, 256)
         # measured ~53 dB and SSIM 0.9998 on the tiny model; a broken compression gives noise-vs-noise (~10 dB)
-        assert helpers.psnr(expected, actual) > 35 and helpers.ssim(expected, actual) > 0.95, name
+        assert psnr(expected, actual) > 35 and ssim(expected, actual) > 0.95, name

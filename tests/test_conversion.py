@@ -7,26 +7,36 @@ import openvino as ov
 import pytest
 import torch
 
-import helpers
+from helpers.conversion import (
+    convert_pipeline,
+    float32_source,
+    load_torch_part,
+    sinusoid_tables,
+    stored_dtypes,
+    upcast_checkpoint,
+)
+from helpers.pipeline import OVTextEncoder, OVTransformer, OVVaeDecoder
+from helpers.settings import F32_CONFIG, MODEL_INDEX
+from helpers.variants import IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
 
 
 def test_conversion_writes_a_self_contained_variant(tiny_variant):
-    for part in helpers.PARTS:
-        assert helpers.is_part_converted(tiny_variant, part)
+    for part in PARTS:
+        assert is_part_converted(tiny_variant, part)
         assert (tiny_variant / part / "config.json").is_file()
     assert (tiny_variant / "tokenizer" / "tokenizer_config.json").is_file()
     assert (tiny_variant / "scheduler" / "scheduler_config.json").is_file()
-    assert (tiny_variant / helpers.MODEL_INDEX).is_file()
-    assert helpers.check_variant(tiny_variant) == tiny_variant
+    assert (tiny_variant / MODEL_INDEX).is_file()
+    assert check_variant(tiny_variant) == tiny_variant
     assert not list(tiny_variant.glob(".*partial"))
 
 
 def test_converted_parts_are_skipped(tiny_source, tiny_variant):
-    before = {p: (tiny_variant / p / helpers.IR_NAME).stat().st_mtime_ns for p in helpers.PARTS}
+    before = {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in PARTS}
     messages = []
-    assert helpers.convert_pipeline(tiny_source, tiny_variant, progress=messages.append) == {}
+    assert convert_pipeline(tiny_source, tiny_variant, progress=messages.append) == {}
     assert all("skipped" in m for m in messages) and len(messages) == 3
-    assert before == {p: (tiny_variant / p / helpers.IR_NAME).stat().st_mtime_ns for p in helpers.PARTS}
+    assert before == {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in PARTS}
 
 
 def test_interrupted_conversion_is_not_taken_as_done(tiny_source, tmp_path, monkeypatch):
@@ -36,21 +46,21 @@ def test_interrupted_conversion_is_not_taken_as_done(tiny_source, tmp_path, monk
         real_save(model, path, *args, **kwargs)  # the files exist, as after a kill during the rename's prelude
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(helpers.ov, "save_model", killed_while_writing)
+    monkeypatch.setattr(ov, "save_model", killed_while_writing)
     with pytest.raises(KeyboardInterrupt):
-        helpers.convert_pipeline(tiny_source, tmp_path, parts=("text_encoder",))
-    assert not helpers.is_part_converted(tmp_path, "text_encoder")
-    with pytest.raises(helpers.VariantNotReadyError, match="run notebook 1"):
-        helpers.check_variant(tmp_path)
+        convert_pipeline(tiny_source, tmp_path, parts=("text_encoder",))
+    assert not is_part_converted(tmp_path, "text_encoder")
+    with pytest.raises(VariantNotReadyError, match="run notebook 1"):
+        check_variant(tmp_path)
 
-    monkeypatch.setattr(helpers.ov, "save_model", real_save)
-    assert set(helpers.convert_pipeline(tiny_source, tmp_path)) == set(helpers.PARTS)  # the next run finishes it
-    helpers.check_variant(tmp_path)
+    monkeypatch.setattr(ov, "save_model", real_save)
+    assert set(convert_pipeline(tiny_source, tmp_path)) == set(PARTS)  # the next run finishes it
+    check_variant(tmp_path)
 
 
 def test_sinusoid_tables_are_not_rounded_to_fp16(tiny_variant):
-    model = ov.Core().read_model(tiny_variant / "transformer" / helpers.IR_NAME)
-    tables = helpers.sinusoid_tables(model)
+    model = ov.Core().read_model(tiny_variant / "transformer" / IR_NAME)
+    tables = sinusoid_tables(model)
     assert tables and all(table.dtype != np.float16 for table in tables.values())
     # diffusers' get_timestep_embedding frequencies for 256 channels (shared by timestep, resolution, aspect ratio)
     expected = np.exp(-np.log(10000.0) * np.arange(128, dtype=np.float32) / 128).astype(np.float32)
@@ -62,15 +72,15 @@ def test_sinusoid_tables_are_not_rounded_to_fp16(tiny_variant):
 
 
 def test_text_encoder_carries_the_activations_scale_factor(tiny_variant):
-    model = ov.Core().read_model(tiny_variant / "text_encoder" / helpers.IR_NAME)
+    model = ov.Core().read_model(tiny_variant / "text_encoder" / IR_NAME)
     assert model.get_rt_info(["runtime_options", "ACTIVATIONS_SCALE_FACTOR"]).astype(str) == "8.0"
 
 
 # Latent sizes: the traced size, native 128² (1024² images), 1024 bins 96x168 and 168x96, odd shapes; batch 1 and 2.
 @pytest.mark.parametrize("batch,height,width", [(2, 32, 36), (1, 128, 128), (2, 96, 168), (1, 168, 96), (2, 16, 40)])
 def test_transformer_ir_matches_torch_at_every_size(tiny_source, tiny_variant, batch, height, width):
-    torch_model = helpers.load_torch_part(tiny_source, "transformer")
-    ov_model = helpers.OVTransformer(tiny_variant / "transformer", ov.Core(), "CPU", helpers.F32_CONFIG)
+    torch_model = load_torch_part(tiny_source, "transformer")
+    ov_model = OVTransformer(tiny_variant / "transformer", ov.Core(), "CPU", F32_CONFIG)
     torch.manual_seed(0)
     length = 120
     mask = torch.ones(batch, length, dtype=torch.long)
@@ -95,8 +105,8 @@ def test_transformer_ir_matches_torch_at_every_size(tiny_source, tiny_variant, b
 
 
 def test_text_encoder_ir_matches_torch(tiny_source, tiny_variant):
-    torch_model = helpers.load_torch_part(tiny_source, "text_encoder")
-    ov_model = helpers.OVTextEncoder(tiny_variant / "text_encoder", ov.Core(), "CPU", helpers.F32_CONFIG)
+    torch_model = load_torch_part(tiny_source, "text_encoder")
+    ov_model = OVTextEncoder(tiny_variant / "text_encoder", ov.Core(), "CPU", F32_CONFIG)
     torch.manual_seed(0)
     ids = torch.randint(3, 300, (2, 37))
     mask = torch.ones_like(ids)
@@ -108,8 +118,8 @@ def test_text_encoder_ir_matches_torch(tiny_source, tiny_variant):
 
 
 def test_vae_decoder_ir_matches_torch_non_square(tiny_source, tiny_variant):
-    torch_model = helpers.load_torch_part(tiny_source, "vae_decoder")
-    ov_model = helpers.OVVaeDecoder(tiny_variant / "vae_decoder", ov.Core(), "CPU", helpers.F32_CONFIG)
+    torch_model = load_torch_part(tiny_source, "vae_decoder")
+    ov_model = OVVaeDecoder(tiny_variant / "vae_decoder", ov.Core(), "CPU", F32_CONFIG)
     torch.manual_seed(0)
     latents = torch.randn(1, 4, 24, 40)
     with torch.no_grad():
@@ -123,21 +133,21 @@ def test_vae_decoder_ir_matches_torch_non_square(tiny_source, tiny_variant):
 def test_half_precision_checkpoint_is_upcast_on_disk_not_in_memory(tiny_source, tmp_path):
     """A bf16-stored T5 (like the benchmark's T5-XXL) loads for conversion from a temporary FP32 copy, in shards."""
     bf16_source = tmp_path / "source"
-    helpers.load_torch_part(tiny_source, "text_encoder", dtype=torch.bfloat16).save_pretrained(bf16_source / "text_encoder")
-    assert helpers.stored_dtypes(bf16_source / "text_encoder") == {"BF16"}
-    with helpers.float32_source(bf16_source, "text_encoder", scratch=tmp_path) as folder:
+    load_torch_part(tiny_source, "text_encoder", dtype=torch.bfloat16).save_pretrained(bf16_source / "text_encoder")
+    assert stored_dtypes(bf16_source / "text_encoder") == {"BF16"}
+    with float32_source(bf16_source, "text_encoder", scratch=tmp_path) as folder:
         assert folder != bf16_source
-        assert helpers.stored_dtypes(folder / "text_encoder") == {"F32"}
-        upcast = helpers.load_torch_part(folder, "text_encoder")
-        expected = helpers.load_torch_part(bf16_source, "text_encoder")  # cast in memory: the same numbers
+        assert stored_dtypes(folder / "text_encoder") == {"F32"}
+        upcast = load_torch_part(folder, "text_encoder")
+        expected = load_torch_part(bf16_source, "text_encoder")  # cast in memory: the same numbers
         for (name, a), (_, b) in zip(upcast.state_dict().items(), expected.state_dict().items()):
             assert a.dtype == torch.float32 and torch.equal(a, b), name
     assert not any(path.name.startswith(".text_encoder-fp32") for path in tmp_path.iterdir())  # removed afterwards
-    with helpers.float32_source(tiny_source, "transformer", scratch=tmp_path) as folder:
+    with float32_source(tiny_source, "transformer", scratch=tmp_path) as folder:
         assert folder == tiny_source  # FP32 already: used in place, memory-mapped
 
 
 def test_upcast_checkpoint_writes_shards_and_an_index(tiny_source, tmp_path):
-    out = helpers.upcast_checkpoint(tiny_source / "text_encoder", tmp_path / "te", shard_bytes=50_000)
+    out = upcast_checkpoint(tiny_source / "text_encoder", tmp_path / "te", shard_bytes=50_000)
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1 and (out / "config.json").is_file()

@@ -8,7 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-import helpers
+from helpers.demo import DemoBackend, build_demo, launch_demo
+from helpers.settings import LCM_RECIPE
+from helpers.sizes import parse_size, size_choices
+from helpers.variants import VariantNotReadyError, available_variants
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (Playwright's own download can't run here)
@@ -16,31 +19,31 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (Playwri
 
 @pytest.fixture(scope="module")
 def demo_url(model_root, tiny_compressed):
-    demo = helpers.launch_demo(helpers.build_demo("tiny", "CPU", root=model_root), block=False)
+    demo = launch_demo(build_demo("tiny", "CPU", root=model_root), block=False)
     yield demo.local_url
     demo.close()
 
 
 def test_variants_on_disk_fp16_first(model_root, tiny_compressed):
-    assert helpers.available_variants("tiny", root=model_root) == ["FP16", "INT8", "INT4-T5", "W8A8"]
+    assert available_variants("tiny", root=model_root) == ["FP16", "INT8", "INT4-T5", "W8A8"]
 
 
 def test_no_variant_says_run_notebook_1(tmp_path):
-    with pytest.raises(helpers.VariantNotReadyError, match="run notebook 1"):
-        helpers.available_variants("tiny", root=tmp_path)
+    with pytest.raises(VariantNotReadyError, match="run notebook 1"):
+        available_variants("tiny", root=tmp_path)
 
 
 def test_sizes_are_the_aspect_ratio_bins(tiny_variant):
-    sizes = helpers.size_choices(tiny_variant)
+    sizes = size_choices(tiny_variant)
     assert sizes[0] == "1024×1024" and "1344×768" in sizes and "768×1344" in sizes
-    assert helpers.parse_size("1344x768", sizes) == (768, 1344)
+    assert parse_size("1344x768", sizes) == (768, 1344)
     with pytest.raises(ValueError, match="can't make '1000×1000'.*1024×1024"):
-        helpers.parse_size("1000×1000", sizes)
+        parse_size("1000×1000", sizes)
 
 
 def test_backend_follows_the_checkpoint_recipe(model_root, tiny_compressed):
-    backend = helpers.DemoBackend("tiny", "CPU", root=model_root)
-    assert backend.recipe == helpers.LCM_RECIPE
+    backend = DemoBackend("tiny", "CPU", root=model_root)
+    assert backend.recipe == LCM_RECIPE
     steps = []
     image, seconds = backend.generate("a red circle", "", 1, 2, 0.0, "768×1344", "INT8", on_step=lambda done, total: steps.append((done, total)))
     assert image.size == (768, 1344) and seconds > 0

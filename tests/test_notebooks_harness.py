@@ -1,19 +1,9 @@
 """The notebook benchmark's harness: its markdown table and its process-tree memory sampler (no notebook runs)."""
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
-HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "notebooks.py"
-
-
-def load_harness():
-    # benchmarks/ is not a package: load the module from its file
-    spec = importlib.util.spec_from_file_location("notebooks_harness", HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import notebooks as harness
 
 
 def record(name, passed, seconds, anon, file, summary):
@@ -25,7 +15,6 @@ def record(name, passed, seconds, anon, file, summary):
 
 
 def test_markdown_has_one_row_per_notebook():
-    harness = load_harness()
     results = {
         "machine": {"cpu": "Test CPU", "flags": ["amx_tile", "amx_bf16", "avx512f"], "cores": 16, "memory_gib": 125.5,
                     "openvino": "2025.0", "torch": "2.5.0", "date": "2025-01-01"},
@@ -47,7 +36,6 @@ def test_markdown_has_one_row_per_notebook():
 
 
 def test_cell_seconds_read_from_pytests_durations():
-    harness = load_harness()
     lines = ["============================== slowest durations ===============================",
              "399.06s call     notebooks/02-generate.ipynb::Cell 5", "0.79s setup    notebooks/02-generate.ipynb::Cell 0",
              "3.90s call     notebooks/02-generate.ipynb::Cell 1"]
@@ -55,13 +43,11 @@ def test_cell_seconds_read_from_pytests_durations():
 
 
 def test_markdown_without_amx():
-    harness = load_harness()
     text = harness.markdown({"machine": {"cpu": "Old CPU", "flags": ["avx2"]}, "model": "m"})
     assert "no AMX" in text and "no bf16" in text
 
 
 def test_sampler_measures_child_process_tree():
-    harness = load_harness()
     # a shell whose child allocates 300 MB: the memory is a grandchild's, found only by walking the tree
     script = "import time; b = bytearray(300 * 2**20); time.sleep(2)"
     child = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{script}"; true'])
@@ -73,7 +59,6 @@ def test_sampler_measures_child_process_tree():
 
 
 def test_machine_reports_cores_and_memory():
-    harness = load_harness()
     info = harness.machine()
     assert info["cores"] >= 1 and info["memory_gib"] > 0 and info["cpu"]
     assert set(info["flags"]) <= set(harness.CPU_FLAGS)

@@ -7,7 +7,11 @@ import pytest
 import torch
 from diffusers import PixArtAlphaPipeline
 
-import helpers
+from helpers.comparison import psnr
+from helpers.pipeline import OVPixArtAlphaPipeline, compute_precision, generate
+from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
+from helpers.sizes import size_choices
+from helpers.variants import VariantNotReadyError
 
 # FP16-compressed weights against fp32 PyTorch, compiled with an f32 hint: the images differ by rounding only
 # (~65 dB measured on the tiny model). 40 dB leaves room for other CPUs' kernels and still fails on any real
@@ -18,10 +22,10 @@ MIN_PSNR_DB = 40.0
 @pytest.fixture(scope="module")
 def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_variant):
     return {
-        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG)),
+        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)),
         "standard": (
             PixArtAlphaPipeline.from_pretrained(tiny_standard_source),
-            helpers.OVPixArtAlphaPipeline.from_variant(tiny_standard_variant, "CPU", helpers.F32_CONFIG),
+            OVPixArtAlphaPipeline.from_variant(tiny_standard_variant, "CPU", F32_CONFIG),
         ),
     }
 
@@ -30,28 +34,28 @@ def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_var
 @pytest.mark.parametrize("height,width", [(1024, 1024), (768, 1344)])
 def test_openvino_image_matches_pytorch(pipelines, recipe, height, width):
     reference, ov_pipe = pipelines[recipe]
-    expected, _ = helpers.generate(reference, helpers.EXAMPLE_PROMPTS[1], seed=42, height=height, width=width)
-    actual, _ = helpers.generate(ov_pipe, helpers.EXAMPLE_PROMPTS[1], seed=42, height=height, width=width)
+    expected, _ = generate(reference, EXAMPLE_PROMPTS[1], seed=42, height=height, width=width)
+    actual, _ = generate(ov_pipe, EXAMPLE_PROMPTS[1], seed=42, height=height, width=width)
     assert actual.size == expected.size == (width, height)
-    assert helpers.psnr(expected, actual) > MIN_PSNR_DB
+    assert psnr(expected, actual) > MIN_PSNR_DB
 
 
 def test_batch_of_two_prompts_with_guidance_matches_pytorch(pipelines):
     reference, ov_pipe = pipelines["standard"]
     kwargs = dict(
-        prompt=list(helpers.EXAMPLE_PROMPTS[:2]), negative_prompt="blurry", num_inference_steps=5, guidance_scale=4.5,
+        prompt=list(EXAMPLE_PROMPTS[:2]), negative_prompt="blurry", num_inference_steps=5, guidance_scale=4.5,
         height=512, width=768, use_resolution_binning=False, output_type="np",
     )
     expected = reference(**kwargs, generator=torch.Generator().manual_seed(7)).images
     actual = ov_pipe(**kwargs, generator=torch.Generator().manual_seed(7)).images
     assert actual.shape == expected.shape == (2, 512, 768, 3)
     assert 0.0 <= actual.min() and actual.max() <= 1.0
-    assert all(helpers.psnr(e, a) > MIN_PSNR_DB for e, a in zip(expected, actual))
+    assert all(psnr(e, a) > MIN_PSNR_DB for e, a in zip(expected, actual))
 
 
 def test_low_memory_gives_the_same_picture_with_one_part_compiled_at_a_time(tiny_variant, pipelines):
     _, kept = pipelines["LCM"]
-    low = helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG, low_memory=True)
+    low = OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG, low_memory=True)
     parts = (low.text_encoder, low.transformer, low.vae)
     assert low.low_memory and not any(part.is_compiled for part in parts)
     assert kept.text_encoder.is_compiled and not kept.low_memory
@@ -72,23 +76,23 @@ def test_low_memory_is_chosen_from_the_weights_in_memory(tiny_variant, monkeypat
     from helpers import pipeline
 
     # the device's own answer (an ov.Type) and hints given as strings, named alike
-    assert helpers.compute_precision("CPU") in ("f32", "bf16", "f16")
-    assert helpers.compute_precision("AUTO") == helpers.compute_precision("CPU")
-    assert helpers.compute_precision("CPU", {"INFERENCE_PRECISION_HINT": "bf16"}) == "bf16"
-    assert helpers.compute_precision("CPU", helpers.F32_CONFIG) == "f32"
+    assert compute_precision("CPU") in ("f32", "bf16", "f16")
+    assert compute_precision("AUTO") == compute_precision("CPU")
+    assert compute_precision("CPU", {"INFERENCE_PRECISION_HINT": "bf16"}) == "bf16"
+    assert compute_precision("CPU", F32_CONFIG) == "f32"
 
     f32, bf16 = pipeline.weights_in_memory_gib(tiny_variant, "f32"), pipeline.weights_in_memory_gib(tiny_variant, "bf16")
     assert f32 == pytest.approx(2 * bf16)  # FP16 weights held in f32 take twice their file
-    assert pipeline.fits_in_memory(tiny_variant, "CPU", helpers.F32_CONFIG)
+    assert pipeline.fits_in_memory(tiny_variant, "CPU", F32_CONFIG)
     monkeypatch.setattr(pipeline, "memory_gib", lambda: f32 / pipeline.MEMORY_SHARE * 0.99)
-    assert not pipeline.fits_in_memory(tiny_variant, "CPU", helpers.F32_CONFIG)
+    assert not pipeline.fits_in_memory(tiny_variant, "CPU", F32_CONFIG)
     assert pipeline.fits_in_memory(tiny_variant, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-    assert helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", helpers.F32_CONFIG).low_memory
+    assert OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG).low_memory
 
 
 def test_num_images_per_prompt_and_recipe_defaults(pipelines):
     _, ov_pipe = pipelines["LCM"]
-    assert ov_pipe.recipe == helpers.LCM_RECIPE
+    assert ov_pipe.recipe == LCM_RECIPE
     images = ov_pipe("a red circle", num_images_per_prompt=2, height=256, width=256, use_resolution_binning=False).images
     assert [image.size for image in images] == [(256, 256)] * 2
     assert np.asarray(images[0]).std() > 0 and not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
@@ -129,35 +133,35 @@ def test_one_step_needs_the_lcm_scheduler(pipelines):
 
 def test_unknown_device_lists_the_devices(tiny_variant):
     with pytest.raises(ValueError, match=r"Unknown device 'NPU9'.*AUTO"):
-        helpers.OVPixArtAlphaPipeline.from_variant(tiny_variant, "NPU9")
+        OVPixArtAlphaPipeline.from_variant(tiny_variant, "NPU9")
 
 
 def test_missing_variant_says_run_notebook_1(tmp_path):
-    with pytest.raises(helpers.VariantNotReadyError, match=r"run notebook 1 \(01-convert\) or `python -m helpers convert --model .*` first"):
-        helpers.OVPixArtAlphaPipeline.from_variant(tmp_path / "nothing-here")
+    with pytest.raises(VariantNotReadyError, match=r"run notebook 1 \(01-convert\) or `python -m helpers convert --model .*` first"):
+        OVPixArtAlphaPipeline.from_variant(tmp_path / "nothing-here")
 
 
 def test_half_written_variant_is_refused(tiny_variant, tmp_path):
     copy = shutil.copytree(tiny_variant, tmp_path / "FP16")
     (copy / "transformer" / "openvino_model.bin").unlink()
-    with pytest.raises(helpers.VariantNotReadyError, match="incomplete.*transformer.*run notebook 1"):
-        helpers.OVPixArtAlphaPipeline.from_variant(copy)
+    with pytest.raises(VariantNotReadyError, match="incomplete.*transformer.*run notebook 1"):
+        OVPixArtAlphaPipeline.from_variant(copy)
 
 
 def test_psnr_on_known_arrays():
     a = np.zeros((4, 4, 3))
     b = np.full((4, 4, 3), 0.1)
-    assert helpers.psnr(a, b) == pytest.approx(20.0)
-    assert helpers.psnr(a, a) == float("inf")
+    assert psnr(a, b) == pytest.approx(20.0)
+    assert psnr(a, a) == float("inf")
     with pytest.raises(ValueError, match="shape"):
-        helpers.psnr(a, np.zeros((2, 2, 3)))
+        psnr(a, np.zeros((2, 2, 3)))
 
 
 def test_a_sample_size_without_alpha_bins_asks_for_binning_off(tiny_variant, tmp_path):
     copy = shutil.copytree(tiny_variant, tmp_path / "FP16")
     config = copy / "transformer" / "config.json"
     config.write_text(config.read_text().replace('"sample_size": 128', '"sample_size": 256'))
-    pipe = helpers.OVPixArtAlphaPipeline.from_variant(copy, "CPU", low_memory=True)  # nothing compiled: refused first
-    assert helpers.size_choices(copy)[0] == "2048×2048"
+    pipe = OVPixArtAlphaPipeline.from_variant(copy, "CPU", low_memory=True)  # nothing compiled: refused first
+    assert size_choices(copy)[0] == "2048×2048"
     with pytest.raises(ValueError, match="no aspect-ratio bins for sample size 256.*use_resolution_binning=False"):
         pipe("a cat")

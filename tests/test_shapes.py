@@ -7,8 +7,22 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-import helpers
-from helpers.shapes import ATTRIBUTES, COLORS, POSITIONS, SHAPES
+from helpers.settings import DEFAULT_MODEL_ID, EXAMPLE_PROMPTS, MODEL_ROOT, example_prompts
+from helpers.shapes import (
+    ATTRIBUTES,
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    Scene,
+    alignment_score,
+    all_scenes,
+    evaluation_scenes,
+    load_captioned_images,
+    make_dataset,
+    read_scene,
+    render,
+    score_image,
+)
 
 ALLOWED = {"shape": SHAPES, "color": tuple(COLORS), "position": tuple(POSITIONS), "background": tuple(COLORS)}
 
@@ -21,24 +35,24 @@ def generated_look(image: Image.Image, rng: np.random.Generator, noise: float = 
 
 
 def test_all_scenes_and_caption_round_trip():
-    scenes = helpers.all_scenes()
+    scenes = all_scenes()
     assert len(scenes) == len(set(scenes)) == 3 * 8 * 5 * 7
     for scene in scenes:
-        assert helpers.Scene.from_caption(scene.caption) == scene
+        assert Scene.from_caption(scene.caption) == scene
 
 
 def test_caption_text():
     assert (
-        helpers.Scene("circle", "red", "top left", "blue").caption
+        Scene("circle", "red", "top left", "blue").caption
         == "a red circle at the top left on a blue background"
     )
-    assert helpers.Scene("circle", "red", "center", "blue").caption == "a red circle in the center on a blue background"
-    assert helpers.Scene("square", "orange", "center", "black").caption.startswith("an orange square")
+    assert Scene("circle", "red", "center", "blue").caption == "a red circle in the center on a blue background"
+    assert Scene("square", "orange", "center", "black").caption.startswith("an orange square")
 
 
 def test_from_caption_tolerates_case_and_spacing():
-    scene = helpers.Scene.from_caption("  A Red   CIRCLE at the Top  Left\non a blue background ")
-    assert scene == helpers.Scene("circle", "red", "top left", "blue")
+    scene = Scene.from_caption("  A Red   CIRCLE at the Top  Left\non a blue background ")
+    assert scene == Scene("circle", "red", "top left", "blue")
 
 
 @pytest.mark.parametrize(
@@ -53,14 +67,14 @@ def test_from_caption_tolerates_case_and_spacing():
 )
 def test_bad_captions_name_the_expected_form(text):
     with pytest.raises(ValueError, match="not of the form"):
-        helpers.Scene.from_caption(text)
+        Scene.from_caption(text)
 
 
 def test_caption_with_unknown_value_names_the_field():
     with pytest.raises(ValueError, match="Unknown shape 'hexagon'.*circle, square, triangle"):
-        helpers.Scene.from_caption("a red hexagon at the top left on a blue background")
+        Scene.from_caption("a red hexagon at the top left on a blue background")
     with pytest.raises(ValueError, match="Unknown color 'pink'"):
-        helpers.Scene.from_caption("a pink circle at the top left on a blue background")
+        Scene.from_caption("a pink circle at the top left on a blue background")
 
 
 @pytest.mark.parametrize(
@@ -75,47 +89,47 @@ def test_caption_with_unknown_value_names_the_field():
 )
 def test_invalid_scenes_raise(fields, message):
     with pytest.raises(ValueError, match=message):
-        helpers.Scene(*fields)
+        Scene(*fields)
 
 
 def test_render_is_exact_without_rng():
-    scene = helpers.Scene("square", "green", "top left", "white")
-    image = helpers.render(scene, 100, 100)
+    scene = Scene("square", "green", "top left", "white")
+    image = render(scene, 100, 100)
     assert image.mode == "RGB" and image.size == (100, 100)
     pixels = np.asarray(image)
     assert tuple(pixels[28, 28]) == COLORS["green"] and tuple(pixels[0, 0]) == COLORS["white"]
     assert tuple(pixels[72, 72]) == COLORS["white"]
-    assert np.array_equal(pixels, np.asarray(helpers.render(scene, 100, 100)))
+    assert np.array_equal(pixels, np.asarray(render(scene, 100, 100)))
 
 
 @pytest.mark.parametrize("size", [(128, 128), (192, 320)])
 def test_rendered_scenes_are_read_back(size):
     rng = np.random.default_rng(7)
-    for scene, _ in helpers.evaluation_scenes(40):
-        image = generated_look(helpers.render(scene, *size, rng=rng), rng)
-        assert helpers.read_scene(image) == dataclasses.asdict(scene), scene.caption
+    for scene, _ in evaluation_scenes(40):
+        image = generated_look(render(scene, *size, rng=rng), rng)
+        assert read_scene(image) == dataclasses.asdict(scene), scene.caption
 
 
 def test_blank_picture_has_no_shape():
-    read = helpers.read_scene(Image.new("RGB", (64, 64), COLORS["blue"]))
+    read = read_scene(Image.new("RGB", (64, 64), COLORS["blue"]))
     assert read == {"shape": "none", "color": "none", "position": "none", "background": "blue"}
 
 
 def test_red_square_is_not_a_blue_circle():
-    image = helpers.render(helpers.Scene("square", "red", "top left", "white"), 128, 128)
-    asked = helpers.Scene.from_caption("a blue circle at the top left on a white background")
-    scores = helpers.score_image(image, asked)
+    image = render(Scene("square", "red", "top left", "white"), 128, 128)
+    asked = Scene.from_caption("a blue circle at the top left on a white background")
+    scores = score_image(image, asked)
     assert scores == {"shape": False, "color": False, "position": True, "background": True, "all": False}
-    assert helpers.alignment_score([image], [asked])["overall"] == 0.0
+    assert alignment_score([image], [asked])["overall"] == 0.0
 
 
 @pytest.mark.parametrize(
     "scene", [("triangle", "yellow", "bottom right", "purple"), ("circle", "black", "center", "orange")]
 )
 def test_changing_one_attribute_fails_only_that_attribute(scene):
-    scene = helpers.Scene(*scene)
-    image = helpers.render(scene, 128, 128)
-    assert helpers.score_image(image, scene)["all"]
+    scene = Scene(*scene)
+    image = render(scene, 128, 128)
+    assert score_image(image, scene)["all"]
     for attribute in ATTRIBUTES:
         for value in ALLOWED[attribute]:
             try:
@@ -124,39 +138,39 @@ def test_changing_one_attribute_fails_only_that_attribute(scene):
                 continue
             if changed == scene:
                 continue
-            scores = helpers.score_image(image, changed)
+            scores = score_image(image, changed)
             assert not scores[attribute] and not scores["all"], changed.caption
             assert all(scores[other] for other in ATTRIBUTES if other != attribute), changed.caption
 
 
 def test_alignment_score_fractions():
-    scenes = [helpers.Scene("circle", "red", "top left", "blue"), helpers.Scene("square", "green", "center", "white")]
-    images = [helpers.render(scene, 96, 96) for scene in scenes]
+    scenes = [Scene("circle", "red", "top left", "blue"), Scene("square", "green", "center", "white")]
+    images = [render(scene, 96, 96) for scene in scenes]
     wrong_shape = dataclasses.replace(scenes[0], shape="triangle")
     wrong_color_and_place = dataclasses.replace(scenes[1], color="black", position="top right")
-    result = helpers.alignment_score(images * 2, scenes + [wrong_shape, wrong_color_and_place])
+    result = alignment_score(images * 2, scenes + [wrong_shape, wrong_color_and_place])
     assert result == {"shape": 0.75, "color": 0.75, "position": 0.75, "background": 1.0, "overall": 0.5}
     with pytest.raises(ValueError, match="2 images but 1 scenes"):
-        helpers.alignment_score(images, scenes[:1])
+        alignment_score(images, scenes[:1])
 
 
 def test_evaluation_scenes_cover_everything_and_are_fixed():
-    pairs = helpers.evaluation_scenes()
+    pairs = evaluation_scenes()
     assert len(pairs) >= 64
-    assert pairs == helpers.evaluation_scenes()
-    assert pairs != helpers.evaluation_scenes(seed=1)
+    assert pairs == evaluation_scenes()
+    assert pairs != evaluation_scenes(seed=1)
     scenes = [scene for scene, _ in pairs]
     assert len(set(scenes)) == len(scenes)
     for attribute, values in ALLOWED.items():
         assert {getattr(scene, attribute) for scene in scenes} == set(values), attribute
     assert all(isinstance(seed, int) for _, seed in pairs)
-    assert len(helpers.evaluation_scenes(8)) == 8
+    assert len(evaluation_scenes(8)) == 8
     with pytest.raises(ValueError, match="count must be"):
-        helpers.evaluation_scenes(3)
+        evaluation_scenes(3)
 
 
 def test_make_dataset_layout(tmp_path):
-    folder = helpers.make_dataset(tmp_path / "shapes", 6, seed=3, width=64, height=64)
+    folder = make_dataset(tmp_path / "shapes", 6, seed=3, width=64, height=64)
     with open(folder / "img_txt.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert list(rows[0]) == ["dir", "text"] and len(rows) == 6
@@ -164,24 +178,24 @@ def test_make_dataset_layout(tmp_path):
     for row in rows:
         image = Image.open(folder / row["dir"])
         assert image.size == (64, 64)
-        assert helpers.score_image(image, helpers.Scene.from_caption(row["text"]))["all"]
+        assert score_image(image, Scene.from_caption(row["text"]))["all"]
     assert [path.name for path in tmp_path.iterdir()] == ["shapes"]  # no temporary folder left behind
 
 
 def test_make_dataset_reuses_or_rebuilds(tmp_path):
-    folder = helpers.make_dataset(tmp_path / "shapes", 3, width=32, height=32)
+    folder = make_dataset(tmp_path / "shapes", 3, width=32, height=32)
     marker = folder / "images" / "marker"
     marker.touch()
-    helpers.make_dataset(folder, 3, width=32, height=32)
+    make_dataset(folder, 3, width=32, height=32)
     assert marker.exists()  # same row count: left unchanged
-    helpers.make_dataset(folder, 4, width=32, height=32)
+    make_dataset(folder, 4, width=32, height=32)
     assert not marker.exists() and len(list((folder / "images").iterdir())) == 4
 
 
 def test_load_captioned_images(tmp_path):
     datasets = pytest.importorskip("datasets")
-    folder = helpers.make_dataset(tmp_path / "shapes", 6, width=64, height=64)
-    data = helpers.load_captioned_images(folder)
+    folder = make_dataset(tmp_path / "shapes", 6, width=64, height=64)
+    data = load_captioned_images(folder)
     assert len(data) == 6 and set(data.column_names) == {"image", "text"}
     assert isinstance(data.features["image"], datasets.Image)
     with open(folder / "img_txt.csv", newline="") as file:
@@ -191,15 +205,15 @@ def test_load_captioned_images(tmp_path):
 
 def test_load_captioned_images_explains_a_bad_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="No img_txt.csv.*'dir'.*'text'"):
-        helpers.load_captioned_images(tmp_path)
+        load_captioned_images(tmp_path)
     (tmp_path / "img_txt.csv").write_text("file_name,caption\nimages/0.png,a red circle\n")
     with pytest.raises(ValueError, match="lacks column\\(s\\) dir, text"):
-        helpers.load_captioned_images(tmp_path)
+        load_captioned_images(tmp_path)
 
 
 def test_the_shapes_model_is_shown_captions_it_can_draw():
-    prompts = helpers.example_prompts("shapes")
-    assert prompts == helpers.example_prompts(str(helpers.MODEL_ROOT / "shapes" / "diffusers"))
-    scenes = [helpers.Scene.from_caption(prompt) for prompt in prompts]  # raises on a caption of another form
+    prompts = example_prompts("shapes")
+    assert prompts == example_prompts(str(MODEL_ROOT / "shapes" / "diffusers"))
+    scenes = [Scene.from_caption(prompt) for prompt in prompts]  # raises on a caption of another form
     assert len({scene.shape for scene in scenes}) == 3 and len({scene.position for scene in scenes}) == 4
-    assert helpers.example_prompts("tiny") == helpers.example_prompts(helpers.DEFAULT_MODEL_ID) == helpers.EXAMPLE_PROMPTS
+    assert example_prompts("tiny") == example_prompts(DEFAULT_MODEL_ID) == EXAMPLE_PROMPTS

@@ -3,18 +3,22 @@
 import pytest
 from diffusers import PixArtAlphaPipeline
 
-import helpers
+from helpers.comparison import evaluate_alignment
+from helpers.settings import MODEL_ROOT, STANDARD_RECIPE, model_name
+from helpers.shapes import ATTRIBUTES, evaluation_scenes
+from helpers.sources import ModelSourceError, resolve_model_source
+from helpers.variants import folder_size_mb, variant_dir
 
 
 @pytest.fixture(scope="module")
 def shapes_source():
-    return helpers.resolve_model_source("shapes")
+    return resolve_model_source("shapes")
 
 
 def test_shipped_model_is_a_small_diffusers_folder(shapes_source):
-    assert shapes_source == helpers.MODEL_ROOT / "shapes" / "diffusers"
-    assert helpers.folder_size_mb(shapes_source) < 25
-    assert helpers.model_name("shapes") == "shapes" and helpers.variant_dir("shapes").parent.name == "shapes"
+    assert shapes_source == MODEL_ROOT / "shapes" / "diffusers"
+    assert folder_size_mb(shapes_source) < 25
+    assert model_name("shapes") == "shapes" and variant_dir("shapes").parent.name == "shapes"
 
 
 def test_shipped_model_draws_what_it_is_asked(shapes_source):
@@ -26,14 +30,13 @@ def test_shipped_model_draws_what_it_is_asked(shapes_source):
     """
     pipe = PixArtAlphaPipeline.from_pretrained(shapes_source)
     pipe.set_progress_bar_config(disable=True)
-    evaluation = helpers.evaluation_scenes(16)
-    score, images = helpers.evaluate_alignment(pipe, evaluation, helpers.STANDARD_RECIPE)
+    evaluation = evaluation_scenes(16)
+    score, images = evaluate_alignment(pipe, evaluation, STANDARD_RECIPE)
     assert all(image.size == (256, 256) for image in images)
-    assert all(score[attribute] >= 15 / 16 for attribute in helpers.ATTRIBUTES), score
+    assert all(score[attribute] >= 15 / 16 for attribute in ATTRIBUTES), score
     assert score["overall"] >= 14 / 16, score
 
 
-def test_missing_shipped_model_says_how_to_get_it_back(monkeypatch, tmp_path):
-    monkeypatch.setattr(helpers.sources, "MODEL_ROOT", tmp_path)
-    with pytest.raises(helpers.ModelSourceError, match="git checkout -- model/shapes"):
-        helpers.resolve_model_source("shapes")
+def test_missing_shipped_model_says_how_to_get_it_back(tmp_path):
+    with pytest.raises(ModelSourceError, match="git checkout -- model/shapes"):
+        resolve_model_source("shapes", root=tmp_path)

@@ -6,7 +6,28 @@ import pytest
 import torch
 from diffusers import PixArtAlphaPipeline
 
-import helpers
+from helpers.conversion import load_torch_part, stored_dtypes
+from helpers.settings import (
+    DEFAULT_MODEL_ID,
+    LCM_RECIPE,
+    MODEL_ROOT,
+    STANDARD_RECIPE,
+    model_id_from_env,
+    model_name,
+    recipe_for,
+)
+from helpers.sizes import size_choices
+from helpers.sources import (
+    TINY_T5_CONFIG,
+    TINY_TRANSFORMER_CONFIG,
+    TINY_VAE_CONFIG,
+    ModelSourceError,
+    build_random,
+    build_random_pipeline,
+    build_tiny_pipeline,
+    resolve_model_source,
+)
+from helpers.variants import variant_dir
 
 
 def _digests(folder):
@@ -14,7 +35,7 @@ def _digests(folder):
 
 
 def test_tiny_builds_identically_twice(tiny_source, tmp_path):
-    again = helpers.build_tiny_pipeline(tmp_path / "again")
+    again = build_tiny_pipeline(tmp_path / "again")
     weights = {k: v for k, v in _digests(tiny_source).items() if k.endswith((".safetensors", ".json"))}
     assert weights == {k: v for k, v in _digests(again).items() if k in weights}
     assert any(k.startswith("transformer/") and k.endswith(".safetensors") for k in weights)
@@ -26,13 +47,13 @@ def test_tiny_takes_the_real_checkpoints_code_paths(tiny_source):
     assert pipe.transformer.use_additional_conditions
     assert pipe.vae_scale_factor == 8
     assert type(pipe.scheduler).__name__ == "LCMScheduler"
-    assert helpers.recipe_for(pipe.scheduler) == helpers.LCM_RECIPE
+    assert recipe_for(pipe.scheduler) == LCM_RECIPE
 
 
 def test_tiny_standard_uses_dpm_solver(tiny_standard_source):
     pipe = PixArtAlphaPipeline.from_pretrained(tiny_standard_source)
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
-    assert helpers.recipe_for(pipe.scheduler) == helpers.STANDARD_RECIPE
+    assert recipe_for(pipe.scheduler) == STANDARD_RECIPE
 
 
 def test_tiny_tokenizer_knows_words(tiny_source):
@@ -48,72 +69,71 @@ def test_interrupted_build_leaves_nothing_that_loads(tmp_path, monkeypatch):
 
     monkeypatch.setattr(PixArtAlphaPipeline, "save_pretrained", killed)
     with pytest.raises(KeyboardInterrupt):
-        helpers.build_tiny_pipeline(tmp_path / "tiny")
+        build_tiny_pipeline(tmp_path / "tiny")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_model_offline_names_the_ways_forward(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(helpers.ModelSourceError) as error:
-        helpers.resolve_model_source("PixArt-alpha/no-such-model-here")
+    with pytest.raises(ModelSourceError) as error:
+        resolve_model_source("PixArt-alpha/no-such-model-here")
     assert "PIXART_MODEL_ID=tiny" in str(error.value)
     assert "folder" in str(error.value)
 
 
 def test_local_folder_without_model_index_is_refused(tmp_path):
-    with pytest.raises(helpers.ModelSourceError, match="model_index.json"):
-        helpers.resolve_model_source(str(tmp_path))
+    with pytest.raises(ModelSourceError, match="model_index.json"):
+        resolve_model_source(str(tmp_path))
 
 
 def test_local_diffusers_folder_is_used_as_is(tiny_source):
-    assert helpers.resolve_model_source(str(tiny_source)) == tiny_source
+    assert resolve_model_source(str(tiny_source)) == tiny_source
 
 
 def test_paths_derive_from_the_model_id():
-    assert helpers.model_name("PixArt-alpha/PixArt-LCM-XL-2-1024-MS") == "PixArt-LCM-XL-2-1024-MS"
-    assert helpers.variant_dir("tiny", "INT8").parts[-2:] == ("tiny", "INT8")
+    assert model_name("PixArt-alpha/PixArt-LCM-XL-2-1024-MS") == "PixArt-LCM-XL-2-1024-MS"
+    assert variant_dir("tiny", "INT8").parts[-2:] == ("tiny", "INT8")
 
 
 def test_model_id_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("PIXART_MODEL_ID", raising=False)
-    assert helpers.model_id_from_env() == helpers.DEFAULT_MODEL_ID
+    assert model_id_from_env() == DEFAULT_MODEL_ID
     monkeypatch.setenv("PIXART_MODEL_ID", "tiny")
-    assert helpers.model_id_from_env() == "tiny"
+    assert model_id_from_env() == "tiny"
 
 
-def test_untrained_shapes_model_says_how_to_make_it(monkeypatch, tmp_path):
-    monkeypatch.setattr(helpers.sources, "MODEL_ROOT", tmp_path)
-    with pytest.raises(helpers.ModelSourceError, match="python -m helpers train"):
-        helpers.resolve_model_source("shapes")
+def test_untrained_shapes_model_says_how_to_make_it(tmp_path):
+    with pytest.raises(ModelSourceError, match="python -m helpers train"):
+        resolve_model_source("shapes", root=tmp_path)
 
 
 def test_diffusers_folders_are_named_after_their_parent():
-    assert helpers.model_name("model/shapes-notebook/diffusers") == "shapes-notebook"
-    assert helpers.variant_dir("model/tiny/diffusers", "INT8") == helpers.MODEL_ROOT / "tiny" / "INT8"
+    assert model_name("model/shapes-notebook/diffusers") == "shapes-notebook"
+    assert variant_dir("model/tiny/diffusers", "INT8") == MODEL_ROOT / "tiny" / "INT8"
 
 
 def test_build_random_makes_a_512_bin_checkpoint_with_an_fp32_encoder_stored_like_the_real_one(tmp_path):
-    folder = helpers.build_random(tmp_path / "pixart-512" / "diffusers", preset="tiny", sample_size=64, scheduler="dpm")
-    assert helpers.resolve_model_source(str(folder)) == folder and helpers.model_name(folder) == "pixart-512"
+    folder = build_random(tmp_path / "pixart-512" / "diffusers", preset="tiny", sample_size=64, scheduler="dpm")
+    assert resolve_model_source(str(folder)) == folder and model_name(folder) == "pixart-512"
     pipe = PixArtAlphaPipeline.from_pretrained(folder)
     assert pipe.transformer.config.sample_size == 64 and not pipe.transformer.use_additional_conditions
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
-    assert helpers.size_choices(folder)[0] == "512×512"
-    assert helpers.stored_dtypes(folder / "text_encoder") == {"F32"}
+    assert size_choices(folder)[0] == "512×512"
+    assert stored_dtypes(folder / "text_encoder") == {"F32"}
 
 
 def test_build_random_stores_a_bf16_built_encoder_in_fp32(tmp_path):
-    folder = helpers.build_random_pipeline(
-        tmp_path / "m", helpers.TINY_TRANSFORMER_CONFIG, helpers.TINY_VAE_CONFIG, helpers.TINY_T5_CONFIG,
+    folder = build_random_pipeline(
+        tmp_path / "m", TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG, TINY_T5_CONFIG,
         text_encoder_dtype=torch.bfloat16,
     )
-    assert helpers.stored_dtypes(folder / "text_encoder") == {"F32"}
+    assert stored_dtypes(folder / "text_encoder") == {"F32"}
     assert not list(tmp_path.glob("**/*.fp32")) and not list(tmp_path.glob(".*partial"))
-    encoder = helpers.load_torch_part(folder, "text_encoder")
+    encoder = load_torch_part(folder, "text_encoder")
     assert encoder.dtype == torch.float32 and all(p.isfinite().all() for p in encoder.parameters())
 
 
 @pytest.mark.parametrize("kwargs,message", [(dict(preset="huge"), "Unknown preset 'huge'"), (dict(scheduler="ddim"), "Unknown scheduler 'ddim'")])
 def test_build_random_names_bad_choices(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        helpers.build_random(tmp_path / "x", **kwargs)
+        build_random(tmp_path / "x", **kwargs)

@@ -6,20 +6,34 @@ import numpy as np
 import pytest
 import torch
 
-import helpers
 from helpers import training
+from helpers.settings import model_name
+from helpers.shapes import all_scenes, render
+from helpers.sources import resolve_model_source
+from helpers.training import (
+    TrainingSettings,
+    cache_features,
+    encode_captions,
+    encode_pictures,
+    fit_vae_once,
+    pictures_to_tensor,
+    save_pipeline,
+    start_pipeline,
+    train_transformer,
+    train_vae,
+)
 
 
 @pytest.fixture(scope="module")
 def start(tmp_path_factory):
     """The untrained shapes pipeline (frozen random T5, untrained VAE and transformer)."""
-    return helpers.start_pipeline(tmp_path_factory.mktemp("shapes") / "start")
+    return start_pipeline(tmp_path_factory.mktemp("shapes") / "start")
 
 
 @pytest.fixture(scope="module")
 def pictures():
-    scenes = helpers.all_scenes()[::105][:8]
-    return [helpers.render(scene, 64, 64) for scene in scenes], [scene.caption for scene in scenes]
+    scenes = all_scenes()[::105][:8]
+    return [render(scene, 64, 64) for scene in scenes], [scene.caption for scene in scenes]
 
 
 def test_start_pipeline_has_the_real_architecture_at_256(start):
@@ -41,7 +55,7 @@ def test_frozen_t5_tells_the_shape_colour_from_the_background_colour(tmp_path):
     """A random T5 gives swapped captions nearly the same set of token vectors; the contextual one does not."""
     from diffusers import PixArtAlphaPipeline
 
-    start = helpers.start_pipeline(tmp_path / "start")
+    start = start_pipeline(tmp_path / "start")
     random_t5 = PixArtAlphaPipeline.from_pretrained(tmp_path / "start")
     assert _swapped_colour_distance(random_t5) < 0.1
     assert _swapped_colour_distance(start) > 0.4
@@ -74,14 +88,14 @@ def test_caption_dropout_swaps_in_an_unconditional_caption():
         "null_embeddings": torch.zeros(2, 6, 32), "null_masks": torch.zeros(2, 6, dtype=torch.long),
     }
     generator = torch.Generator().manual_seed(0)
-    _, embeddings, masks = training.sample_batch(features, helpers.TrainingSettings(batch_size=8, caption_dropout=1.0), generator)
+    _, embeddings, masks = training.sample_batch(features, TrainingSettings(batch_size=8, caption_dropout=1.0), generator)
     assert embeddings.abs().sum() == 0 and masks.sum() == 0
-    _, embeddings, _ = training.sample_batch(features, helpers.TrainingSettings(batch_size=8, caption_dropout=0.0), generator)
+    _, embeddings, _ = training.sample_batch(features, TrainingSettings(batch_size=8, caption_dropout=0.0), generator)
     assert torch.all(embeddings == 1)
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
-    settings = helpers.TrainingSettings(steps=1000, warmup_steps=100)
+    settings = TrainingSettings(steps=1000, warmup_steps=100)
     factors = [training.learning_rate_factor(step, settings) for step in range(settings.steps + 1)]
     assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0) and factors[100] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[100:], factors[101:]))  # never rises after the warm-up
@@ -90,12 +104,12 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
 
 def test_vae_fit_sets_a_unit_variance_scaling_factor(start, pictures):
     images, _ = pictures
-    tensor = helpers.pictures_to_tensor(images)
+    tensor = pictures_to_tensor(images)
     assert tensor.shape == (8, 3, 64, 64) and tensor.min() >= -1 and tensor.max() <= 1
     vae = type(start.vae).from_config(start.vae.config)
-    losses = helpers.train_vae(vae, tensor, steps=3, batch_size=2)
+    losses = train_vae(vae, tensor, steps=3, batch_size=2)
     assert len(losses) == 3 and all(np.isfinite(losses))
-    latents = helpers.encode_pictures(vae, tensor)
+    latents = encode_pictures(vae, tensor)
     assert latents.shape == (8, 4, 8, 8)
     assert latents.std().item() == pytest.approx(1.0, rel=0.05)
 
@@ -106,25 +120,25 @@ def test_features_are_cached_once_and_recomputed_for_another_vae(start, pictures
     images, captions = pictures
     dataset = datasets.Dataset.from_dict({"image": images, "text": captions}).cast_column("image", datasets.Image())
     path = tmp_path / "features.safetensors"
-    features = helpers.cache_features(start, dataset, path)
+    features = cache_features(start, dataset, path)
     assert features["latents"].shape == (8, 4, 8, 8) and features["embeddings"].shape[:2] == (8, 32)
     assert features["masks"].sum(1).min() > 1 and features["null_embeddings"].shape[0] == 2
     written = path.stat().st_mtime_ns
-    assert torch.equal(helpers.cache_features(start, dataset, path)["latents"], features["latents"])
+    assert torch.equal(cache_features(start, dataset, path)["latents"], features["latents"])
     assert path.stat().st_mtime_ns == written  # loaded, not recomputed
     other = type(start.vae).from_config(start.vae.config)  # new random weights
     pipe = type(start)(**{**start.components, "vae": other})
-    assert not torch.equal(helpers.cache_features(pipe, dataset, path)["latents"], features["latents"])
+    assert not torch.equal(cache_features(pipe, dataset, path)["latents"], features["latents"])
 
 
 def test_fitted_vae_is_kept_and_reused(start, pictures, tmp_path, monkeypatch):
     """A second run with the same recipe loads the fitted VAE instead of fitting it again; another recipe refits."""
     import copy
 
-    tensors = helpers.pictures_to_tensor(pictures[0])
-    settings = helpers.TrainingSettings()
+    tensors = pictures_to_tensor(pictures[0])
+    settings = TrainingSettings()
     first = copy.deepcopy(start)
-    losses = helpers.fit_vae_once(first, tensors, tmp_path / "vae", 3, settings)
+    losses = fit_vae_once(first, tensors, tmp_path / "vae", 3, settings)
     assert len(losses) == 3 and (tmp_path / "vae" / "fit.json").is_file()
 
     def no_fitting(*args, **kwargs):
@@ -132,22 +146,22 @@ def test_fitted_vae_is_kept_and_reused(start, pictures, tmp_path, monkeypatch):
 
     second = copy.deepcopy(start)
     monkeypatch.setattr(training, "train_vae", no_fitting)
-    assert helpers.fit_vae_once(second, tensors, tmp_path / "vae", 3, settings) == losses
+    assert fit_vae_once(second, tensors, tmp_path / "vae", 3, settings) == losses
     assert all(torch.equal(a, b) for a, b in zip(first.vae.state_dict().values(), second.vae.state_dict().values()))
     with pytest.raises(AssertionError, match="fitted again"):
-        helpers.fit_vae_once(second, tensors, tmp_path / "vae", 4, settings)
+        fit_vae_once(second, tensors, tmp_path / "vae", 4, settings)
 
 
 def test_captions_longer_than_the_cache_length_are_refused(start):
     with pytest.raises(ValueError, match="longer than 4 tokens"):
-        helpers.encode_captions(start, ["a red circle at the top left on a blue background"], max_length=4)
+        encode_captions(start, ["a red circle at the top left on a blue background"], max_length=4)
 
 
 def test_transformer_learns_a_batch(start, pictures):
     """A few steps on 8 cached pictures lower the loss measured at fixed timesteps and noise."""
     images, captions = pictures
-    latents = helpers.encode_pictures(start.vae, helpers.pictures_to_tensor(images))
-    embeddings, masks = helpers.encode_captions(start, captions)
+    latents = encode_pictures(start.vae, pictures_to_tensor(images))
+    embeddings, masks = encode_captions(start, captions)
     features = {"latents": latents, "embeddings": embeddings, "masks": masks, "null_embeddings": embeddings[:1], "null_masks": masks[:1]}
     transformer = type(start.transformer).from_config(start.transformer.config)
     pipe = type(start)(**{**start.components, "transformer": transformer})
@@ -158,9 +172,9 @@ def test_transformer_learns_a_batch(start, pictures):
             return training.pixart_loss(transformer, terms, latents, embeddings, masks, torch.Generator().manual_seed(7))[0].item()
 
     before = fixed_loss()
-    settings = helpers.TrainingSettings(steps=30, batch_size=8, learning_rate=1e-3, warmup_steps=1, caption_dropout=0.0, sample_every=15)
+    settings = TrainingSettings(steps=30, batch_size=8, learning_rate=1e-3, warmup_steps=1, caption_dropout=0.0, sample_every=15)
     sampled = []
-    history = helpers.train_transformer(pipe, features, settings, on_sample=sampled.append)
+    history = train_transformer(pipe, features, settings, on_sample=sampled.append)
     assert [h["step"] for h in history] == list(range(1, 31)) and sampled == [15, 30]
     assert all(np.isfinite(h["loss"]) and h["vlb"] >= 0 for h in history)
     assert fixed_loss() < 0.8 * before
@@ -168,9 +182,9 @@ def test_transformer_learns_a_batch(start, pictures):
 
 
 def test_saved_pipeline_is_a_model_the_product_accepts(start, tmp_path):
-    folder = helpers.save_pipeline(start, tmp_path / "trained" / "diffusers")
-    assert helpers.resolve_model_source(str(folder)) == folder
-    assert helpers.model_name(str(folder)) == "trained"
+    folder = save_pipeline(start, tmp_path / "trained" / "diffusers")
+    assert resolve_model_source(str(folder)) == folder
+    assert model_name(str(folder)) == "trained"
     assert not list(folder.parent.glob(".*partial"))
 
 
@@ -179,7 +193,7 @@ def test_training_resumes_from_a_saved_model(start, tmp_path):
     with torch.no_grad():  # each part differs from a fresh starting model's
         trained.transformer.proj_out.weight.add_(1.0)
         trained.vae.decoder.conv_out.weight.add_(1.0)
-    folder = helpers.save_pipeline(trained, tmp_path / "trained" / "diffusers")
+    folder = save_pipeline(trained, tmp_path / "trained" / "diffusers")
     resumed = training.continue_from(folder)
     assert torch.equal(resumed.transformer.proj_out.weight, trained.transformer.proj_out.weight)
     assert torch.equal(resumed.vae.decoder.conv_out.weight, trained.vae.decoder.conv_out.weight)

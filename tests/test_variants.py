@@ -6,7 +6,10 @@ import shutil
 
 import pytest
 
-import helpers
+from helpers.conversion import convert_pipeline
+from helpers.pipeline import OVPixArtAlphaPipeline
+from helpers.settings import MODEL_INDEX
+from helpers.variants import PARTS, DamagedVariantError, check_variant, damaged_files, is_variant
 
 
 @pytest.fixture
@@ -16,26 +19,26 @@ def copy(tiny_variant, tmp_path):
 
 
 def test_index_records_every_file_with_its_size_and_checksum(tiny_variant):
-    files = json.loads((tiny_variant / helpers.MODEL_INDEX).read_text())["files"]
-    on_disk = {p.relative_to(tiny_variant).as_posix() for p in tiny_variant.rglob("*") if p.is_file()} - {helpers.MODEL_INDEX}
+    files = json.loads((tiny_variant / MODEL_INDEX).read_text())["files"]
+    on_disk = {p.relative_to(tiny_variant).as_posix() for p in tiny_variant.rglob("*") if p.is_file()} - {MODEL_INDEX}
     assert set(files) == on_disk
-    assert {f"{part}/openvino_model.bin" for part in helpers.PARTS} <= set(files)
+    assert {f"{part}/openvino_model.bin" for part in PARTS} <= set(files)
     bin_file = tiny_variant / "transformer" / "openvino_model.bin"
     record = files["transformer/openvino_model.bin"]
     assert record["size"] == bin_file.stat().st_size
     assert record["sha256"] == hashlib.sha256(bin_file.read_bytes()).hexdigest()
-    assert helpers.damaged_files(tiny_variant, checksums=True) == {}
+    assert damaged_files(tiny_variant, checksums=True) == {}
 
 
 def test_truncated_bin_is_named_with_the_fix(copy):
     weights = copy / "transformer" / "openvino_model.bin"
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(helpers.DamagedVariantError) as error:
-        helpers.OVPixArtAlphaPipeline.from_variant(copy, "CPU")
+    with pytest.raises(DamagedVariantError) as error:
+        OVPixArtAlphaPipeline.from_variant(copy, "CPU")
     message = str(error.value)
     assert f"{weights} has 1,000 bytes where" in message and "cut short" in message
     assert "Copy the folder again" in message and "python -m helpers convert --model tiny" in message
-    assert not helpers.is_variant(copy)
+    assert not is_variant(copy)
 
 
 def test_broken_xml_is_named_at_load_and_by_verify(copy):
@@ -43,30 +46,30 @@ def test_broken_xml_is_named_at_load_and_by_verify(copy):
     text = bytearray(xml.read_bytes())
     text[200:260] = b"#" * 60  # the same size: the size check passes, OpenVINO can't parse it
     xml.write_bytes(bytes(text))
-    assert helpers.damaged_files(copy) == {}
-    with pytest.raises(helpers.DamagedVariantError, match=rf"OpenVINO can't read {xml}.*damaged.*verify --folder {copy}"):
-        helpers.OVPixArtAlphaPipeline.from_variant(copy, "CPU")
-    assert helpers.damaged_files(copy, checksums=True) == {"vae_decoder/openvino_model.xml": "has other contents than were written (its SHA-256 differs)"}
+    assert damaged_files(copy) == {}
+    with pytest.raises(DamagedVariantError, match=rf"OpenVINO can't read {xml}.*damaged.*verify --folder {copy}"):
+        OVPixArtAlphaPipeline.from_variant(copy, "CPU")
+    assert damaged_files(copy, checksums=True) == {"vae_decoder/openvino_model.xml": "has other contents than were written (its SHA-256 differs)"}
 
 
 def test_shortened_xml_is_named_by_its_size(copy):
     xml = copy / "text_encoder" / "openvino_model.xml"
     xml.write_text(xml.read_text()[:-100])
-    with pytest.raises(helpers.DamagedVariantError, match=rf"{xml} has .* bytes where"):
-        helpers.check_variant(copy)
+    with pytest.raises(DamagedVariantError, match=rf"{xml} has .* bytes where"):
+        check_variant(copy)
 
 
 def test_missing_file_is_named(copy):
     (copy / "tokenizer" / "tokenizer_config.json").unlink()
-    with pytest.raises(helpers.DamagedVariantError, match=r"tokenizer_config.json is missing"):
-        helpers.OVPixArtAlphaPipeline.from_variant(copy, "CPU")
+    with pytest.raises(DamagedVariantError, match=r"tokenizer_config.json is missing"):
+        OVPixArtAlphaPipeline.from_variant(copy, "CPU")
 
 
 def test_a_damaged_compressed_folder_names_the_compress_command(tiny_compressed, tmp_path):
     copy = shutil.copytree(tiny_compressed["W8A8"], tmp_path / "tiny" / "W8A8")
     (copy / "transformer" / "openvino_model.bin").write_bytes(b"")
-    with pytest.raises(helpers.DamagedVariantError, match=r"notebook 3 .*compress --model tiny --variant W8A8"):
-        helpers.check_variant(copy)
+    with pytest.raises(DamagedVariantError, match=r"notebook 3 .*compress --model tiny --variant W8A8"):
+        check_variant(copy)
 
 
 def test_converting_again_remakes_only_the_damaged_part(tiny_source, copy):
@@ -74,14 +77,14 @@ def test_converting_again_remakes_only_the_damaged_part(tiny_source, copy):
     weights.write_bytes(weights.read_bytes()[:-8])
     text_encoder_time = (copy / "text_encoder" / "openvino_model.bin").stat().st_mtime_ns
     messages = []
-    seconds = helpers.convert_pipeline(tiny_source, copy, progress=messages.append)
+    seconds = convert_pipeline(tiny_source, copy, progress=messages.append)
     assert list(seconds) == ["transformer"] and "transformer: damaged, made again" in messages
-    assert helpers.check_variant(copy) == copy and helpers.damaged_files(copy, checksums=True) == {}
+    assert check_variant(copy) == copy and damaged_files(copy, checksums=True) == {}
     assert (copy / "text_encoder" / "openvino_model.bin").stat().st_mtime_ns == text_encoder_time
 
 
 def test_folders_without_records_still_load(copy):
-    index = json.loads((copy / helpers.MODEL_INDEX).read_text())
+    index = json.loads((copy / MODEL_INDEX).read_text())
     del index["files"]  # made before the index recorded files
-    (copy / helpers.MODEL_INDEX).write_text(json.dumps(index))
-    assert helpers.check_variant(copy) == copy and helpers.damaged_files(copy) == {}
+    (copy / MODEL_INDEX).write_text(json.dumps(index))
+    assert check_variant(copy) == copy and damaged_files(copy) == {}

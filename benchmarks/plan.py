@@ -1,0 +1,106 @@
+"""The benchmark's plan: which steps run, in which order, on which engines, components and input sizes.
+
+A step is ``(key, task, arguments)``: its key names it in the results JSON, its task is one of
+``benchmarks.tasks.TASKS``, run in a child process with those arguments.
+"""
+
+from __future__ import annotations
+
+from helpers.reference import cpu_flags
+from helpers.variants import COMPRESSION_RECIPES, PARTS, VARIANTS
+
+TORCH_ENGINES = ("torch-fp32", "torch-bf16")
+ENGINES = (*TORCH_ENGINES, *(f"ov-{variant}" for variant in VARIANTS))
+# INT4 for the T5 encoder only, W8A8 for the transformer only: their other parts are INT8's
+ONLY_PART = {"ov-INT4-T5": "text_encoder", "ov-W8A8": "transformer"}
+# W8A8's calibration: the FP16 pipeline's transformer inputs over this many shipped prompts, at this size (512²
+# costs a fifth of 1024² per step; the statistics are per channel, so they carry over)
+CALIBRATION_PROMPTS, CALIBRATION_SIZE = 4, 512
+# Per component, the inputs each latency is timed on: keyword arguments of its example function in
+# ``helpers.conversion.PART_SPECS`` (a latent side of 128 is a 1024² picture)
+INPUT_SIZES = {
+    "text_encoder": {"120 tokens": {"batch": 1, "length": 120}},
+    "transformer": {"1024² b1": {"side": 128, "batch": 1}, "1024² b2": {"side": 128, "batch": 2}, "512² b1": {"side": 64, "batch": 1}},
+    "vae_decoder": {"1024²": {"side": 128, "batch": 1}},
+}
+# The memory goals of a 16 GB laptop: (goal, GiB, the steps that measure it, in order of preference)
+GOALS = (
+    ("converting the whole LCM pipeline, anonymous memory", 12.0, ("convert pipeline, one process",)),
+    ("INT8 variant: compile + generate", 12.0, ("pipeline INT8",)),
+    ("FP16 variant: compile + generate", 24.0, ("pipeline FP16", "pipeline FP16, T5 on demand")),
+)
+# Steps older results files hold that the plan no longer makes, and the step each is reported after: the build
+# now stores T5 in FP32 itself, so upcasting it had nothing left to do.
+RETIRED_STEPS = {"upcast T5 checkpoint": "build"}
+
+
+def part_engine(engine: str, part: str) -> str:
+    """The engine that runs ``part`` in ``engine``'s pipeline: its own, or INT8 where it covers one part only."""
+    return engine if ONLY_PART.get(engine, part) == part else "ov-INT8"
+
+
+def bf16_instructions() -> list[str]:
+    """The CPU's bfloat16 instruction sets (AVX512-BF16, AMX-BF16): without them PyTorch's bf16 is emulated."""
+    return sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def plan(only: set[str], engines: set[str], quick: bool, runs: int, warmup: int) -> list[tuple[str, str, dict]]:
+    """(key, task, arguments) in the order they must run.
+
+    PyTorch bf16 is left out on CPUs without bf16 instructions: its matrix multiply is then emulated, hundreds of
+    times slower than fp32 (the "matmul peak" step measures it), and a full-size step would take hours.
+    """
+    if not bf16_instructions():
+        engines = engines - {"torch-bf16"}
+    parts = [part for part in PARTS if part in only]
+    steps = [("build", "build", {"quick": quick}), ("matmul peak", "matmul", {"side": 512 if quick else 2048})]
+    steps += _variant_steps(parts, quick)
+    if only == set(PARTS):  # the whole-pipeline steps need every part
+        steps += _pipeline_steps()
+    steps += _latency_steps(parts, engines, runs, warmup)
+    if "transformer" in only:
+        steps.append(("W8A8 vs FP16 side by side", "side_by_side", {"variants": ["FP16", "W8A8"], "runs": runs, "warmup": warmup}))
+    if only == set(PARTS):
+        steps.append(("convert pipeline, one process", "convert_all", {}))
+    return steps
+
+
+def _variant_steps(parts: list[str], quick: bool) -> list[tuple[str, str, dict]]:
+    """FP16 converted part by part, W8A8's calibration set recorded from it, then each compressed variant's parts."""
+    steps = [(f"convert {part}", "convert", {"part": part}) for part in parts]
+    if "transformer" in parts:
+        steps.append(("calibrate W8A8", "calibrate", {"prompts": CALIBRATION_PROMPTS, "size": 64 if quick else CALIBRATION_SIZE}))
+    steps += [(f"compress {variant} {part}", "compress", {"variant": variant, "part": part}) for variant in COMPRESSION_RECIPES for part in parts]
+    return steps
+
+
+def _pipeline_steps() -> list[tuple[str, str, dict]]:
+    """Each variant compiled and run whole: cold, then filling OpenVINO's model cache, then compiled from it."""
+    steps = []
+    for variant in VARIANTS:
+        steps += [
+            (f"pipeline {variant}", "pipeline", {"variant": variant, "cache": None}),
+            (f"pipeline {variant} fill cache", "pipeline", {"variant": variant, "cache": "fill"}),
+            (f"pipeline {variant} cached", "pipeline", {"variant": variant, "cache": "cached"}),
+        ]
+        if variant == "FP16":  # FP16 weights are held in f32 on CPUs without bf16: T5-XXL alone is then 18 GiB
+            steps.append(("pipeline FP16, T5 on demand", "pipeline", {"variant": "FP16", "cache": None, "on_demand": True}))
+    return steps
+
+
+def _latency_steps(parts: list[str], engines: set[str], runs: int, warmup: int) -> list[tuple[str, str, dict]]:
+    """Each component timed on each engine that has its own version of it."""
+    return [
+        (f"latency {engine} {part}", "latency", {"engine": engine, "component": part, "runs": runs, "warmup": warmup})
+        for part in parts
+        for engine in ENGINES
+        if engine in engines and part_engine(engine, part) == engine
+    ]
+
+
+def report_order() -> list[str]:
+    """Every step key a results file may hold, in the order the report lists them (the full plan's, retired included)."""
+    order = [key for key, _, _ in plan(set(PARTS), set(ENGINES), False, 1, 1)]
+    for key, after in RETIRED_STEPS.items():
+        order.insert(order.index(after) + 1, key)
+    return order

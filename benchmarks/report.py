@@ -1,0 +1,158 @@
+"""The benchmark's report: whole-image times derived from the results JSON, its markdown tables and its chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.plan import ENGINES, GOALS, bf16_instructions, part_engine, report_order
+from helpers.settings import LCM_RECIPE, STANDARD_RECIPE
+
+ENGINE_COLUMNS = ("T5 encode s", "step 1024² b1 s", "step 1024² b2 s", "step 512² b1 s", "VAE 1024² s", "LCM image s",
+                  "standard image s", "LCM vs fp32", "step TFLOP/s")
+
+
+def engine_name(engine: str) -> str:
+    """``ov-INT8`` → ``OpenVINO INT8``, ``torch-fp32`` → ``PyTorch fp32``."""
+    return engine.replace("torch-", "PyTorch ").replace("ov-", "OpenVINO ")
+
+
+def derived(results: dict) -> dict:
+    """Whole-image times per engine (LCM: encode + its steps + decode; standard: encode ×2 + its guided steps + decode)."""
+    steps = results.get("steps", {})
+
+    def median(engine, component, size):
+        entry = steps.get(f"latency {part_engine(engine, component)} {component}", {}).get(size)
+        return entry["median"] if entry else None
+
+    table = {}
+    for engine in ENGINES:
+        encode, step1, step2, decode = (median(engine, "text_encoder", "120 tokens"), median(engine, "transformer", "1024² b1"),
+                                        median(engine, "transformer", "1024² b2"), median(engine, "vae_decoder", "1024²"))
+        row = {"T5 encode s": encode, "step 1024² b1 s": step1, "step 1024² b2 s": step2,
+               "step 512² b1 s": median(engine, "transformer", "512² b1"), "VAE 1024² s": decode}
+        if None not in (step1, decode):
+            row["LCM image s"] = (encode or 0) + LCM_RECIPE.num_inference_steps * step1 + decode
+        # guided: the prompt and the negative prompt are encoded apart and denoised together, as a batch of 2
+        if None not in (step2, decode):
+            row["standard image s"] = 2 * (encode or 0) + STANDARD_RECIPE.num_inference_steps * step2 + decode
+        flops = steps.get("latency torch-fp32 transformer", {}).get("1024² b1", {}).get("flops")
+        if flops and step1:
+            row["step TFLOP/s"] = flops / step1 / 1e12
+        table[engine_name(engine)] = row
+    base = table[engine_name("torch-fp32")]
+    for row in table.values():
+        for key in ("LCM image s", "standard image s"):
+            if row.get(key) and base.get(key):
+                row[f"{key.split()[0]} vs fp32"] = base[key] / row[key]
+    return table
+
+
+def markdown(results: dict) -> str:
+    sections = (machine_line(results), engine_table(results), matmul_peak_note(results), bf16_note(results),
+                side_by_side_table(results), goals_table(results), steps_table(results))
+    return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
+
+
+def machine_line(results: dict) -> list[str]:
+    m = results["machine"]
+    return [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; OpenVINO {m['openvino']} (CPU default "
+            f"precision {m['openvino_default_precision']}), PyTorch {m['torch']}; {m['date']}."]
+
+
+def engine_table(results: dict) -> list[str]:
+    """Each engine's component times and the whole-image times derived from them."""
+    table = derived(results)
+    lines = ["| engine | " + " | ".join(ENGINE_COLUMNS) + " |", "|---" * (len(ENGINE_COLUMNS) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in ENGINE_COLUMNS) + " |" for name, row in table.items()]
+    if any(row.get("T5 encode s") is None and row.get("LCM image s") for row in table.values()):
+        lines += ["", "Image times leave out the T5 encode where its column has no figure."]
+    return lines
+
+
+def matmul_peak_note(results: dict) -> list[str]:
+    step = results.get("steps", {}).get("matmul peak", {})
+    peak = step.get("tflops")
+    if not peak:
+        return []
+    return [f"Matrix-multiply peak (PyTorch, {step['side']}²): bf16 {peak['bf16']:.3g} TFLOP/s, fp32 {peak['fp32']:.3g} TFLOP/s."]
+
+
+def bf16_note(results: dict) -> list[str]:
+    # results files written before the machine's bf16 instructions were recorded: this machine's stand in
+    if results["machine"].get("bf16_instructions", bf16_instructions()):
+        return []
+    return ["PyTorch bf16 not run: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so PyTorch emulates "
+            "bf16 matrix multiplies (see the peak above); a full-size step would take hours."]
+
+
+def side_by_side_table(results: dict) -> list[str]:
+    """FP16 and W8A8's transformer step timed in turns, with where the time goes."""
+    side = results.get("steps", {}).get("W8A8 vs FP16 side by side", {})
+    if "W8A8" not in side:
+        return []
+    lines = ["Transformer step at 1024², batch 1: FP16 and W8A8 timed in turns, in one process "
+             "(where the time goes: OpenVINO's per-node profile, summed by operation type).", "",
+             "| variant | median s | speed-up | output cosine vs FP16 | ms by op type (top 5) |", "|---|---|---|---|---|"]
+    for variant in ("FP16", "W8A8"):
+        row = side[variant]
+        ops = ", ".join(f"{name} {ms:.0f}" for name, ms in list(row["ms by op type"].items())[:5])
+        cosine = row.get("cosine vs FP16")
+        lines.append(f"| {variant} | {row['median']:.3g} | {_fmt(row.get('speed-up'))} | {'—' if cosine is None else f'{cosine:.6f}'} | {ops} |")
+    return lines
+
+
+def goals_table(results: dict) -> list[str]:
+    """Each memory goal against the steps that measure it."""
+    lines = ["| memory goal | GiB | measured: anon / total GiB |", "|---|---|---|"]
+    for goal, limit, keys in GOALS:
+        measured = []
+        for key in keys:
+            step = results.get("steps", {}).get(key)
+            if step and "memory" in step:
+                mem = step["memory"]
+                ok = "meets it" if mem["anon_gib"] <= limit else "misses it"
+                measured.append(f"{key}: {mem['anon_gib']:.1f} / {mem['total_gib']:.1f} ({ok})")
+            elif step:
+                measured.append(f"{key}: {step.get('error', 'failed')}")
+        lines.append(f"| {goal} | ≤ {limit:g} | {'; '.join(measured) or 'not measured'} |")
+    return lines
+
+
+def steps_table(results: dict) -> list[str]:
+    """Every step but the latencies (in the engine table), in the plan's order: its time and peak memory."""
+    lines = ["| step | seconds | peak anon GiB | peak file GiB | peak total GiB | note |", "|---|---|---|---|---|---|"]
+    order = report_order()
+    steps = results.get("steps", {})
+    for key in sorted(steps, key=lambda k: order.index(k) if k in order else len(order)):
+        step = steps[key]
+        if key.startswith("latency") or key == "matmul peak":
+            continue
+        mem = step.get("memory", {})
+        seconds = step.get("seconds") or step.get("image_seconds") or step.get("compile_seconds")
+        note = step.get("error", "")
+        if "compile_seconds" in step:
+            note = f"compile {step['compile_seconds']:.1f} s" + (f", image {step['image_seconds']:.1f} s" if "image_seconds" in step else "")
+        lines.append(f"| {key} | {_fmt(seconds)} | {_fmt(mem.get('anon_gib'))} | {_fmt(mem.get('file_gib'))} | {_fmt(mem.get('total_gib'))} | {note} |")
+    return lines
+
+
+def _fmt(value) -> str:
+    return "—" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = derived(results)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, key in zip(axes, ("step 1024² b1 s", "VAE 1024² s")):
+        names = [n for n, row in table.items() if row.get(key)]
+        ax.barh(names, [table[n][key] for n in names], color="#1f77b4")
+        ax.set_xlabel("seconds")
+        ax.set_title(key.replace(" s", ""))
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
