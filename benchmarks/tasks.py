@@ -93,14 +93,14 @@ def task_pipeline(work: Path, variant: str, cache: str | None, on_demand: bool =
     OpenVINO's CPU plugin prepares (decompresses, repacks) the weights at the first inference, not at compile time:
     the cold picture's time includes that, and its peak memory is the variant's in use.
     """
-    from helpers.pipeline import OVPixArtAlphaPipeline, generate
+    from helpers.pipeline import OVPixArtPipeline, generate
     from helpers.settings import EXAMPLE_PROMPTS, LCM_RECIPE
     from helpers.variants import folder_size_mb
 
     cache_dir = work / "cache" / variant
     start = time.perf_counter()
     config = {"CACHE_DIR": str(cache_dir)} if cache else {}
-    pipe = OVPixArtAlphaPipeline.from_variant(work / variant, "CPU", config, low_memory=on_demand)
+    pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", config, low_memory=on_demand)
     result = {"compile_seconds": time.perf_counter() - start}
     if cache == "cached":  # the cache holds the compiled models (GB at full size): measured, then freed
         result["cache_gib"] = folder_size_mb(cache_dir) * 1e6 / 1024**3

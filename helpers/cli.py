@@ -22,7 +22,7 @@ EPILOG = """The route from nothing to a served demo, on the small model built of
   python -m helpers compress --model tiny --variant INT8
   python -m helpers generate --model tiny --variant INT8 --prompt "a red circle" --out circle.png
   python -m helpers demo --model tiny
-Models: a hub id (PixArt-alpha/PixArt-LCM-XL-2-1024-MS), a local diffusers folder, tiny, tiny-standard, shapes."""
+Models: a hub id (PixArt-alpha/PixArt-LCM-XL-2-1024-MS, PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, ...), a local\ndiffusers folder, tiny, tiny-standard, tiny-sigma, shapes."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m helpers",
-        description="PixArt-α on OpenVINO from the terminal: the same functions as the notebooks.",
+        description="PixArt-α and PixArt-Σ on OpenVINO from the terminal: the same functions as the notebooks.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,7 +58,7 @@ def _model_arguments(command: argparse.ArgumentParser) -> None:
 def _add_convert(commands) -> None:
     command = commands.add_parser(
         "convert",
-        help="convert a diffusers PixArt-α pipeline to an FP16 OpenVINO variant folder (notebook 1)",
+        help="convert a diffusers PixArt-α or PixArt-Σ pipeline to an FP16 OpenVINO variant folder (notebook 1)",
         description="Convert the T5 encoder, the transformer and the VAE decoder to OpenVINO IR (FP16 weights), one "
         "part in memory at a time, into <model-root>/<model-name>/FP16. Parts already converted are kept, damaged "
         "ones made again; the folder is finished when model_index.json (sizes and checksums) is written.",
@@ -147,12 +147,12 @@ def _add_train(commands) -> None:
 
 
 def _add_build_random(commands) -> None:
-    from .sources import RANDOM_PRESETS, SCHEDULERS
+    from .sources import FAMILIES, RANDOM_PRESETS, SCHEDULERS
 
     command = commands.add_parser(
         "build-random",
-        help="build a PixArt-α diffusers folder with random weights, usable as --model <folder>",
-        description="Build a diffusers PixArt-α folder with random weights, offline: the real PixArt-XL-2-1024-MS "
+        help="build a PixArt-α or PixArt-Σ diffusers folder with random weights, usable as --model <folder>",
+        description="Build a diffusers PixArt-α (or, with --family sigma, PixArt-Σ) folder with random weights, offline: the real PixArt-XL-2-1024-MS "
         "shapes (--preset full: about 22 GB on disk, 12 GiB of memory while building, a few minutes) or the small "
         "model's. It loads like a downloaded checkpoint: PIXART_MODEL_ID=<folder> runs every notebook on it.",
     )
@@ -160,6 +160,7 @@ def _add_build_random(commands) -> None:
     command.add_argument("--preset", choices=RANDOM_PRESETS, default="full", help="full: PixArt-XL's shapes; tiny: the small model's")
     command.add_argument("--sample-size", type=int, default=None, help="latent side: 32, 64, 128 (1024², the default of full) or 256")
     command.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="lcm", help="lcm: 4 steps, no guidance; dpm: 20 guided steps")
+    command.add_argument("--family", choices=tuple(FAMILIES), default="alpha", help="alpha: PixArt-α; sigma: PixArt-Σ (300-token prompts, no micro-conditions; use --sample-size 256 for the 2K model)")
     command.set_defaults(run=run_build_random)
 
 
@@ -206,10 +207,10 @@ def run_compress(args) -> None:
 def run_generate(args) -> None:
     import torch
 
-    from .pipeline import OVPixArtAlphaPipeline
+    from .pipeline import OVPixArtPipeline
     from .variants import variant_dir
 
-    pipe = OVPixArtAlphaPipeline.from_variant(variant_dir(args.model, args.variant, args.model_root), args.device)
+    pipe = OVPixArtPipeline.from_variant(variant_dir(args.model, args.variant, args.model_root), args.device)
     recipe = pipe.recipe
     height, width = args.size or (None, None)
     options = dict(
@@ -287,7 +288,7 @@ def run_train(args) -> None:
 def run_build_random(args) -> None:
     from .sources import build_random
 
-    folder = build_random(args.out, args.preset, args.sample_size, args.scheduler)
+    folder = build_random(args.out, args.preset, args.sample_size, args.scheduler, args.family)
     print(f"Built {folder}: PIXART_MODEL_ID={folder}")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .pipeline import OVPixArtAlphaPipeline, generate
+from .pipeline import OVPixArtPipeline, generate
 from .settings import Recipe
 from .shapes import ATTRIBUTES, Scene, alignment_score, score_image
 from .variants import VariantNotReadyError, part_sizes_mb
@@ -115,7 +115,7 @@ def run_variant(
     two in memory. The final latents come from the pipeline's step callback, the text embeddings from its
     ``encode_prompt``.
     """
-    pipe = OVPixArtAlphaPipeline.from_variant(folder, device, ov_config)
+    pipe = OVPixArtPipeline.from_variant(folder, device, ov_config)
     pipe.set_progress_bar_config(disable=True)
     images, latents, embeddings = [], [], []
     prompts, seeds = list(prompts), list(seeds)
@@ -292,7 +292,7 @@ def alignment_of_variants(
     images, _ = reference_images(resolve_model_source(model_id), [scene.caption for scene in scenes], seeds, recipe, **kwargs)
     scores, pictures = {"PyTorch": alignment_score(images, scenes)}, {"PyTorch": images}
     for name, folder in folders.items():
-        pipe = OVPixArtAlphaPipeline.from_variant(folder, device)
+        pipe = OVPixArtPipeline.from_variant(folder, device)
         pipe.set_progress_bar_config(disable=True)
         scores[name], pictures[name] = evaluate_alignment(pipe, evaluation, recipe, **kwargs)
         del pipe

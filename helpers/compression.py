@@ -12,7 +12,7 @@ import openvino as ov
 import torch
 from tqdm.auto import tqdm
 
-from .pipeline import OVModelPart, OVPixArtAlphaPipeline
+from .pipeline import OVModelPart, OVPixArtPipeline
 from .settings import ASSETS, atomic_folder, model_name
 from .variants import (
     IR_NAME,
@@ -105,7 +105,7 @@ def collect_calibration_data(
     The VAE decoder is not run (latents out). ``height``/``width`` default to the model's size; calibrating
     smaller is cheaper, and the statistics are per channel, so they carry over to other sizes.
     """
-    pipe = OVPixArtAlphaPipeline.from_variant(folder, device)  # low memory where the weights need it
+    pipe = OVPixArtPipeline.from_variant(folder, device)  # low memory where the weights need it
     pipe.set_progress_bar_config(disable=True)
     with recorded_inputs(pipe.transformer) as calls:
         for index, prompt in enumerate(tqdm(prompts, desc="calibration")):

@@ -84,10 +84,17 @@ def transformer_example(config: Any, batch: int = 2, length: int = 120, side: in
         "encoder_attention_mask": torch.ones(batch, length, dtype=torch.long),
         "timestep": torch.full((batch,), 999.0),
     }
-    if config.sample_size == 128:  # diffusers' rule for the resolution and aspect-ratio micro-conditions
+    if _uses_micro_conditions(config):
         example["resolution"] = torch.tensor([[height * 8.0, width * 8.0]]).repeat(batch, 1)
         example["aspect_ratio"] = torch.tensor([[height / width]]).repeat(batch, 1)
     return example
+
+
+def _uses_micro_conditions(config: Any) -> bool:
+    """Whether the transformer takes resolution and aspect-ratio conditions: as its config says (PixArt-Σ: no), else
+    diffusers' rule (sample size 128, PixArt-α-1024)."""
+    stated = getattr(config, "use_additional_conditions", None)
+    return config.sample_size == 128 if stated is None else bool(stated)
 
 
 def vae_decoder_example(config: Any, batch: int = 1, side: int = 64) -> dict[str, torch.Tensor]:

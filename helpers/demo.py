@@ -10,10 +10,10 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from .pipeline import OVPixArtAlphaPipeline
+from .pipeline import OVPixArtPipeline
 from .settings import MODEL_ROOT, example_prompts
 from .sizes import parse_size, size_choices
-from .variants import VariantNotReadyError, available_variants, variant_dir, variant_recipe
+from .variants import VariantNotReadyError, available_variants, source_pipeline, variant_dir, variant_recipe
 
 EXAMPLE_SEEDS = (42, 42, 0, 0)
 
@@ -31,15 +31,16 @@ class DemoBackend:
         first = variant_dir(model_id, self.variants[0], root)
         self.sizes = size_choices(first)
         self.recipe = variant_recipe(first)
-        self._pipelines: dict[str, OVPixArtAlphaPipeline] = {}
+        self.family = "PixArt-Σ" if source_pipeline(first) == "PixArtSigmaPipeline" else "PixArt-α"
+        self._pipelines: dict[str, OVPixArtPipeline] = {}
         self._lock = threading.Lock()
 
-    def pipeline(self, variant: str) -> OVPixArtAlphaPipeline:
+    def pipeline(self, variant: str) -> OVPixArtPipeline:
         """The compiled pipeline of a variant, compiled on first use."""
         if variant not in self.variants:
             raise ValueError(f"Unknown variant {variant!r}: choose one of {', '.join(self.variants)}.")
         if variant not in self._pipelines:
-            pipe = OVPixArtAlphaPipeline.from_variant(variant_dir(self.model_id, variant, self.root), self.device, self.ov_config)
+            pipe = OVPixArtPipeline.from_variant(variant_dir(self.model_id, variant, self.root), self.device, self.ov_config)
             pipe.set_progress_bar_config(disable=True)
             self._pipelines[variant] = pipe
         return self._pipelines[variant]
@@ -95,8 +96,9 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
         return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height}", seed
 
     recipe = backend.recipe
-    with gr.Blocks(title="PixArt-α on OpenVINO", analytics_enabled=False) as demo:
-        gr.Markdown(f"# PixArt-α on OpenVINO\nModel `{model_id}` on {device}, {recipe.name} recipe.")
+    title = f"{backend.family} on OpenVINO"
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {title}\nModel `{model_id}` on {device}, {recipe.name} recipe.")
         with gr.Row():
             with gr.Column():
                 prompt = gr.Textbox(label="Prompt", lines=2, placeholder="Describe the picture")

@@ -24,6 +24,7 @@ from .variants import (
     part_sizes_mb,
     read_index,
     scheduler_config,
+    source_pipeline,
 )
 
 
@@ -232,28 +233,22 @@ class OVVaeDecoder(OVModelPart):
         return (self.infer(latent_sample=latents),)
 
 
-def _pixart_pipeline_class():
-    from diffusers import PixArtAlphaPipeline
+class OVPixArtPipeline:
+    """What the OpenVINO pipelines add to diffusers' PixArt-α and PixArt-Σ pipelines, whose ``__call__``, checks,
+    bins and loop they keep: loading from a variant folder, the checkpoint's recipe, clear errors for bad input.
 
-    return PixArtAlphaPipeline
-
-
-# The sample sizes whose bins PixArtAlphaPipeline itself maps sizes to (256, the 2048 bins, is PixArt-Σ's).
-ALPHA_BINNED_SAMPLE_SIZES = (32, 64, 128)
-
-
-class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
-    """diffusers' ``PixArtAlphaPipeline`` with OpenVINO parts: the same ``__call__``, its checks, bins and loop.
-
-    Build it with :meth:`from_variant`; no torch weights are loaded. The call adds clear errors for the inputs
-    the OpenVINO parts would otherwise fail on obscurely.
+    ``OVPixArtPipeline.from_variant(folder)`` returns the pipeline of the folder's own kind: an
+    :class:`OVPixArtAlphaPipeline` or an :class:`OVPixArtSigmaPipeline`. No torch weights are loaded.
     """
+
+    binned_sample_sizes: tuple[int, ...] = ()  # the sample sizes whose bins the diffusers pipeline maps sizes to
 
     @classmethod
     def from_variant(
         cls, folder: Path, device: str = "AUTO", ov_config: dict | None = None, low_memory: bool | None = None
-    ) -> "OVPixArtAlphaPipeline":
-        """Compile the three IRs of a variant folder for ``device`` and return the pipeline.
+    ) -> "OVPixArtPipeline":
+        """Compile the three IRs of a variant folder for ``device`` and return the pipeline (α or Σ, as the folder's
+        model is).
 
         ``low_memory=True`` keeps one part's weights in memory at a time: each part is compiled when it is called
         and frees the others (T5 once per prompt, the transformer once per picture). On a CPU without bf16,
@@ -264,6 +259,7 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
         from transformers import AutoTokenizer
 
         folder = check_variant(folder)
+        pipeline_class = OV_PIPELINES[source_pipeline(folder)]
         core = ov.Core()
         device = check_device(device, core)
         if low_memory is None:
@@ -276,7 +272,7 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
             "vae": OVVaeDecoder(folder / "vae_decoder", **options),
         }
         scheduler = scheduler_from_config(scheduler_config(folder))
-        pipe = cls(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler, **parts)
+        pipe = pipeline_class(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler, **parts)
         pipe.variant_folder = folder
         pipe.low_memory = low_memory
         return pipe
@@ -309,12 +305,35 @@ class OVPixArtAlphaPipeline(_pixart_pipeline_class()):
             max_side=largest_side(sample_size),
             scheduler=type(self.scheduler).__name__,
         )
-        if binning and sample_size not in ALPHA_BINNED_SAMPLE_SIZES:
+        if binning and sample_size not in self.binned_sample_sizes:
+            name = type(self).__bases__[-1].__name__
             raise ValueError(
-                f"PixArtAlphaPipeline has no aspect-ratio bins for sample size {sample_size} (it has them for "
-                f"{', '.join(map(str, ALPHA_BINNED_SAMPLE_SIZES))}): pass use_resolution_binning=False with a height "
+                f"{name} has no aspect-ratio bins for sample size {sample_size} (it has them for "
+                f"{', '.join(map(str, self.binned_sample_sizes))}): pass use_resolution_binning=False with a height "
                 f"and width from helpers.sizes.size_choices."
             )
+
+
+def _diffusers_pipelines():
+    from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
+
+    return PixArtAlphaPipeline, PixArtSigmaPipeline
+
+
+class OVPixArtAlphaPipeline(OVPixArtPipeline, _diffusers_pipelines()[0]):
+    """diffusers' ``PixArtAlphaPipeline`` with OpenVINO parts (prompts of 120 tokens, resolution conditions at 1024²)."""
+
+    binned_sample_sizes = (32, 64, 128)  # 256, the 2048 bins, is PixArt-Σ's
+
+
+class OVPixArtSigmaPipeline(OVPixArtPipeline, _diffusers_pipelines()[1]):
+    """diffusers' ``PixArtSigmaPipeline`` with OpenVINO parts (prompts of 300 tokens, bins up to 2048²)."""
+
+    binned_sample_sizes = (32, 64, 128, 256)
+
+
+# The OpenVINO pipeline of each diffusers pipeline a variant folder can come from.
+OV_PIPELINES = {"PixArtAlphaPipeline": OVPixArtAlphaPipeline, "PixArtSigmaPipeline": OVPixArtSigmaPipeline}
 
 
 def check_generation_inputs(

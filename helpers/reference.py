@@ -3,7 +3,7 @@
 The real checkpoint's T5-XXL encoder is 19 GB in FP32: with the transformer and the VAE beside it, the whole
 pipeline does not fit a 24 GiB machine. The reference therefore runs in two stages, each loaded from the folder
 and freed before the next: T5 encodes every prompt, then the transformer and the VAE make the pictures from the
-stored embeddings. The pictures are those of ``PixArtAlphaPipeline.__call__``: same caption cleaning, same noise.
+stored embeddings. The pictures are those of the diffusers pipeline's ``__call__`` (α or Σ): same caption cleaning, same noise.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from .settings import Recipe, free_memory
+from .sources import diffusers_pipeline_class
 
 
 def cpu_flags() -> set[str]:
@@ -42,9 +43,7 @@ def encode_prompts(
 
     Only the tokenizer and the text encoder are loaded, and freed before returning.
     """
-    from diffusers import PixArtAlphaPipeline
-
-    pipe = PixArtAlphaPipeline.from_pretrained(source, transformer=None, vae=None, dtype=dtype)
+    pipe = diffusers_pipeline_class(source).from_pretrained(source, transformer=None, vae=None, dtype=dtype)
     guided = recipe.guidance_scale > 1
     batches = []
     start = time.perf_counter()
@@ -78,11 +77,9 @@ def reference_images(
     Loading is not counted. ``dtype`` defaults to :func:`reference_dtype`; ``kwargs`` go to the pipeline's call
     (``height``, ``width``, ``use_resolution_binning``, ...).
     """
-    from diffusers import PixArtAlphaPipeline
-
     dtype = dtype or reference_dtype()
     batches, seconds = encode_prompts(source, prompts, recipe, dtype, batch_size)
-    pipe = PixArtAlphaPipeline.from_pretrained(source, text_encoder=None, tokenizer=None, dtype=dtype)
+    pipe = diffusers_pipeline_class(source).from_pretrained(source, text_encoder=None, tokenizer=None, dtype=dtype)
     pipe.set_progress_bar_config(disable=len(prompts) > 1)
     images = []
     start = time.perf_counter()

@@ -92,6 +92,14 @@ TINY_T5_CONFIG = dict(
     is_encoder_decoder=False,
     use_cache=False,
 )
+# What makes a PixArt-Σ of the same shapes: no resolution or aspect-ratio conditions, and the SDXL VAE's scaling.
+SIGMA_TRANSFORMER = {"use_additional_conditions": False}
+SIGMA_VAE = {"scaling_factor": 0.13025}
+# The small PixArt-Σ (``tiny-sigma``): sample size 256, the 2048 bins (16 384 tokens at 2048²), like PixArt-Sigma-XL-2-2K-MS.
+TINY_SIGMA_TRANSFORMER_CONFIG = {**TINY_TRANSFORMER_CONFIG, **SIGMA_TRANSFORMER, "sample_size": 256}
+TINY_SIGMA_VAE_CONFIG = {**TINY_VAE_CONFIG, **SIGMA_VAE, "sample_size": 256}
+FAMILIES = {"alpha": "PixArtAlphaPipeline", "sigma": "PixArtSigmaPipeline"}
+PIPELINE_CLASSES = tuple(FAMILIES.values())
 TINY_VOCAB_SIZE = 400
 TINY_SEED = 0
 
@@ -110,14 +118,19 @@ def full_size_configs() -> dict[str, dict]:
     }
 
 
-def build_random(folder: Path, preset: str = "full", sample_size: int | None = None, scheduler: str = "lcm") -> Path:
-    """A diffusers PixArt-α folder with random weights that loads like a downloaded checkpoint.
+def build_random(
+    folder: Path, preset: str = "full", sample_size: int | None = None, scheduler: str = "lcm", family: str = "alpha"
+) -> Path:
+    """A diffusers PixArt folder with random weights that loads like a downloaded checkpoint.
 
     ``preset="full"`` has the real PixArt-XL-2-1024-MS shapes (T5-XXL stored in FP32 like the real checkpoint,
     about 22 GB; built in bf16 to halve building's memory, then upcast on disk); ``"tiny"`` is the small model.
     ``sample_size`` (latent side: 32, 64, 128 or 256) changes the native size and its aspect-ratio bins (64: a
-    512² checkpoint without resolution conditions); ``scheduler`` is ``"lcm"`` (4 steps) or ``"dpm"`` (guided).
+    512² checkpoint without resolution conditions); ``scheduler`` is ``"lcm"`` (4 steps) or ``"dpm"`` (guided);
+    ``family="sigma"`` makes a PixArt-Σ (sample size 256: PixArt-Sigma-XL-2-2K-MS's shapes).
     """
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown family {family!r}: choose one of {', '.join(FAMILIES)}.")
     if preset not in RANDOM_PRESETS:
         raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(RANDOM_PRESETS)}.")
     if scheduler not in SCHEDULERS:
@@ -132,8 +145,10 @@ def build_random(folder: Path, preset: str = "full", sample_size: int | None = N
 
         aspect_ratio_bins(sample_size)  # a clear error for a sample size without bins
         transformer = {**transformer, "sample_size": sample_size}
+    if family == "sigma":
+        transformer, vae = {**transformer, **SIGMA_TRANSFORMER}, {**vae, **SIGMA_VAE}
     dtype = torch.bfloat16 if preset == "full" else torch.float32
-    return build_random_pipeline(folder, transformer, vae, t5, SCHEDULERS[scheduler], text_encoder_dtype=dtype)
+    return build_random_pipeline(folder, transformer, vae, t5, SCHEDULERS[scheduler], dtype, FAMILIES[family])
 
 
 def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
@@ -144,7 +159,7 @@ def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
     anything else is a hub id, downloaded (or found in the hub cache).
     """
     if model_id in TINY_MODEL_IDS:
-        return build_tiny_pipeline(Path(root) / model_id / "diffusers", standard=model_id == "tiny-standard")
+        return build_tiny_pipeline(Path(root) / model_id / "diffusers", model_id)
     if model_id in SHIPPED_MODEL_IDS:
         return shipped_model(model_id, root)
     local = Path(model_id).expanduser()
@@ -183,13 +198,18 @@ def _download_from_hub(model_id: str) -> Path:
         ) from error
 
 
-def build_tiny_pipeline(folder: Path, standard: bool = False) -> Path:
-    """Build the small PixArt-α diffusers folder (``tiny``) from configs with seeded random weights.
+def build_tiny_pipeline(folder: Path, model_id: str = "tiny") -> Path:
+    """Build a small PixArt diffusers folder from configs with seeded random weights: the same bytes every time.
 
-    ``standard=False`` gives the LCM scheduler (like the default checkpoint), ``True`` DPM-Solver (like
-    PixArt-XL-2-1024-MS). The same bytes every time.
+    ``tiny``: PixArt-α with the LCM scheduler (like the default checkpoint); ``tiny-standard``: the same with
+    DPM-Solver (like PixArt-XL-2-1024-MS); ``tiny-sigma``: PixArt-Σ in PixArt-Sigma-XL-2-2K-MS's form, DPM-Solver.
     """
-    scheduler = DPM_SCHEDULER_CONFIG if standard else LCM_SCHEDULER_CONFIG
+    if model_id == "tiny-sigma":
+        return build_random_pipeline(
+            folder, TINY_SIGMA_TRANSFORMER_CONFIG, TINY_SIGMA_VAE_CONFIG, TINY_T5_CONFIG, DPM_SCHEDULER_CONFIG,
+            pipeline_class="PixArtSigmaPipeline",
+        )
+    scheduler = DPM_SCHEDULER_CONFIG if model_id == "tiny-standard" else LCM_SCHEDULER_CONFIG
     return build_random_pipeline(folder, TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG, TINY_T5_CONFIG, scheduler)
 
 
@@ -200,8 +220,9 @@ def build_random_pipeline(
     t5_config: dict,
     scheduler_config: dict = LCM_SCHEDULER_CONFIG,
     text_encoder_dtype: torch.dtype = torch.float32,
+    pipeline_class: str = "PixArtAlphaPipeline",
 ) -> Path:
-    """A PixArt-α diffusers folder with seeded random weights in the given configs, and the project's tokenizer.
+    """A PixArt diffusers folder (``pipeline_class``: α or Σ) with seeded random weights in the given configs, and the project's tokenizer.
 
     Used for ``tiny`` and, with the real configs, for full-size folders (random weights run as fast as real
     ones). ``text_encoder_dtype=torch.bfloat16`` halves T5-XXL's 19 GB while it is built; it is then stored in FP32,
@@ -211,7 +232,8 @@ def build_random_pipeline(
     folder = Path(folder)
     if (folder / MODEL_INDEX).is_file():
         return folder
-    from diffusers import AutoencoderKL, PixArtAlphaPipeline, PixArtTransformer2DModel
+    import diffusers
+    from diffusers import AutoencoderKL, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
     with atomic_folder(folder) as tmp:
@@ -224,7 +246,7 @@ def build_random_pipeline(
         transformer = PixArtTransformer2DModel(**transformer_config).eval()
         torch.manual_seed(TINY_SEED + 2)
         vae = AutoencoderKL(**vae_config).eval()
-        pipe = PixArtAlphaPipeline(
+        pipe = getattr(diffusers, pipeline_class)(
             tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
             scheduler=scheduler_from_config(scheduler_config),
         )
@@ -285,3 +307,16 @@ def scheduler_from_config(config: dict):
     return getattr(diffusers, config.pop("_class_name")).from_config(config)
 
 
+def pipeline_class_name(folder: Path) -> str:
+    """``PixArtAlphaPipeline`` or ``PixArtSigmaPipeline``: the pipeline a diffusers folder was saved from."""
+    name = json.loads((Path(folder) / MODEL_INDEX).read_text())["_class_name"]
+    if name not in PIPELINE_CLASSES:
+        raise ModelSourceError(f"{folder} holds a {name}, not a PixArt-α or PixArt-Σ pipeline ({', '.join(PIPELINE_CLASSES)}).")
+    return name
+
+
+def diffusers_pipeline_class(folder: Path):
+    """diffusers' own pipeline class of a PixArt folder (α or Σ)."""
+    import diffusers
+
+    return getattr(diffusers, pipeline_class_name(folder))

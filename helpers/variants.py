@@ -170,6 +170,15 @@ def scheduler_config(folder: Path) -> dict[str, Any]:
     return json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())
 
 
+def source_pipeline(folder: Path) -> str:
+    """The diffusers pipeline class a variant folder's model comes from (``PixArtAlphaPipeline`` or
+    ``PixArtSigmaPipeline``); also for the diffusers folder it is converted from, whose index names it."""
+    index = read_index(folder)
+    if "parts" in index:  # a variant folder; those made before PixArt-Σ came in are α
+        return index.get("pipeline", "PixArtAlphaPipeline")
+    return index["_class_name"]  # a diffusers folder
+
+
 def variant_recipe(folder: Path) -> Recipe:
     """The sampling recipe of a variant (or diffusers) folder, read from its scheduler config (no model compiled)."""
     return recipe_for(scheduler_config(folder)["_class_name"])
@@ -238,7 +247,8 @@ def finish_variant(source: Path, out_dir: Path, index: dict, progress: bool = Tr
     if all(is_part_converted(out_dir, part) for part in PARTS):
         files = file_records(out_dir, progress)
         tmp = out_dir / f".{MODEL_INDEX}.partial"
-        tmp.write_text(json.dumps({"_class_name": "OVPixArtAlphaPipeline", "parts": list(PARTS), **index, "files": files}, indent=2))
+        pipeline = {"pipeline": source_pipeline(source)}
+        tmp.write_text(json.dumps({"_class_name": "OVPixArtPipeline", "parts": list(PARTS), **pipeline, **index, "files": files}, indent=2))
         tmp.replace(out_dir / MODEL_INDEX)
 
 

@@ -7,7 +7,7 @@ import pytest
 from helpers.comparison import psnr, size_table, ssim
 from helpers.compression import collect_calibration_data, compress_variant, weight_types
 from helpers.conversion import sinusoid_tables
-from helpers.pipeline import OVPixArtAlphaPipeline, generate
+from helpers.pipeline import OVPixArtPipeline, generate
 from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
 from helpers.variants import COMPRESSION_RECIPES, IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
 
@@ -154,10 +154,10 @@ def test_compressing_without_fp16_says_run_notebook_1(tmp_path):
 def test_compressed_pipeline_stays_close_to_fp16(tiny_variant, tiny_compressed):
     prompt = EXAMPLE_PROMPTS[0]
     kwargs = dict(height=256, width=384, use_resolution_binning=False)
-    fp16 = OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)
+    fp16 = OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)
     expected, _ = generate(fp16, prompt, **kwargs)
     for name, folder in tiny_compressed.items():
-        pipe = OVPixArtAlphaPipeline.from_variant(folder, "CPU", F32_CONFIG)
+        pipe = OVPixArtPipeline.from_variant(folder, "CPU", F32_CONFIG)
         actual, _ = generate(pipe, prompt, **kwargs)
         assert actual.size == (384, 256)
         # measured ~53 dB and SSIM 0.9998 on the tiny model; a broken compression gives noise-vs-noise (~10 dB)

@@ -8,7 +8,7 @@ import torch
 from diffusers import PixArtAlphaPipeline
 
 from helpers.comparison import psnr
-from helpers.pipeline import OVPixArtAlphaPipeline, compute_precision, generate
+from helpers.pipeline import OVPixArtPipeline, compute_precision, generate
 from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
 from helpers.sizes import size_choices
 from helpers.variants import VariantNotReadyError
@@ -22,10 +22,10 @@ MIN_PSNR_DB = 40.0
 @pytest.fixture(scope="module")
 def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_variant):
     return {
-        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)),
+        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)),
         "standard": (
             PixArtAlphaPipeline.from_pretrained(tiny_standard_source),
-            OVPixArtAlphaPipeline.from_variant(tiny_standard_variant, "CPU", F32_CONFIG),
+            OVPixArtPipeline.from_variant(tiny_standard_variant, "CPU", F32_CONFIG),
         ),
     }
 
@@ -55,7 +55,7 @@ def test_batch_of_two_prompts_with_guidance_matches_pytorch(pipelines):
 
 def test_low_memory_gives_the_same_picture_with_one_part_compiled_at_a_time(tiny_variant, pipelines):
     _, kept = pipelines["LCM"]
-    low = OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG, low_memory=True)
+    low = OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG, low_memory=True)
     parts = (low.text_encoder, low.transformer, low.vae)
     assert low.low_memory and not any(part.is_compiled for part in parts)
     assert kept.text_encoder.is_compiled and not kept.low_memory
@@ -87,7 +87,7 @@ def test_low_memory_is_chosen_from_the_weights_in_memory(tiny_variant, monkeypat
     monkeypatch.setattr(pipeline, "memory_gib", lambda: f32 / pipeline.MEMORY_SHARE * 0.99)
     assert not pipeline.fits_in_memory(tiny_variant, "CPU", F32_CONFIG)
     assert pipeline.fits_in_memory(tiny_variant, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-    assert OVPixArtAlphaPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG).low_memory
+    assert OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG).low_memory
 
 
 def test_num_images_per_prompt_and_recipe_defaults(pipelines):
@@ -133,19 +133,19 @@ def test_one_step_needs_the_lcm_scheduler(pipelines):
 
 def test_unknown_device_lists_the_devices(tiny_variant):
     with pytest.raises(ValueError, match=r"Unknown device 'NPU9'.*AUTO"):
-        OVPixArtAlphaPipeline.from_variant(tiny_variant, "NPU9")
+        OVPixArtPipeline.from_variant(tiny_variant, "NPU9")
 
 
 def test_missing_variant_says_run_notebook_1(tmp_path):
     with pytest.raises(VariantNotReadyError, match=r"run notebook 1 \(01-convert\) or `python -m helpers convert --model .*` first"):
-        OVPixArtAlphaPipeline.from_variant(tmp_path / "nothing-here")
+        OVPixArtPipeline.from_variant(tmp_path / "nothing-here")
 
 
 def test_half_written_variant_is_refused(tiny_variant, tmp_path):
     copy = shutil.copytree(tiny_variant, tmp_path / "FP16")
     (copy / "transformer" / "openvino_model.bin").unlink()
     with pytest.raises(VariantNotReadyError, match="incomplete.*transformer.*run notebook 1"):
-        OVPixArtAlphaPipeline.from_variant(copy)
+        OVPixArtPipeline.from_variant(copy)
 
 
 def test_psnr_on_known_arrays():
@@ -161,7 +161,7 @@ def test_a_sample_size_without_alpha_bins_asks_for_binning_off(tiny_variant, tmp
     copy = shutil.copytree(tiny_variant, tmp_path / "FP16")
     config = copy / "transformer" / "config.json"
     config.write_text(config.read_text().replace('"sample_size": 128', '"sample_size": 256'))
-    pipe = OVPixArtAlphaPipeline.from_variant(copy, "CPU", low_memory=True)  # nothing compiled: refused first
+    pipe = OVPixArtPipeline.from_variant(copy, "CPU", low_memory=True)  # nothing compiled: refused first
     assert size_choices(copy)[0] == "2048×2048"
     with pytest.raises(ValueError, match="no aspect-ratio bins for sample size 256.*use_resolution_binning=False"):
         pipe("a cat")

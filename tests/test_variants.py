@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from helpers.conversion import convert_pipeline
-from helpers.pipeline import OVPixArtAlphaPipeline
+from helpers.pipeline import OVPixArtPipeline
 from helpers.settings import MODEL_INDEX
 from helpers.variants import PARTS, DamagedVariantError, check_variant, damaged_files, is_variant
 
@@ -34,7 +34,7 @@ def test_truncated_bin_is_named_with_the_fix(copy):
     weights = copy / "transformer" / "openvino_model.bin"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(DamagedVariantError) as error:
-        OVPixArtAlphaPipeline.from_variant(copy, "CPU")
+        OVPixArtPipeline.from_variant(copy, "CPU")
     message = str(error.value)
     assert f"{weights} has 1,000 bytes where" in message and "cut short" in message
     assert "Copy the folder again" in message and "python -m helpers convert --model tiny" in message
@@ -48,7 +48,7 @@ def test_broken_xml_is_named_at_load_and_by_verify(copy):
     xml.write_bytes(bytes(text))
     assert damaged_files(copy) == {}
     with pytest.raises(DamagedVariantError, match=rf"OpenVINO can't read {xml}.*damaged.*verify --folder {copy}"):
-        OVPixArtAlphaPipeline.from_variant(copy, "CPU")
+        OVPixArtPipeline.from_variant(copy, "CPU")
     assert damaged_files(copy, checksums=True) == {"vae_decoder/openvino_model.xml": "has other contents than were written (its SHA-256 differs)"}
 
 
@@ -62,7 +62,7 @@ def test_shortened_xml_is_named_by_its_size(copy):
 def test_missing_file_is_named(copy):
     (copy / "tokenizer" / "tokenizer_config.json").unlink()
     with pytest.raises(DamagedVariantError, match=r"tokenizer_config.json is missing"):
-        OVPixArtAlphaPipeline.from_variant(copy, "CPU")
+        OVPixArtPipeline.from_variant(copy, "CPU")
 
 
 def test_a_damaged_compressed_folder_names_the_compress_command(tiny_compressed, tmp_path):
