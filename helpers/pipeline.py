@@ -306,9 +306,8 @@ class OVPixArtPipeline:
             scheduler=type(self.scheduler).__name__,
         )
         if binning and sample_size not in self.binned_sample_sizes:
-            name = type(self).__bases__[-1].__name__
             raise ValueError(
-                f"{name} has no aspect-ratio bins for sample size {sample_size} (it has them for "
+                f"{type(self).__name__.removeprefix('OV')} has no aspect-ratio bins for sample size {sample_size} (it has them for "
                 f"{', '.join(map(str, self.binned_sample_sizes))}): pass use_resolution_binning=False with a height "
                 f"and width from helpers.sizes.size_choices."
             )

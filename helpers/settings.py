@@ -17,9 +17,6 @@ ASSETS = REPO_ROOT / "assets"
 
 DEFAULT_MODEL_ID = "PixArt-alpha/PixArt-LCM-XL-2-1024-MS"
 STANDARD_MODEL_ID = "PixArt-alpha/PixArt-XL-2-1024-MS"
-# PixArt-Σ: the same transformer class, prompts of 300 tokens, no micro-conditions, an SDXL VAE; sampled like the
-# standard checkpoint. The 2K one draws on the 2048 aspect-ratio bins (sample size 256).
-SIGMA_MODEL_IDS = tuple(f"PixArt-alpha/PixArt-Sigma-XL-2-{size}-MS" for size in ("512", "1024", "2K"))
 TINY_MODEL_IDS = ("tiny", "tiny-standard", "tiny-sigma")
 SHIPPED_MODEL_IDS = ("shapes",)  # trained here (notebook 6, ``python -m helpers train``), kept in model/<id>/diffusers
 
