@@ -250,14 +250,15 @@ def run_verify(args) -> None:
             raise VariantNotReadyError(f"No variant folder of '{args.model}' under {args.model_root}: convert it first.")
     failed = []
     for folder in folders:
-        if not read_index(folder):
+        index = read_index(folder)
+        if not index:
             failed.append(f"{folder} is not a finished variant folder (no model_index.json): make it again.")
-        elif "files" not in read_index(folder):
+        elif "files" not in index:
             failed.append(f"{folder} records no checksums (made before they were recorded): make it again to verify it.")
         elif problems := damaged_files(folder, checksums=True):
             failed.append(damage_message(folder, problems))
         else:
-            print(f"{folder}: {len(read_index(folder)['files'])} files, sizes and checksums as written")
+            print(f"{folder}: {len(index['files'])} files, sizes and checksums as written")
     if failed:
         raise VerifyError(" ".join(failed))
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .settings import F32_CONFIG, Recipe, free_memory, recipe_for
-from .sizes import largest_side
+from .sizes import ASPECT_RATIO_BINS, largest_side
 from .sources import scheduler_from_config
 from .variants import (
     IR_NAME,
@@ -328,7 +328,7 @@ class OVPixArtAlphaPipeline(OVPixArtPipeline, _diffusers_pipelines()[0]):
 class OVPixArtSigmaPipeline(OVPixArtPipeline, _diffusers_pipelines()[1]):
     """diffusers' ``PixArtSigmaPipeline`` with OpenVINO parts (prompts of 300 tokens, bins up to 2048²)."""
 
-    binned_sample_sizes = (32, 64, 128, 256)
+    binned_sample_sizes = tuple(ASPECT_RATIO_BINS)  # every sample size diffusers has bins for
 
 
 # The OpenVINO pipeline of each diffusers pipeline a variant folder can come from.
