@@ -8,6 +8,7 @@ stopped. At the end: a markdown table and a chart beside the JSON.
     python benchmarks/benchmark.py                  # full size (hours on 2 cores; about 60 GB of disk)
     python benchmarks/benchmark.py --only transformer vae_decoder
     python benchmarks/benchmark.py --quick          # the same code on the small model (CI's smoke test)
+    python benchmarks/benchmark.py --sigma-2k       # PixArt-Σ-2K's transformer: one 2048² step of each variant
 
 The steps are in ``benchmarks/plan.py``, what each runs in ``benchmarks/tasks.py``, the tables in ``benchmarks/report.py``.
 """
@@ -24,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.plan import ENGINES, bf16_instructions, plan
-from benchmarks.report import chart, markdown
+from benchmarks.plan import ENGINES, bf16_instructions, plan, sigma_2k_plan
+from benchmarks.report import chart, markdown, sigma_2k_markdown
 from helpers.variants import PARTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -78,6 +79,7 @@ def machine() -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the small model, one timed run: a smoke test")
+    parser.add_argument("--sigma-2k", action="store_true", help="only PixArt-Σ-2K's transformer, one 2048² step (results: sigma-2k.*)")
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="components to measure")
     parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="engines to time")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per measurement (default 3; quick: 1)")
@@ -95,15 +97,21 @@ def main() -> None:
 
     from helpers.settings import MODEL_ROOT
 
-    name = "quick" if args.quick else "full"
+    name = ("sigma-2k" if args.sigma_2k else "full") + ("-quick" if args.quick else "")
+    name = name.removeprefix("full-")
     work = args.work or MODEL_ROOT / f"benchmark-{name}"
-    runs = args.runs or (1 if args.quick else 3)
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / f"{name}.json"
-    results = run(results_path, work, plan(set(args.only), set(args.engines), args.quick, runs, warmup=1), args.timeout)
-    (args.out / f"{name}.md").write_text(markdown(results))
-    chart(results, args.out / f"{name}.png")
-    print(f"Results: {results_path}, {results_path.with_suffix('.md')}, {results_path.with_suffix('.png')}")
+    if args.sigma_2k:  # each 2048² step takes minutes on 2 cores: one warm-up, one timed run by default
+        steps = sigma_2k_plan(args.quick, args.runs or 1, warmup=1)
+        results = run(results_path, work, steps, args.timeout)
+        (args.out / f"{name}.md").write_text(sigma_2k_markdown(results))
+    else:
+        steps = plan(set(args.only), set(args.engines), args.quick, args.runs or (1 if args.quick else 3), warmup=1)
+        results = run(results_path, work, steps, args.timeout)
+        (args.out / f"{name}.md").write_text(markdown(results))
+        chart(results, args.out / f"{name}.png")
+    print(f"Results: {results_path}, {results_path.with_suffix('.md')}")
     if args.quick:
         shutil.rmtree(work / "cache", ignore_errors=True)
 

@@ -85,20 +85,32 @@ def bf16_note(results: dict) -> list[str]:
             "bf16 matrix multiplies (see the peak above); a full-size step would take hours."]
 
 
-def side_by_side_table(results: dict) -> list[str]:
-    """FP16 and W8A8's transformer step timed in turns, with where the time goes."""
-    side = results.get("steps", {}).get("W8A8 vs FP16 side by side", {})
-    if "W8A8" not in side:
+def side_by_side_table(results: dict, key: str = "W8A8 vs FP16 side by side", title: str = "Transformer step at 1024², batch 1") -> list[str]:
+    """The variants' transformer step timed in turns (the step ``key``), with where the time goes."""
+    side = results.get("steps", {}).get(key, {})
+    variants = [name for name, row in side.items() if isinstance(row, dict) and "median" in row]
+    if len(variants) < 2:
         return []
-    lines = ["Transformer step at 1024², batch 1: FP16 and W8A8 timed in turns, in one process "
-             "(where the time goes: OpenVINO's per-node profile, summed by operation type).", "",
-             "| variant | median s | speed-up | output cosine vs FP16 | ms by op type (top 5) |", "|---|---|---|---|---|"]
-    for variant in ("FP16", "W8A8"):
+    first = variants[0]
+    fastest = min(variants, key=lambda name: side[name]["median"])
+    lines = [f"{title}: {', '.join(variants)} timed in turns, in one process (where the time goes: OpenVINO's "
+             f"per-node profile, summed by operation type). Fastest: {fastest}.", "",
+             f"| variant | median s | speed-up | output cosine vs {first} | ms by op type (top 5) |", "|---|---|---|---|---|"]
+    for variant in variants:
         row = side[variant]
         ops = ", ".join(f"{name} {ms:.0f}" for name, ms in list(row["ms by op type"].items())[:5])
-        cosine = row.get("cosine vs FP16")
+        cosine = row.get(f"cosine vs {first}")
         lines.append(f"| {variant} | {row['median']:.3g} | {_fmt(row.get('speed-up'))} | {'—' if cosine is None else f'{cosine:.6f}'} | {ops} |")
     return lines
+
+
+def sigma_2k_markdown(results: dict) -> str:
+    """The PixArt-Σ-2K transformer's results: its one-step side by side, then every step's time and memory."""
+    key = next((key for key in results.get("steps", {}) if key.startswith("Σ-2K step ")), None)
+    size = key.removeprefix("Σ-2K step ") if key else ""
+    title = f"PixArt-Σ-2K transformer (PixArt-XL shapes, sample size 256, no micro-conditions), one step at {size}"
+    sections = (machine_line(results), side_by_side_table(results, key, title) if key else [], steps_table(results))
+    return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
 def goals_table(results: dict) -> list[str]:

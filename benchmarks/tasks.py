@@ -112,14 +112,14 @@ def task_pipeline(work: Path, variant: str, cache: str | None, on_demand: bool =
     return {**result, "image_seconds": seconds, "image_size": list(image.size)}
 
 
-def example_inputs(component: str, size: str, config, dtype) -> dict:
-    """The inputs of one latency: the conversion's example inputs at one of ``INPUT_SIZES``, floats in ``dtype``."""
+def example_inputs(component: str, shape: dict, config, dtype) -> dict:
+    """The inputs of one latency: the conversion's example inputs at ``shape`` (one of ``INPUT_SIZES``), floats in ``dtype``."""
     import torch
 
     from helpers.conversion import PART_SPECS
 
     torch.manual_seed(0)
-    inputs = PART_SPECS[component].example(config, **INPUT_SIZES[component][size])
+    inputs = PART_SPECS[component].example(config, **shape)
     return {name: value.to(dtype) if value.is_floating_point() else value for name, value in inputs.items()}
 
 
@@ -149,8 +149,8 @@ def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int
         model = cls(work / engine.removeprefix("ov-") / component, ov.Core(), "CPU")
     call = part_call(component, model)
     result = {}
-    for size in INPUT_SIZES[component]:
-        inputs = example_inputs(component, size, model.config, dtype)
+    for size, shape in INPUT_SIZES[component].items():
+        inputs = example_inputs(component, shape, model.config, dtype)
         with torch.no_grad():
             for _ in range(warmup):
                 call(**inputs)
@@ -170,8 +170,8 @@ def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int
     return result
 
 
-def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int) -> dict:
-    """One 1024² transformer step of each variant, timed in turns in one process, and where its time goes.
+def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int, size: str = "1024² b1", shape: dict | None = None) -> dict:
+    """One transformer step of each variant (``size``: 1024², or ``shape``), timed in turns in one process, and where its time goes.
 
     The variants run alternately (A, B, A, B …) so that a slower or faster spell of the machine hits both alike.
     Each is compiled with ``PERF_COUNT``; the last run's per-node times are summed by operation type and by the
@@ -185,7 +185,8 @@ def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int) -
 
     models = {v: OVTransformer(work / v / "transformer", ov.Core(), "CPU", {"PERF_COUNT": True}) for v in variants}
     calls = {v: part_call("transformer", model) for v, model in models.items()}
-    inputs = example_inputs("transformer", "1024² b1", next(iter(models.values())).config, torch.float32)
+    shape = shape or INPUT_SIZES["transformer"][size]
+    inputs = example_inputs("transformer", shape, next(iter(models.values())).config, torch.float32)
     seconds: dict[str, list[float]] = {v: [] for v in variants}
     outputs = {}
     for turn in range(warmup + runs):
@@ -204,10 +205,68 @@ def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int) -
         result[variant] = {**latency_summary(seconds[variant]), "ms by op type": dict(by_type.most_common(12)),
                            "ms by kernel": dict(by_kernel.most_common(12))}
     first, *rest = variants
+    result["size"] = size
     for variant in rest:
         result[variant]["speed-up"] = result[first]["median"] / result[variant]["median"]
         result[variant]["cosine vs " + first] = cosine_similarity(outputs[first], outputs[variant])
     return result
+
+
+def task_build_transformer(work: Path, quick: bool) -> dict:
+    """A random PixArt-Σ-2K transformer (sample size 256, no micro-conditions) saved as ``source/transformer``."""
+    import torch
+    from diffusers import PixArtTransformer2DModel
+
+    from helpers.settings import atomic_folder
+    from helpers.sources import SIGMA_TRANSFORMER, TINY_SIGMA_TRANSFORMER_CONFIG, full_size_configs
+
+    config = TINY_SIGMA_TRANSFORMER_CONFIG if quick else {**full_size_configs()["transformer"], **SIGMA_TRANSFORMER, "sample_size": 256}
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    with atomic_folder(work / "source" / "transformer") as tmp:
+        PixArtTransformer2DModel(**config).save_pretrained(tmp)
+    return {"seconds": time.perf_counter() - start, "sample_size": config["sample_size"]}
+
+
+def task_convert_transformer(work: Path) -> dict:
+    """The transformer alone converted to ``FP16/transformer`` (no variant folder around it: it is timed alone)."""
+    from helpers.conversion import convert_part, load_torch_part
+
+    start = time.perf_counter()
+    convert_part(load_torch_part(work / "source", "transformer"), "transformer", work / "FP16")
+    return {"seconds": time.perf_counter() - start}
+
+
+def task_calibrate_examples(work: Path, count: int, side: int) -> dict:
+    """W8A8's calibration set from the transformer's example inputs at ``side``, timesteps spread over the schedule."""
+    import types
+
+    import torch
+
+    from helpers.conversion import transformer_example
+    from helpers.variants import save_calibration
+
+    config = types.SimpleNamespace(**json.loads((work / "FP16" / "transformer" / "config.json").read_text()))
+    torch.manual_seed(0)
+    calls = []
+    for timestep in torch.linspace(999, 0, count):
+        example = transformer_example(config, batch=1, side=side)
+        example["timestep"] = timestep.reshape(1)
+        calls.append({name: value.numpy() for name, value in example.items()})
+    save_calibration(calls, work / "calibration.npz")
+    return {"samples": len(calls), "side": side}
+
+
+def task_compress_transformer(work: Path, variant: str) -> dict:
+    """``FP16/transformer`` compressed with ``variant``'s recipe for it into ``<variant>/transformer``."""
+    from helpers.compression import compress_part
+    from helpers.variants import COMPRESSION_RECIPES, load_calibration, needs_calibration
+
+    settings = COMPRESSION_RECIPES[variant]["transformer"]
+    calibration = load_calibration(work / "calibration.npz") if needs_calibration({"transformer": settings}) else None
+    start = time.perf_counter()
+    compress_part(work / "FP16", work / variant, "transformer", settings, calibration)
+    return {"seconds": time.perf_counter() - start, "weights_mb": (work / variant / "transformer" / "openvino_model.bin").stat().st_size / 1e6}
 
 
 def task_matmul_peak(work: Path, side: int) -> dict:
@@ -231,7 +290,9 @@ def _timed(fn) -> float:
 
 TASKS = {"build": task_build, "convert": task_convert, "convert_all": task_convert_all, "calibrate": task_calibrate,
          "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "side_by_side": task_side_by_side,
-         "matmul": task_matmul_peak}
+         "matmul": task_matmul_peak, "build_transformer": task_build_transformer,
+         "convert_transformer": task_convert_transformer, "calibrate_examples": task_calibrate_examples,
+         "compress_transformer": task_compress_transformer}
 
 
 def run_child(task: str, kwargs: dict) -> None:

@@ -41,3 +41,22 @@ def test_quick_benchmark_measures_every_step(tmp_path):
     assert "| W8A8 |" in report  # the side-by-side table
     assert "| INT8 variant: compile + generate | ≤ 12 | pipeline INT8: " in report
     assert (out / "quick.png").stat().st_size > 0
+
+
+def test_quick_sigma_2k_benchmark_times_each_transformer_variant(tmp_path):
+    out = tmp_path / "results"
+    subprocess.run([sys.executable, str(BENCHMARK), "--sigma-2k", "--quick", "--work", str(tmp_path / "work"), "--out", str(out)],
+                   check=True, timeout=900)
+    steps = json.loads((out / "sigma-2k-quick.json").read_text())["steps"]
+    assert not {key: step["error"] for key, step in steps.items() if "error" in step}
+    assert steps["Σ-2K build transformer"]["sample_size"] == 256
+    assert steps["Σ-2K calibrate W8A8"]["samples"] == 8
+    fp16 = (tmp_path / "work" / "FP16" / "transformer" / "openvino_model.bin").stat().st_size / 1e6
+    assert steps["Σ-2K compress INT8 transformer"]["weights_mb"] < 0.7 * fp16  # INT8 weights: about half of FP16's
+    side = steps["Σ-2K step 512² b1"]
+    assert side["size"] == "512² b1"
+    for variant in ("INT8", "W8A8"):
+        assert side[variant]["speed-up"] > 0 and side[variant]["cosine vs FP16"] > 0.99
+    report = (out / "sigma-2k-quick.md").read_text()
+    assert "one step at 512² b1: FP16, INT8, W8A8 timed in turns" in report and "Fastest: " in report
+    assert "| W8A8 |" in report and "| Σ-2K compress W8A8 transformer |" in report

@@ -13,11 +13,14 @@ from benchmarks.plan import (
     ENGINES,
     INPUT_SIZES,
     RETIRED_STEPS,
+    SIGMA_2K_SIZES,
+    SIGMA_2K_VARIANTS,
     plan,
     report_order,
+    sigma_2k_plan,
 )
 from benchmarks.tasks import TASKS, example_inputs
-from helpers.sources import full_size_configs
+from helpers.sources import SIGMA_TRANSFORMER, full_size_configs
 from helpers.variants import COMPRESSION_RECIPES, PARTS, VARIANTS, needs_calibration
 
 EVERY_ONLY = [set(PARTS), {"transformer", "vae_decoder"}, {"text_encoder"}, {"transformer"}, {"vae_decoder"}]
@@ -147,17 +150,41 @@ def test_input_sizes_are_the_real_pictures():
     """120 tokens; 1024² (latent 128²) at batch 1 and 2 and 512² for the transformer, with the real micro-conditions."""
     full = full_size_configs()
     config = {"text_encoder": None, "transformer": types.SimpleNamespace(**full["transformer"]), "vae_decoder": types.SimpleNamespace(**full["vae"])}
-    shapes = {(part, size): {name: tuple(value.shape) for name, value in example_inputs(part, size, config[part], torch.float32).items()}
-              for part in PARTS for size in INPUT_SIZES[part]}
+    shapes = {(part, size): {name: tuple(value.shape) for name, value in example_inputs(part, shape, config[part], torch.float32).items()}
+              for part in PARTS for size, shape in INPUT_SIZES[part].items()}
     assert shapes[("text_encoder", "120 tokens")] == {"input_ids": (1, 120), "attention_mask": (1, 120)}
     assert shapes[("vae_decoder", "1024²")] == {"latent_sample": (1, 4, 128, 128)}
     for size, side, batch in (("1024² b1", 128, 1), ("1024² b2", 128, 2), ("512² b1", 64, 1)):
         assert shapes[("transformer", size)] == {"hidden_states": (batch, 4, side, side), "encoder_hidden_states": (batch, 120, 4096),
                                                  "encoder_attention_mask": (batch, 120), "timestep": (batch,),
                                                  "resolution": (batch, 2), "aspect_ratio": (batch, 1)}
-    inputs = example_inputs("transformer", "512² b1", config["transformer"], torch.float32)
+    inputs = example_inputs("transformer", INPUT_SIZES["transformer"]["512² b1"], config["transformer"], torch.float32)
     assert inputs["timestep"].tolist() == [999.0] and inputs["resolution"].tolist() == [[512.0, 512.0]]
     assert inputs["aspect_ratio"].tolist() == [[1.0]]
-    bf16_inputs = example_inputs("transformer", "512² b1", config["transformer"], torch.bfloat16)  # PyTorch bf16's
+    bf16_inputs = example_inputs("transformer", INPUT_SIZES["transformer"]["512² b1"], config["transformer"], torch.bfloat16)  # PyTorch bf16's
     assert bf16_inputs["hidden_states"].dtype == bf16_inputs["timestep"].dtype == torch.bfloat16
     assert bf16_inputs["encoder_attention_mask"].dtype == torch.long
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_sigma_2k_plan_times_one_step_of_each_transformer_variant_after_making_them(quick):
+    steps = sigma_2k_plan(quick, runs=1, warmup=1)
+    order = keys(steps)
+    assert len(set(order)) == len(order)
+    for key, task, kwargs in steps:
+        inspect.signature(TASKS[task]).bind(work=None, **kwargs)
+    assert order[:3] == ["Σ-2K build transformer", "Σ-2K convert transformer", "Σ-2K calibrate W8A8"]
+    assert order[3:-1] == [f"Σ-2K compress {variant} transformer" for variant in SIGMA_2K_VARIANTS[1:]]
+    *_, (key, task, kwargs) = steps
+    assert task == "side_by_side" and kwargs["variants"] == list(SIGMA_2K_VARIANTS) == ["FP16", "INT8", "W8A8"]
+    assert key == f"Σ-2K step {kwargs['size']}" and (kwargs["size"], kwargs["shape"]) == SIGMA_2K_SIZES[quick]
+
+
+def test_the_sigma_2k_step_is_16384_tokens_without_micro_conditions():
+    config = types.SimpleNamespace(**{**full_size_configs()["transformer"], **SIGMA_TRANSFORMER, "sample_size": 256})
+    size, shape = SIGMA_2K_SIZES[False]
+    inputs = example_inputs("transformer", shape, config, torch.float32)
+    assert size == "2048² b1"
+    assert {name: tuple(value.shape) for name, value in inputs.items()} == {
+        "hidden_states": (1, 4, 256, 256), "encoder_hidden_states": (1, 120, 4096), "encoder_attention_mask": (1, 120), "timestep": (1,)}
+    assert (256 // config.patch_size) ** 2 == 16384

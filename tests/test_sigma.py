@@ -77,6 +77,22 @@ def test_batch_of_two_guided_with_a_300_token_prompt_matches_pytorch(pipelines):
     assert embeds.shape[1] == 300 and int(mask.sum()) == 300  # the OpenVINO T5 took all 300 tokens
 
 
+def test_a_longer_max_sequence_length_reaches_the_ir_whole_as_in_pytorch(pipelines):
+    """No prompt limit of our own: diffusers cuts at ``max_sequence_length`` (300 for Σ) and nothing fails past it,
+    since the IRs' token axis is dynamic; so the pipeline adds no error for long prompts."""
+    reference, ov_pipe = pipelines
+    prompt = " ".join([LONG_PROMPT] * 3)
+    assert len(reference.tokenizer(prompt).input_ids) > 600
+    encode = dict(do_classifier_free_guidance=False, max_sequence_length=600)
+    expected, actual = reference.encode_prompt(prompt, **encode)[0], ov_pipe.encode_prompt(prompt, **encode)[0]
+    assert actual.shape == expected.shape == (1, 600, reference.text_encoder.config.d_model)
+    # the IR's weights are stored in FP16: about 2e-3 on values of standard deviation 1, as at 300 tokens
+    torch.testing.assert_close(actual, expected, atol=5e-3, rtol=1e-2)
+    kwargs = dict(max_sequence_length=600, num_inference_steps=2, height=256, width=256, use_resolution_binning=False, output_type="np")
+    image = ov_pipe(prompt, generator=torch.Generator().manual_seed(1), **kwargs).images[0]
+    assert psnr(reference(prompt, generator=torch.Generator().manual_seed(1), **kwargs).images[0], image) > MIN_PSNR_DB
+
+
 def test_binning_maps_to_the_2048_bins_and_back(pipelines):
     _, ov_pipe = pipelines
     image = ov_pipe("a red circle", num_inference_steps=2, height=600, width=1000).images[0]
