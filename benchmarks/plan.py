@@ -23,11 +23,13 @@ INPUT_SIZES = {
     "transformer": {"1024² b1": {"side": 128, "batch": 1}, "1024² b2": {"side": 128, "batch": 2}, "512² b1": {"side": 64, "batch": 1}},
     "vae_decoder": {"1024²": {"side": 128, "batch": 1}},
 }
-# PixArt-Sigma-XL-2-2K-MS's transformer: PixArt-XL's shapes at sample size 256 without micro-conditions; one step at
-# 2048² is 16 384 tokens, four times a 1024² step's, so attention's share grows. Timed against FP16: the variants
-# that change the transformer (INT4-T5's transformer is INT8's).
+# PixArt-Sigma-XL-2-2K-MS: PixArt-XL's transformer at sample size 256 without micro-conditions, SDXL's VAE (the
+# same shapes as PixArt-α's, another latent scale). A 2048² step is 16 384 tokens, four times a 1024² step's, so
+# attention's share grows. Timed against FP16: the variants that change the transformer (INT4-T5's is INT8's).
 SIGMA_2K_VARIANTS = ("FP16", "INT8", "W8A8")
-SIGMA_2K_SIZES = {False: ("2048² b1", {"side": 256, "batch": 1}), True: ("512² b1", {"side": 64, "batch": 1})}
+# (label, example shape) of the step and of the decode; quick: 512²
+SIGMA_2K_STEP = {False: ("2048² b1", {"side": 256, "batch": 1}), True: ("512² b1", {"side": 64, "batch": 1})}
+SIGMA_2K_DECODE = {False: ("2048²", {"side": 256, "batch": 1}), True: ("512²", {"side": 64, "batch": 1})}
 # W8A8's calibration for it: the transformer's inputs at 512² and timesteps across the schedule (random latents and
 # captions: with random weights, a pipeline's recorded inputs would be no more realistic, and timing does not
 # depend on the ranges calibrated)
@@ -108,14 +110,21 @@ def _latency_steps(parts: list[str], engines: set[str], runs: int, warmup: int) 
 
 
 def sigma_2k_plan(quick: bool, runs: int, warmup: int) -> list[tuple[str, str, dict]]:
-    """The Σ-2K transformer alone: built, converted, compressed to each variant, then one step of each in turns."""
-    size, shape = SIGMA_2K_SIZES[quick]
-    steps = [("Σ-2K build transformer", "build_transformer", {"quick": quick}),
-             ("Σ-2K convert transformer", "convert_transformer", {}),
-             ("Σ-2K calibrate W8A8", "calibrate_examples", SIGMA_2K_CALIBRATION)]
+    """PixArt-Σ-2K's transformer and VAE decoder, without T5 (PixArt-α's): built, converted, the transformer
+    compressed to each variant; then one 2048² step of each variant in turns, and one 2048² decode.
+
+    The decode is timed once, cold: it takes minutes, and its 99 MB of weights are prepared in well under a second.
+    """
+    size, shape = SIGMA_2K_STEP[quick]
+    decode_size, decode_shape = SIGMA_2K_DECODE[quick]
+    steps = [(f"Σ-2K build {part}", "build_sigma_part", {"quick": quick, "part": part}) for part in ("transformer", "vae_decoder")]
+    steps += [(f"Σ-2K convert {part}", "convert_part", {"part": part}) for part in ("transformer", "vae_decoder")]
+    steps.append(("Σ-2K calibrate W8A8", "calibrate_examples", SIGMA_2K_CALIBRATION))
     steps += [(f"Σ-2K compress {variant} transformer", "compress_transformer", {"variant": variant}) for variant in SIGMA_2K_VARIANTS[1:]]
     steps.append((f"Σ-2K step {size}", "side_by_side", {"variants": list(SIGMA_2K_VARIANTS), "runs": runs, "warmup": warmup,
                                                      "size": size, "shape": shape}))
+    steps.append((f"Σ-2K decode {decode_size}", "latency", {"engine": "ov-FP16", "component": "vae_decoder", "runs": 1,
+                                                         "warmup": 0, "sizes": {decode_size: decode_shape}}))
     return steps
 
 

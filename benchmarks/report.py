@@ -105,12 +105,25 @@ def side_by_side_table(results: dict, key: str = "W8A8 vs FP16 side by side", ti
 
 
 def sigma_2k_markdown(results: dict) -> str:
-    """The PixArt-Σ-2K transformer's results: its one-step side by side, then every step's time and memory."""
-    key = next((key for key in results.get("steps", {}) if key.startswith("Σ-2K step ")), None)
-    size = key.removeprefix("Σ-2K step ") if key else ""
-    title = f"PixArt-Σ-2K transformer (PixArt-XL shapes, sample size 256, no micro-conditions), one step at {size}"
-    sections = (machine_line(results), side_by_side_table(results, key, title) if key else [], steps_table(results))
+    """The PixArt-Σ-2K results: its one-step side by side, its decode, then every step's time and memory."""
+    steps = results.get("steps", {})
+    key = next((key for key in steps if key.startswith("Σ-2K step ")), None)
+    title = f"PixArt-Σ-2K transformer (PixArt-XL shapes, sample size 256, no micro-conditions), one step at {key.removeprefix('Σ-2K step ') if key else ''}"
+    sections = (machine_line(results), side_by_side_table(results, key, title) if key else [], decode_lines(steps), steps_table(results))
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
+
+
+def decode_lines(steps: dict) -> list[str]:
+    """The Σ-2K VAE decode: its time and peak memory, or why it has none."""
+    key = next((key for key in steps if key.startswith("Σ-2K decode ")), None)
+    if not key:
+        return []
+    step, size = steps[key], key.removeprefix("Σ-2K decode ")
+    if "error" in step:
+        return [f"SDXL VAE decoder, OpenVINO FP16, one {size} decode: {step['error']}."]
+    mem = step["memory"]
+    return [f"SDXL VAE decoder, OpenVINO FP16, one {size} decode (cold): {step[size]['median']:.3g} s, peak "
+            f"{mem['anon_gib']:.1f} GiB anonymous + {mem['file_gib']:.2f} GiB file-backed."]
 
 
 def goals_table(results: dict) -> list[str]:
@@ -137,7 +150,7 @@ def steps_table(results: dict) -> list[str]:
     steps = results.get("steps", {})
     for key in sorted(steps, key=lambda k: order.index(k) if k in order else len(order)):
         step = steps[key]
-        if key.startswith("latency") or key == "matmul peak":
+        if key.startswith(("latency", "Σ-2K decode")) or key == "matmul peak":
             continue
         mem = step.get("memory", {})
         seconds = step.get("seconds") or step.get("image_seconds") or step.get("compile_seconds")

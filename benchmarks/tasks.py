@@ -131,8 +131,9 @@ def part_call(component: str, model):
     return PART_SPECS[component].wrapper(model)
 
 
-def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int) -> dict:
-    """Median seconds of one call per input size; for PyTorch fp32's transformer also the FLOPs of one call."""
+def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int, sizes: dict | None = None) -> dict:
+    """Median seconds of one call per input size (``INPUT_SIZES``, or ``sizes``: label → example shape); for
+    PyTorch fp32's transformer also the FLOPs of one call."""
     import openvino as ov
     import torch
 
@@ -149,7 +150,7 @@ def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int
         model = cls(work / engine.removeprefix("ov-") / component, ov.Core(), "CPU")
     call = part_call(component, model)
     result = {}
-    for size, shape in INPUT_SIZES[component].items():
+    for size, shape in (sizes or INPUT_SIZES[component]).items():
         inputs = example_inputs(component, shape, model.config, dtype)
         with torch.no_grad():
             for _ in range(warmup):
@@ -212,28 +213,40 @@ def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int, s
     return result
 
 
-def task_build_transformer(work: Path, quick: bool) -> dict:
-    """A random PixArt-Σ-2K transformer (sample size 256, no micro-conditions) saved as ``source/transformer``."""
+def task_build_sigma_part(work: Path, quick: bool, part: str) -> dict:
+    """A random PixArt-Σ-2K part saved under ``source/``: the transformer (sample size 256, no micro-conditions) or
+    SDXL's VAE (PixArt-α's VAE shapes, SDXL's latent scale)."""
     import torch
-    from diffusers import PixArtTransformer2DModel
+    from diffusers import AutoencoderKL, PixArtTransformer2DModel
 
+    from helpers.conversion import PART_SPECS
     from helpers.settings import atomic_folder
-    from helpers.sources import SIGMA_TRANSFORMER, TINY_SIGMA_TRANSFORMER_CONFIG, full_size_configs
+    from helpers.sources import (
+        SIGMA_TRANSFORMER,
+        SIGMA_VAE,
+        TINY_SIGMA_TRANSFORMER_CONFIG,
+        TINY_SIGMA_VAE_CONFIG,
+        full_size_configs,
+    )
 
-    config = TINY_SIGMA_TRANSFORMER_CONFIG if quick else {**full_size_configs()["transformer"], **SIGMA_TRANSFORMER, "sample_size": 256}
+    full = full_size_configs()
+    if part == "transformer":
+        cls, config = PixArtTransformer2DModel, TINY_SIGMA_TRANSFORMER_CONFIG if quick else {**full["transformer"], **SIGMA_TRANSFORMER, "sample_size": 256}
+    else:
+        cls, config = AutoencoderKL, TINY_SIGMA_VAE_CONFIG if quick else {**full["vae"], **SIGMA_VAE}
     start = time.perf_counter()
     torch.manual_seed(0)
-    with atomic_folder(work / "source" / "transformer") as tmp:
-        PixArtTransformer2DModel(**config).save_pretrained(tmp)
+    with atomic_folder(work / "source" / PART_SPECS[part].subfolder) as tmp:
+        cls(**config).save_pretrained(tmp)
     return {"seconds": time.perf_counter() - start, "sample_size": config["sample_size"]}
 
 
-def task_convert_transformer(work: Path) -> dict:
-    """The transformer alone converted to ``FP16/transformer`` (no variant folder around it: it is timed alone)."""
+def task_convert_part(work: Path, part: str) -> dict:
+    """One part converted to ``FP16/<part>`` alone (no variant folder around it: it is timed alone)."""
     from helpers.conversion import convert_part, load_torch_part
 
     start = time.perf_counter()
-    convert_part(load_torch_part(work / "source", "transformer"), "transformer", work / "FP16")
+    convert_part(load_torch_part(work / "source", part), part, work / "FP16")
     return {"seconds": time.perf_counter() - start}
 
 
@@ -290,8 +303,8 @@ def _timed(fn) -> float:
 
 TASKS = {"build": task_build, "convert": task_convert, "convert_all": task_convert_all, "calibrate": task_calibrate,
          "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "side_by_side": task_side_by_side,
-         "matmul": task_matmul_peak, "build_transformer": task_build_transformer,
-         "convert_transformer": task_convert_transformer, "calibrate_examples": task_calibrate_examples,
+         "matmul": task_matmul_peak, "build_sigma_part": task_build_sigma_part,
+         "convert_part": task_convert_part, "calibrate_examples": task_calibrate_examples,
          "compress_transformer": task_compress_transformer}
 
 

@@ -16,11 +16,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .settings import atomic_folder
+from .sources import SDXL_VAE_SCALING_FACTOR
 from .variants import IR_NAME, PARTS, finish_variant, make_parts
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
 T5_ACTIVATIONS_SCALE_FACTOR = "8.0"
+# optimum-intel gives SDXL's VAE this factor when diffusers upcasts it (``force_upcast``): its activations overflow
+# FP16. PixArt-Σ decodes with that VAE.
+SDXL_VAE_ACTIVATIONS_SCALE_FACTOR = "128.0"
 
 
 class _TextEncoderForExport(torch.nn.Module):
@@ -206,8 +210,9 @@ def convert_part(model: torch.nn.Module, part: str, out_dir: Path) -> Path:
     for ov_input, name in zip(ov_model.inputs, example):
         ov_input.get_tensor().set_names({name})
     ov_model.outputs[0].get_tensor().set_names({"sample" if part != "text_encoder" else "last_hidden_state"})
-    if part == "text_encoder":
-        ov_model.set_rt_info(T5_ACTIVATIONS_SCALE_FACTOR, ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
+    scale = activations_scale_factor(part, model.config)
+    if scale:
+        ov_model.set_rt_info(scale, ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
     tables = sinusoid_tables(ov_model)
     with atomic_folder(Path(out_dir) / part) as tmp:
         ov.save_model(ov_model, tmp / IR_NAME)
@@ -216,6 +221,15 @@ def convert_part(model: torch.nn.Module, part: str, out_dir: Path) -> Path:
         _save_config(model.config, tmp / "config.json")
     del ov_model
     return Path(out_dir) / part
+
+
+def activations_scale_factor(part: str, config: Any) -> str | None:
+    """The FP16 activation scaling an IR carries for Intel GPUs: T5's always, the VAE decoder's when it is SDXL's."""
+    if part == "text_encoder":
+        return T5_ACTIVATIONS_SCALE_FACTOR
+    if part == "vae_decoder" and config.get("scaling_factor") == SDXL_VAE_SCALING_FACTOR and config.get("force_upcast", True):
+        return SDXL_VAE_ACTIVATIONS_SCALE_FACTOR
+    return None
 
 
 def _save_config(config: Any, path: Path) -> None:

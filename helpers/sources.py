@@ -94,7 +94,8 @@ TINY_T5_CONFIG = dict(
 )
 # What makes a PixArt-Σ of the same shapes: no resolution or aspect-ratio conditions, and the SDXL VAE's scaling.
 SIGMA_TRANSFORMER = {"use_additional_conditions": False}
-SIGMA_VAE = {"scaling_factor": 0.13025}
+SDXL_VAE_SCALING_FACTOR = 0.13025  # PixArt-Σ decodes with SDXL's VAE, whose latents are scaled by this
+SIGMA_VAE = {"scaling_factor": SDXL_VAE_SCALING_FACTOR}
 # The small PixArt-Σ (``tiny-sigma``): sample size 256, the 2048 bins (16 384 tokens at 2048²), like PixArt-Sigma-XL-2-2K-MS.
 TINY_SIGMA_TRANSFORMER_CONFIG = {**TINY_TRANSFORMER_CONFIG, **SIGMA_TRANSFORMER, "sample_size": 256}
 TINY_SIGMA_VAE_CONFIG = {**TINY_VAE_CONFIG, **SIGMA_VAE, "sample_size": 256}

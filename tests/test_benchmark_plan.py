@@ -13,7 +13,8 @@ from benchmarks.plan import (
     ENGINES,
     INPUT_SIZES,
     RETIRED_STEPS,
-    SIGMA_2K_SIZES,
+    SIGMA_2K_DECODE,
+    SIGMA_2K_STEP,
     SIGMA_2K_VARIANTS,
     plan,
     report_order,
@@ -173,18 +174,22 @@ def test_the_sigma_2k_plan_times_one_step_of_each_transformer_variant_after_maki
     assert len(set(order)) == len(order)
     for key, task, kwargs in steps:
         inspect.signature(TASKS[task]).bind(work=None, **kwargs)
-    assert order[:3] == ["Σ-2K build transformer", "Σ-2K convert transformer", "Σ-2K calibrate W8A8"]
-    assert order[3:-1] == [f"Σ-2K compress {variant} transformer" for variant in SIGMA_2K_VARIANTS[1:]]
-    *_, (key, task, kwargs) = steps
-    assert task == "side_by_side" and kwargs["variants"] == list(SIGMA_2K_VARIANTS) == ["FP16", "INT8", "W8A8"]
-    assert key == f"Σ-2K step {kwargs['size']}" and (kwargs["size"], kwargs["shape"]) == SIGMA_2K_SIZES[quick]
+    assert order[:5] == ["Σ-2K build transformer", "Σ-2K build vae_decoder", "Σ-2K convert transformer",
+                         "Σ-2K convert vae_decoder", "Σ-2K calibrate W8A8"]
+    assert order[5:-2] == [f"Σ-2K compress {variant} transformer" for variant in SIGMA_2K_VARIANTS[1:]]
+    *_, (step_key, step_task, step), (decode_key, decode_task, decode) = steps
+    assert step_task == "side_by_side" and step["variants"] == list(SIGMA_2K_VARIANTS) == ["FP16", "INT8", "W8A8"]
+    assert step_key == f"Σ-2K step {step['size']}" and (step["size"], step["shape"]) == SIGMA_2K_STEP[quick]
+    assert decode_task == "latency" and decode["engine"] == "ov-FP16" and decode["component"] == "vae_decoder"
+    label, shape = SIGMA_2K_DECODE[quick]
+    assert decode_key == f"Σ-2K decode {label}" and decode["sizes"] == {label: shape} and decode["runs"] == 1
 
 
 def test_the_sigma_2k_step_is_16384_tokens_without_micro_conditions():
     config = types.SimpleNamespace(**{**full_size_configs()["transformer"], **SIGMA_TRANSFORMER, "sample_size": 256})
-    size, shape = SIGMA_2K_SIZES[False]
+    size, shape = SIGMA_2K_STEP[False]
     inputs = example_inputs("transformer", shape, config, torch.float32)
-    assert size == "2048² b1"
+    assert size == "2048² b1" and SIGMA_2K_DECODE[False] == ("2048²", {"side": 256, "batch": 1})  # latents of 256²
     assert {name: tuple(value.shape) for name, value in inputs.items()} == {
         "hidden_states": (1, 4, 256, 256), "encoder_hidden_states": (1, 120, 4096), "encoder_attention_mask": (1, 120), "timestep": (1,)}
     assert (256 // config.patch_size) ** 2 == 16384

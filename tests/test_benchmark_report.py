@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import plan as plan_module
-from benchmarks.report import chart, derived, markdown
+from benchmarks.report import chart, derived, markdown, sigma_2k_markdown
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -106,3 +106,18 @@ def test_full_markdown_is_the_committed_one(monkeypatch):
 def test_chart_is_written(results, tmp_path):
     chart(results, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 0
+
+
+def test_sigma_2k_markdown_is_the_committed_one():
+    """The committed ``sigma-2k.md`` is what the report makes of ``sigma-2k.json``: the fastest variant named, the decode."""
+    path = RESULTS / "sigma-2k.json"
+    if not path.is_file():
+        pytest.skip("no committed sigma-2k.json")
+    results = json.loads(path.read_text())
+    text = sigma_2k_markdown(results)
+    assert text == path.with_suffix(".md").read_text()
+    side = results["steps"]["Σ-2K step 2048² b1"]
+    fastest = min(("FP16", "INT8", "W8A8"), key=lambda variant: side[variant]["median"])
+    assert f"Fastest: {fastest}." in text
+    assert list(table_rows(text, "| variant | median s | speed-up |")) == ["FP16", "INT8", "W8A8"]
+    assert "one 2048² decode (cold): " in text

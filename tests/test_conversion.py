@@ -76,6 +76,12 @@ def test_text_encoder_carries_the_activations_scale_factor(tiny_variant):
     assert model.get_rt_info(["runtime_options", "ACTIVATIONS_SCALE_FACTOR"]).astype(str) == "8.0"
 
 
+def test_the_alpha_vae_decoder_needs_no_activation_scaling(tiny_variant):
+    """Only SDXL's VAE (PixArt-Σ) gets one (tests/test_sigma.py); α's sd-vae-ft-ema runs FP16 as it is."""
+    model = ov.Core().read_model(tiny_variant / "vae_decoder" / IR_NAME)
+    assert not model.has_rt_info(["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
+
+
 # Latent sizes: the traced size, native 128² (1024² images), 1024 bins 96x168 and 168x96, odd shapes; batch 1 and 2.
 @pytest.mark.parametrize("batch,height,width", [(2, 32, 36), (1, 128, 128), (2, 96, 168), (1, 168, 96), (2, 16, 40)])
 def test_transformer_ir_matches_torch_at_every_size(tiny_source, tiny_variant, batch, height, width):

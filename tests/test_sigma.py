@@ -9,7 +9,7 @@ from diffusers import PixArtSigmaPipeline
 
 from helpers.comparison import psnr
 from helpers.compression import compress_variant
-from helpers.conversion import convert_pipeline
+from helpers.conversion import SDXL_VAE_ACTIVATIONS_SCALE_FACTOR, convert_pipeline
 from helpers.pipeline import OVPixArtPipeline, OVPixArtSigmaPipeline
 from helpers.settings import F32_CONFIG, STANDARD_RECIPE
 from helpers.sizes import size_choices
@@ -43,6 +43,11 @@ def test_tiny_sigma_is_a_sigma_checkpoint_and_its_variant_says_so(sigma_source, 
     _, ov_pipe = pipelines
     assert isinstance(ov_pipe, OVPixArtSigmaPipeline) and ov_pipe.recipe == STANDARD_RECIPE
     assert size_choices(sigma_variant)[0] == "2048×2048"  # the 2048 bins of sample size 256
+
+
+def test_its_sdxl_vae_decoder_carries_the_fp16_activation_scaling_as_optimum_gives_it(sigma_variant):
+    model = ov.Core().read_model(sigma_variant / "vae_decoder" / "openvino_model.xml")
+    assert model.get_rt_info(["runtime_options", "ACTIVATIONS_SCALE_FACTOR"]).astype(str) == SDXL_VAE_ACTIVATIONS_SCALE_FACTOR == "128.0"
 
 
 def test_transformer_ir_has_no_micro_conditions(sigma_variant):
