@@ -27,9 +27,9 @@ INPUT_SIZES = {
 # same shapes as PixArt-α's, another latent scale). A 2048² step is 16 384 tokens, four times a 1024² step's, so
 # attention's share grows. Timed against FP16: the variants that change the transformer (INT4-T5's is INT8's).
 SIGMA_2K_VARIANTS = ("FP16", "INT8", "W8A8")
-# (label, example shape) of the step and of the decode; quick: 512²
+# (label, example shape) of the step and of the decode; quick: smaller (the decode still in 3 × 3 tiles)
 SIGMA_2K_STEP = {False: ("2048² b1", {"side": 256, "batch": 1}), True: ("512² b1", {"side": 64, "batch": 1})}
-SIGMA_2K_DECODE = {False: ("2048²", {"side": 256, "batch": 1}), True: ("512²", {"side": 64, "batch": 1})}
+SIGMA_2K_DECODE = {False: ("2048²", {"side": 256, "batch": 1}), True: ("1024²", {"side": 128, "batch": 1})}
 # W8A8's calibration for it: the transformer's inputs at 512² and timesteps across the schedule (random latents and
 # captions: with random weights, a pipeline's recorded inputs would be no more realistic, and timing does not
 # depend on the ranges calibrated)
@@ -111,7 +111,7 @@ def _latency_steps(parts: list[str], engines: set[str], runs: int, warmup: int) 
 
 def sigma_2k_plan(quick: bool, runs: int, warmup: int) -> list[tuple[str, str, dict]]:
     """PixArt-Σ-2K's transformer and VAE decoder, without T5 (PixArt-α's): built, converted, the transformer
-    compressed to each variant; then one 2048² step of each variant in turns, and one 2048² decode.
+    compressed to each variant; then one 2048² step of each variant in turns, and one 2048² decode, whole and in tiles.
 
     The decode is timed once, cold: it takes minutes, and its 99 MB of weights are prepared in well under a second.
     """
@@ -123,8 +123,9 @@ def sigma_2k_plan(quick: bool, runs: int, warmup: int) -> list[tuple[str, str, d
     steps += [(f"Σ-2K compress {variant} transformer", "compress_transformer", {"variant": variant}) for variant in SIGMA_2K_VARIANTS[1:]]
     steps.append((f"Σ-2K step {size}", "side_by_side", {"variants": list(SIGMA_2K_VARIANTS), "runs": runs, "warmup": warmup,
                                                      "size": size, "shape": shape}))
-    steps.append((f"Σ-2K decode {decode_size}", "latency", {"engine": "ov-FP16", "component": "vae_decoder", "runs": 1,
-                                                         "warmup": 0, "sizes": {decode_size: decode_shape}}))
+    decode = {"engine": "ov-FP16", "component": "vae_decoder", "runs": 1, "warmup": 0, "sizes": {decode_size: decode_shape}}
+    steps.append((f"Σ-2K decode {decode_size}", "latency", decode))
+    steps.append((f"Σ-2K decode {decode_size} in tiles", "latency", {**decode, "tiling": True}))
     return steps
 
 

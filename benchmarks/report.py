@@ -114,16 +114,18 @@ def sigma_2k_markdown(results: dict) -> str:
 
 
 def decode_lines(steps: dict) -> list[str]:
-    """The Σ-2K VAE decode: its time and peak memory, or why it has none."""
-    key = next((key for key in steps if key.startswith("Σ-2K decode ")), None)
-    if not key:
-        return []
-    step, size = steps[key], key.removeprefix("Σ-2K decode ")
-    if "error" in step:
-        return [f"SDXL VAE decoder, OpenVINO FP16, one {size} decode: {step['error']}."]
-    mem = step["memory"]
-    return [f"SDXL VAE decoder, OpenVINO FP16, one {size} decode (cold): {step[size]['median']:.3g} s, peak "
-            f"{mem['anon_gib']:.1f} GiB anonymous + {mem['file_gib']:.2f} GiB file-backed."]
+    """The Σ-2K VAE decodes (whole, in tiles): time and peak memory, or why there is none."""
+    lines = []
+    for key in (key for key in steps if key.startswith("Σ-2K decode ")):
+        step, size = steps[key], key.removeprefix("Σ-2K decode ").removesuffix(" in tiles")
+        what = f"SDXL VAE decoder, OpenVINO FP16, one {size} decode{' in tiles' if key.endswith(' in tiles') else ''}"
+        if "error" in step:
+            lines.append(f"- {what}: {step['error']}.")
+            continue
+        memory = step["memory"]
+        lines.append(f"- {what} (cold): {step[size]['median']:.3g} s, peak {memory['anon_gib']:.1f} GiB anonymous + "
+                     f"{memory['file_gib']:.2f} GiB file-backed.")
+    return lines
 
 
 def goals_table(results: dict) -> list[str]:

@@ -131,9 +131,10 @@ def part_call(component: str, model):
     return PART_SPECS[component].wrapper(model)
 
 
-def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int, sizes: dict | None = None) -> dict:
+def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int, sizes: dict | None = None,
+                 tiling: bool = False) -> dict:
     """Median seconds of one call per input size (``INPUT_SIZES``, or ``sizes``: label → example shape); for
-    PyTorch fp32's transformer also the FLOPs of one call."""
+    PyTorch fp32's transformer also the FLOPs of one call. ``tiling``: the VAE decodes in tiles."""
     import openvino as ov
     import torch
 
@@ -148,6 +149,8 @@ def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int
         dtype = torch.float32
         cls = {"text_encoder": OVTextEncoder, "transformer": OVTransformer, "vae_decoder": OVVaeDecoder}[component]
         model = cls(work / engine.removeprefix("ov-") / component, ov.Core(), "CPU")
+    if tiling:
+        model.enable_tiling()
     call = part_call(component, model)
     result = {}
     for size, shape in (sizes or INPUT_SIZES[component]).items():

@@ -10,7 +10,8 @@ nor Gradio).
 - ``sources``      — a hub id, a local diffusers folder, or a PixArt built offline with random weights.
 - ``sizes``        — the aspect-ratio bins of each sample size; ``reference`` — the PyTorch reference pipeline.
 - ``conversion``   — the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, part by part.
-- ``pipeline``     — one small class per part, put into diffusers' own ``PixArtAlphaPipeline``.
+- ``pipeline``     — one small class per part, put into diffusers' own ``PixArtAlphaPipeline`` or ``PixArtSigmaPipeline``.
+- ``tiling``       — the VAE decoder over overlapping tiles, for pictures too large to decode whole.
 - ``compression``  — NNCF weight compression and W8A8 quantization, variant folder to variant folder.
 - ``comparison``   — pictures, latency, sizes and similarity of variants side by side.
 - ``demo``         — the Gradio app; ``cli`` — the terminal route (``python -m helpers --help``).

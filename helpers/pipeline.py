@@ -16,6 +16,7 @@ from PIL import Image
 from .settings import F32_CONFIG, Recipe, free_memory, recipe_for
 from .sizes import ASPECT_RATIO_BINS, largest_side
 from .sources import scheduler_from_config
+from .tiling import TILE_LATENT_SIZE, TILE_OVERLAP, check_tiling, decode_in_tiles
 from .variants import (
     IR_NAME,
     DamagedVariantError,
@@ -227,9 +228,25 @@ class OVTransformer(OVModelPart):
 
 
 class OVVaeDecoder(OVModelPart):
-    """The VAE decoder, behind the ``vae.decode(latents, return_dict=False)[0]`` call of the pipeline."""
+    """The VAE decoder, behind the ``vae.decode(latents, return_dict=False)[0]`` call of the pipeline.
+
+    ``enable_tiling()`` decodes latents larger than a tile in overlapping tiles (``helpers.tiling``), as diffusers'
+    ``AutoencoderKL.enable_tiling`` does: SDXL's VAE takes 17 GiB to decode a 2048² picture whole.
+    """
+
+    use_tiling = False
+    tile_latent_size, tile_overlap = TILE_LATENT_SIZE, TILE_OVERLAP
+
+    def enable_tiling(self, tile_latent_size: int = TILE_LATENT_SIZE, overlap: int = TILE_OVERLAP) -> None:
+        check_tiling(tile_latent_size, overlap)
+        self.use_tiling, self.tile_latent_size, self.tile_overlap = True, tile_latent_size, overlap
+
+    def disable_tiling(self) -> None:
+        self.use_tiling = False
 
     def decode(self, latents: torch.Tensor, return_dict: bool = False):
+        if self.use_tiling and max(latents.shape[-2:]) > self.tile_latent_size:
+            return (decode_in_tiles(lambda tile: self.infer(latent_sample=tile), latents, self.tile_latent_size, self.tile_overlap),)
         return (self.infer(latent_sample=latents),)
 
 

@@ -57,8 +57,9 @@ def test_quick_sigma_2k_benchmark_times_each_transformer_variant(tmp_path):
     assert side["size"] == "512² b1"
     for variant in ("INT8", "W8A8"):
         assert side[variant]["speed-up"] > 0 and side[variant]["cosine vs FP16"] > 0.99
-    assert steps["Σ-2K decode 512²"]["512²"]["median"] > 0 and steps["Σ-2K build vae_decoder"]["sample_size"] == 256
+    assert steps["Σ-2K decode 1024²"]["1024²"]["median"] > 0 and steps["Σ-2K decode 1024² in tiles"]["1024²"]["median"] > 0 and steps["Σ-2K build vae_decoder"]["sample_size"] == 256
     report = (out / "sigma-2k-quick.md").read_text()
     assert "one step at 512² b1: FP16, INT8, W8A8 timed in turns" in report and "Fastest: " in report
-    assert "SDXL VAE decoder, OpenVINO FP16, one 512² decode (cold): " in report
+    assert "SDXL VAE decoder, OpenVINO FP16, one 1024² decode (cold): " in report
+    assert "SDXL VAE decoder, OpenVINO FP16, one 1024² decode in tiles (cold): " in report
     assert "| W8A8 |" in report and "| Σ-2K compress W8A8 transformer |" in report

@@ -176,13 +176,14 @@ def test_the_sigma_2k_plan_times_one_step_of_each_transformer_variant_after_maki
         inspect.signature(TASKS[task]).bind(work=None, **kwargs)
     assert order[:5] == ["Σ-2K build transformer", "Σ-2K build vae_decoder", "Σ-2K convert transformer",
                          "Σ-2K convert vae_decoder", "Σ-2K calibrate W8A8"]
-    assert order[5:-2] == [f"Σ-2K compress {variant} transformer" for variant in SIGMA_2K_VARIANTS[1:]]
-    *_, (step_key, step_task, step), (decode_key, decode_task, decode) = steps
+    assert order[5:-3] == [f"Σ-2K compress {variant} transformer" for variant in SIGMA_2K_VARIANTS[1:]]
+    *_, (step_key, step_task, step), (decode_key, decode_task, decode), (tiled_key, _, tiled) = steps
     assert step_task == "side_by_side" and step["variants"] == list(SIGMA_2K_VARIANTS) == ["FP16", "INT8", "W8A8"]
     assert step_key == f"Σ-2K step {step['size']}" and (step["size"], step["shape"]) == SIGMA_2K_STEP[quick]
     assert decode_task == "latency" and decode["engine"] == "ov-FP16" and decode["component"] == "vae_decoder"
     label, shape = SIGMA_2K_DECODE[quick]
     assert decode_key == f"Σ-2K decode {label}" and decode["sizes"] == {label: shape} and decode["runs"] == 1
+    assert tiled_key == f"Σ-2K decode {label} in tiles" and tiled == {**decode, "tiling": True}
 
 
 def test_the_sigma_2k_step_is_16384_tokens_without_micro_conditions():

@@ -120,4 +120,4 @@ def test_sigma_2k_markdown_is_the_committed_one():
     fastest = min(("FP16", "INT8", "W8A8"), key=lambda variant: side[variant]["median"])
     assert f"Fastest: {fastest}." in text
     assert list(table_rows(text, "| variant | median s | speed-up |")) == ["FP16", "INT8", "W8A8"]
-    assert "one 2048² decode (cold): " in text
+    assert "- SDXL VAE decoder, OpenVINO FP16, one 2048² decode (cold): " in text

@@ -36,9 +36,10 @@ def test_convert_compress_generate_make_pictures_of_the_asked_size(cli_root, tmp
     out = tmp_path / "pictures" / "shape.png"
     result = run_cli(
         "generate", "--model", "tiny", "--variant", "INT8", "--prompt", "a red circle", "--prompt", "a blue square",
-        "--size", "768x1344", "--steps", "2", "--seed", "7", "--out", str(out), root=cli_root,
+        "--size", "768x1344", "--steps", "2", "--seed", "7", "--vae-tiling", "--out", str(out), root=cli_root,
     )
     assert result.returncode == 0, result.stderr
+    assert "Decoding in tiles of 64 latents, overlapping by 16" in result.stdout
     paths = [tmp_path / "pictures" / "shape-1.png", tmp_path / "pictures" / "shape-2.png"]
     assert all(f"Saved {path} (768×1344)" in result.stdout for path in paths)
     assert [Image.open(path).size for path in paths] == [(768, 1344)] * 2
