@@ -276,13 +276,13 @@ def task_calibrate_examples(work: Path, count: int, side: int) -> dict:
 def task_compress_transformer(work: Path, variant: str) -> dict:
     """``FP16/transformer`` compressed with ``variant``'s recipe for it into ``<variant>/transformer``."""
     from helpers.compression import compress_part
-    from helpers.variants import COMPRESSION_RECIPES, load_calibration, needs_calibration
+    from helpers.variants import COMPRESSION_RECIPES, ir_path, load_calibration, needs_calibration
 
     settings = COMPRESSION_RECIPES[variant]["transformer"]
     calibration = load_calibration(work / "calibration.npz") if needs_calibration({"transformer": settings}) else None
     start = time.perf_counter()
     compress_part(work / "FP16", work / variant, "transformer", settings, calibration)
-    return {"seconds": time.perf_counter() - start, "weights_mb": (work / variant / "transformer" / "openvino_model.bin").stat().st_size / 1e6}
+    return {"seconds": time.perf_counter() - start, "weights_mb": ir_path(work / variant, "transformer").with_suffix(".bin").stat().st_size / 1e6}
 
 
 def task_matmul_peak(work: Path, side: int) -> dict:
