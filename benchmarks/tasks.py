@@ -224,19 +224,11 @@ def task_build_sigma_part(work: Path, quick: bool, part: str) -> dict:
 
     from helpers.conversion import PART_SPECS
     from helpers.settings import atomic_folder
-    from helpers.sources import (
-        SIGMA_TRANSFORMER,
-        SIGMA_VAE,
-        TINY_SIGMA_TRANSFORMER_CONFIG,
-        TINY_SIGMA_VAE_CONFIG,
-        full_size_configs,
-    )
+    from helpers.sources import TINY_SIGMA_TRANSFORMER_CONFIG, TINY_SIGMA_VAE_CONFIG, random_configs
 
-    full = full_size_configs()
-    if part == "transformer":
-        cls, config = PixArtTransformer2DModel, TINY_SIGMA_TRANSFORMER_CONFIG if quick else {**full["transformer"], **SIGMA_TRANSFORMER, "sample_size": 256}
-    else:
-        cls, config = AutoencoderKL, TINY_SIGMA_VAE_CONFIG if quick else {**full["vae"], **SIGMA_VAE}
+    # full size: the configs of `build-random --family sigma --sample-size 256`; quick: tiny-sigma's
+    transformer, vae, _ = (TINY_SIGMA_TRANSFORMER_CONFIG, TINY_SIGMA_VAE_CONFIG, None) if quick else random_configs("full", 256, "sigma")
+    cls, config = (PixArtTransformer2DModel, transformer) if part == "transformer" else (AutoencoderKL, vae)
     start = time.perf_counter()
     torch.manual_seed(0)
     with atomic_folder(work / "source" / PART_SPECS[part].subfolder) as tmp:

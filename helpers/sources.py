@@ -136,6 +136,14 @@ def build_random(
         raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(RANDOM_PRESETS)}.")
     if scheduler not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {scheduler!r}: choose one of {', '.join(SCHEDULERS)}.")
+    transformer, vae, t5 = random_configs(preset, sample_size, family)
+    dtype = torch.bfloat16 if preset == "full" else torch.float32
+    return build_random_pipeline(folder, transformer, vae, t5, SCHEDULERS[scheduler], dtype, FAMILIES[family])
+
+
+def random_configs(preset: str = "full", sample_size: int | None = None, family: str = "alpha") -> tuple[dict, dict, dict]:
+    """The transformer, VAE and T5 configs :func:`build_random` builds (``preset``, ``sample_size`` and ``family``
+    as there): the benchmark builds Σ-2K's parts from the same ones."""
     if preset == "full":
         configs = full_size_configs()
         transformer, vae, t5 = configs["transformer"], configs["vae"], configs["t5"]
@@ -148,8 +156,7 @@ def build_random(
         transformer = {**transformer, "sample_size": sample_size}
     if family == "sigma":
         transformer, vae = {**transformer, **SIGMA_TRANSFORMER}, {**vae, **SIGMA_VAE}
-    dtype = torch.bfloat16 if preset == "full" else torch.float32
-    return build_random_pipeline(folder, transformer, vae, t5, SCHEDULERS[scheduler], dtype, FAMILIES[family])
+    return transformer, vae, t5
 
 
 def resolve_model_source(model_id: str, root: Path = MODEL_ROOT) -> Path:
