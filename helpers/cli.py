@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .settings import MODEL_ROOT, model_id_from_env
+from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, model_id_from_env
 
 EPILOG = """The route from nothing to a served demo, on the small model built offline:
   python -m helpers convert --model tiny
@@ -106,6 +106,9 @@ def _add_generate(commands) -> None:
     command.add_argument("--images-per-prompt", type=int, default=1, help="pictures per prompt (default: %(default)s)")
     command.add_argument("--vae-tiling", action="store_true", help="decode in overlapping 512 px tiles: the decoder's memory "
                          "follows the tile, not the picture (SDXL's VAE takes 17 GiB for a 2048² picture whole)")
+    command.add_argument("--step-cache", type=float, nargs="?", const=STEP_CACHE_THRESHOLD, default=None, metavar="THRESHOLD",
+                         help="reuse the transformer's blocks between steps while the first block's output moves less than "
+                         f"THRESHOLD (default when given: {STEP_CACHE_THRESHOLD}; 0: every step computed); off without the flag")
     command.add_argument("--device", default="AUTO", help="OpenVINO device (default: %(default)s)")
     command.add_argument("--out", type=Path, default=Path("picture.png"), help="PNG file to write (default: %(default)s)")
     command.set_defaults(run=run_generate)
@@ -210,9 +213,10 @@ def run_generate(args) -> None:
     import torch
 
     from .pipeline import OVPixArtPipeline
+    from .step_cache import describe
     from .variants import variant_dir
 
-    pipe = OVPixArtPipeline.from_variant(variant_dir(args.model, args.variant, args.model_root), args.device)
+    pipe = OVPixArtPipeline.from_variant(variant_dir(args.model, args.variant, args.model_root), args.device, step_cache=args.step_cache)
     recipe = pipe.recipe
     height, width = args.size or (None, None)
     options = dict(
@@ -232,7 +236,10 @@ def run_generate(args) -> None:
     images = []
     for index, prompt in enumerate(args.prompt):
         generator = torch.Generator("cpu").manual_seed(args.seed + index)
-        images += pipe(prompt, generator=generator, **options).images
+        output = pipe(prompt, generator=generator, **options)
+        images += output.images
+        if output.step_cache:
+            print(f"Step cache: {describe(output.step_cache)} ({prompt!r})")
     for path, image in zip(output_paths(args.out, len(images)), images):
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)

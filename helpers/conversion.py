@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .settings import atomic_folder
 from .sources import SDXL_VAE_SCALING_FACTOR
+from .step_cache import CUT_POINTS, captured_cut_points
 from .variants import IR_NAME, PARTS, finish_variant, make_parts
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
@@ -37,20 +38,24 @@ class _TextEncoderForExport(torch.nn.Module):
 
 
 class _TransformerForExport(torch.nn.Module):
+    """The transformer's sample, then its step-cache cut points (``helpers.step_cache.CUT_POINTS``) as extra outputs."""
+
     def __init__(self, transformer: torch.nn.Module):
         super().__init__()
         self.transformer = transformer
 
     def forward(self, hidden_states, encoder_hidden_states, encoder_attention_mask, timestep, resolution=None, aspect_ratio=None):
         added_cond_kwargs = {"resolution": resolution, "aspect_ratio": aspect_ratio}
-        return self.transformer(
-            hidden_states,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            timestep=timestep,
-            added_cond_kwargs=added_cond_kwargs,
-            return_dict=False,
-        )[0]
+        with captured_cut_points(self.transformer) as cut_points:
+            sample = self.transformer(
+                hidden_states,
+                encoder_hidden_states=encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+                timestep=timestep,
+                added_cond_kwargs=added_cond_kwargs,
+                return_dict=False,
+            )[0]
+        return (sample, *cut_points)
 
 
 class _VaeDecoderForExport(torch.nn.Module):
@@ -210,6 +215,9 @@ def convert_part(model: torch.nn.Module, part: str, out_dir: Path) -> Path:
     for ov_input, name in zip(ov_model.inputs, example):
         ov_input.get_tensor().set_names({name})
     ov_model.outputs[0].get_tensor().set_names({"sample" if part != "text_encoder" else "last_hidden_state"})
+    if part == "transformer":
+        for output, name in zip(ov_model.outputs[1:], CUT_POINTS, strict=True):
+            output.get_tensor().set_names({name})
     scale = activations_scale_factor(part, model.config)
     if scale:
         ov_model.set_rt_info(scale, ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])

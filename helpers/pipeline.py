@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,17 @@ from PIL import Image
 from .settings import F32_CONFIG, Recipe, free_memory, recipe_for
 from .sizes import ASPECT_RATIO_BINS, largest_side
 from .sources import scheduler_from_config
+from .step_cache import (
+    DEFAULT_THRESHOLD,
+    FIRST_BLOCK,
+    LAST_BLOCK,
+    FirstBlockCache,
+    StepCacheUnavailableError,
+    cache_segments,
+    has_cut_points,
+    step_cache_missing_message,
+    whole_model,
+)
 from .tiling import TILE_LATENT_SIZE, TILE_OVERLAP, check_tiling, decode_in_tiles
 from .variants import (
     IR_NAME,
@@ -97,7 +109,8 @@ class OVModelPart:
 
     ``compile_now=False`` compiles the IR at its first call instead. Parts that share a ``turns`` list take turns
     in memory: compiling one frees the others, so only one part's weights are held at a time (the low-memory
-    mode of :meth:`OVPixArtAlphaPipeline.from_variant`).
+    mode of :meth:`OVPixArtAlphaPipeline.from_variant`). A part may run as several compiled models cut from its IR
+    (the cached transformer's segments): :meth:`_models` names them.
     """
 
     def __init__(
@@ -117,8 +130,8 @@ class OVModelPart:
         self.turns = turns
         if turns is not None:
             turns.append(self)
-        self.input_names: set[str] = set()  # filled by the compile
-        self._request: ov.InferRequest | None = None
+        self._requests: dict[str, ov.InferRequest] = {}
+        self._input_names: dict[str, set[str]] = {}  # filled by the compile
         self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
         if compile_now:
             self._compile()
@@ -128,28 +141,46 @@ class OVModelPart:
 
     @property
     def is_compiled(self) -> bool:
-        return self._request is not None
+        return bool(self._requests)
+
+    @property
+    def requests(self) -> dict[str, ov.InferRequest]:
+        """The infer request of each compiled model, compiling them first if they are not compiled."""
+        if not self._requests:
+            self._compile()
+        return self._requests
 
     @property
     def request(self) -> ov.InferRequest:
-        """The infer request, compiling the IR first if it is not compiled."""
-        return self._request or self._compile()
+        """The infer request of the part's one model (``"model"``), compiling it first if it is not compiled."""
+        return self.requests["model"]
 
-    def _compile(self) -> ov.InferRequest:
+    @property
+    def input_names(self) -> set[str]:
+        """The inputs the part's compiled models take (known once compiled)."""
+        return set().union(*self._input_names.values())
+
+    def _models(self) -> dict[str, Path | ov.Model]:
+        """What to compile, by name: the IR itself, from its path (OpenVINO then maps the weights file instead of
+        copying it)."""
+        return {"model": self.folder / IR_NAME}
+
+    def _compile(self) -> dict[str, ov.InferRequest]:
         for other in self.turns or ():
             if other is not self:
                 other.release()
-        # Compiled from the path, with no ov.Model kept: OpenVINO can then map the weights file instead of copying.
         try:
-            compiled = self.core.compile_model(self.folder / IR_NAME, self.device_name, self.ov_config)
+            models = self._models()
+            for name, model in models.items():
+                self._requests[name] = self.core.compile_model(model, self.device_name, self.ov_config).create_infer_request()
+                self._input_names[name] = {port.get_any_name() for port in self._requests[name].model_inputs}
         except RuntimeError as error:
+            self._requests.clear()
             damaged = self._unreadable()
             if damaged:
                 raise damaged from error
             raise
-        self._request = compiled.create_infer_request()
-        self.input_names = {port.get_any_name() for port in self._request.model_inputs}
-        return self._request
+        return self._requests
 
     def _unreadable(self) -> DamagedVariantError | None:
         """A damaged-file error naming this part's IR when OpenVINO can't even read it; None when it can (the
@@ -167,19 +198,25 @@ class OVModelPart:
         return None
 
     def release(self) -> None:
-        """Free the compiled model (and its weights); the next call compiles it again."""
-        if self._request is not None:
-            self._request = None
+        """Free the compiled models (and their weights); the next call compiles them again."""
+        if self._requests:
+            self._requests.clear()
             free_memory()
 
+    def run(self, model: str, **inputs: torch.Tensor | None) -> list[torch.Tensor]:
+        """Run one compiled model on the named inputs it has (``None`` values and unknown names are left out)."""
+        request = self.requests[model]
+        names = self._input_names[model]
+        feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in names}
+        outputs = request.infer(feed)
+        return [torch.from_numpy(outputs[index].copy()) for index in range(len(request.model_outputs))]
+
     def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
-        """Run the IR on the named inputs it has (``None`` values and unknown names are left out)."""
-        request = self.request
-        feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in self.input_names}
+        """Run the part's model on the named inputs it has; its first output, timed into ``seconds``."""
         start = time.perf_counter()
-        output = request.infer(feed)[0].copy()
+        output = self.run("model", **inputs)[0]
         self.seconds.append(time.perf_counter() - start)
-        return torch.from_numpy(output)
+        return output
 
 
 def openvino_reason(error: RuntimeError) -> str:
@@ -203,7 +240,38 @@ class OVTextEncoder(OVModelPart):
 
 
 class OVTransformer(OVModelPart):
-    """The PixArt transformer, called the way ``PixArtAlphaPipeline`` calls ``PixArtTransformer2DModel``."""
+    """The PixArt transformer, called the way ``PixArtAlphaPipeline`` calls ``PixArtTransformer2DModel``.
+
+    ``enable_step_cache(threshold)`` runs it as three models cut from its IR, skipping the middle one at the steps
+    where the first block's residual barely moved (``helpers.step_cache``); ``step_cache.counts`` tells how many steps
+    were computed and reused since its last ``reset()``.
+    """
+
+    step_cache: FirstBlockCache | None = None
+
+    @property
+    def has_step_cache(self) -> bool:
+        """Whether the IR has the step cache's cut points (folders converted before it have not)."""
+        return has_cut_points(self.core.read_model(self.folder / IR_NAME))
+
+    def enable_step_cache(self, threshold: float = DEFAULT_THRESHOLD) -> None:
+        cache = FirstBlockCache(threshold)
+        if not self.has_step_cache:
+            raise StepCacheUnavailableError(step_cache_missing_message(self.folder.parent))
+        self.release()  # compiled again, as segments, at the next call
+        self.step_cache = cache
+
+    def disable_step_cache(self) -> None:
+        if self.step_cache is not None:
+            self.release()
+            self.step_cache = None
+
+    def _models(self) -> dict[str, Path | ov.Model]:
+        read = lambda: self.core.read_model(self.folder / IR_NAME)  # noqa: E731
+        if self.step_cache is not None:
+            return cache_segments(read)
+        model = read()
+        return {"model": whole_model(model) if has_cut_points(model) else self.folder / IR_NAME}
 
     def __call__(
         self,
@@ -216,7 +284,7 @@ class OVTransformer(OVModelPart):
         **_: Any,
     ):
         conditions = added_cond_kwargs or {}
-        sample = self.infer(
+        inputs = dict(
             hidden_states=hidden_states,
             encoder_hidden_states=encoder_hidden_states,
             encoder_attention_mask=encoder_attention_mask,
@@ -224,6 +292,13 @@ class OVTransformer(OVModelPart):
             resolution=conditions.get("resolution"),
             aspect_ratio=conditions.get("aspect_ratio"),
         )
+        if self.step_cache is None:
+            return (self.infer(**inputs),)
+        start = time.perf_counter()
+        first_block, embedded = self.run("first", **inputs)
+        last_block = self.step_cache(embedded, first_block, lambda first: self.run("blocks", **{FIRST_BLOCK: first}, **inputs)[0])
+        sample = self.run("head", **{LAST_BLOCK: last_block}, **inputs)[0]
+        self.seconds.append(time.perf_counter() - start)
         return (sample,)
 
 
@@ -262,10 +337,18 @@ class OVPixArtPipeline:
 
     @classmethod
     def from_variant(
-        cls, folder: Path, device: str = "AUTO", ov_config: dict | None = None, low_memory: bool | None = None
+        cls,
+        folder: Path,
+        device: str = "AUTO",
+        ov_config: dict | None = None,
+        low_memory: bool | None = None,
+        step_cache: float | None = None,
     ) -> "OVPixArtPipeline":
         """Compile the three IRs of a variant folder for ``device`` and return the pipeline (α or Σ, as the folder's
         model is).
+
+        ``step_cache``: a threshold turns the step cache on (:meth:`enable_step_cache`); ``None`` leaves it off. A
+        folder converted before step caching loads without it, with a warning that says how to remake it.
 
         ``low_memory=True`` keeps one part's weights in memory at a time: each part is compiled when it is called
         and frees the others (T5 once per prompt, the transformer once per picture). On a CPU without bf16,
@@ -282,17 +365,37 @@ class OVPixArtPipeline:
         if low_memory is None:
             low_memory = not fits_in_memory(folder, device, ov_config, core)
         turns: list[OVModelPart] | None = [] if low_memory else None
+        # with the cache asked for, the transformer is compiled (as segments) once the cache is on
         options = dict(core=core, device=device, ov_config=ov_config, compile_now=not low_memory, turns=turns)
         parts = {
             "text_encoder": OVTextEncoder(folder / "text_encoder", **options),
-            "transformer": OVTransformer(folder / "transformer", **options),
+            "transformer": OVTransformer(folder / "transformer", **(options | {"compile_now": not low_memory and step_cache is None})),
             "vae": OVVaeDecoder(folder / "vae_decoder", **options),
         }
         scheduler = scheduler_from_config(scheduler_config(folder))
         pipe = pipeline_class(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler, **parts)
         pipe.variant_folder = folder
         pipe.low_memory = low_memory
+        pipe.step_cache_counts = None
+        if step_cache is not None:
+            try:
+                pipe.enable_step_cache(step_cache)
+            except StepCacheUnavailableError as error:
+                warnings.warn(str(error), stacklevel=2)
+        if not low_memory:
+            pipe.transformer.requests  # noqa: B018 (compiled now, as the other parts are)
         return pipe
+
+    def enable_step_cache(self, threshold: float = DEFAULT_THRESHOLD) -> None:
+        """Reuse the transformer's blocks between neighbouring steps (First Block Cache, ``helpers.step_cache``).
+
+        ``threshold``: how far the first block's residual may move before the other blocks run again (0: always).
+        Raises :class:`~helpers.step_cache.StepCacheUnavailableError` for a folder converted before step caching.
+        """
+        self.transformer.enable_step_cache(threshold)
+
+    def disable_step_cache(self) -> None:
+        self.transformer.disable_step_cache()
 
     @property
     def recipe(self) -> Recipe:
@@ -304,7 +407,13 @@ class OVPixArtPipeline:
         kwargs.setdefault("num_inference_steps", self.recipe.num_inference_steps)
         kwargs.setdefault("guidance_scale", self.recipe.guidance_scale)
         self.check_call_inputs(prompt, **kwargs)
-        return super().__call__(prompt, *args, **kwargs)
+        cache = self.transformer.step_cache
+        if cache is not None:
+            cache.reset()  # each picture starts from its own first step
+        output = super().__call__(prompt, *args, **kwargs)
+        # how many steps ran in full and how many reused the blocks (None with the cache off)
+        self.step_cache_counts = output.step_cache = cache.counts if cache is not None else None
+        return output
 
     def check_call_inputs(self, prompt: str | list[str] | None, **kwargs: Any) -> None:
         """Refuse, with the fix, the inputs diffusers' pipeline or the OpenVINO parts would fail on obscurely."""

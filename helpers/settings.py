@@ -81,6 +81,11 @@ LCM_RECIPE = Recipe("LCM", num_inference_steps=4, guidance_scale=0.0)
 STANDARD_RECIPE = Recipe("standard", num_inference_steps=20, guidance_scale=4.5, negative_prompt="blurry, low quality")
 
 
+# The step cache's default threshold (``helpers.step_cache``): the largest whose pictures kept the shapes model's
+# alignment within 0.02 of the uncached pipeline (benchmarks/results/step-cache.md).
+STEP_CACHE_THRESHOLD = 0.2
+
+
 def recipe_for(scheduler: Any) -> Recipe:
     """The LCM recipe for an ``LCMScheduler`` (object or class name), the standard one (DPM-Solver, guided) otherwise."""
     name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
