@@ -201,6 +201,45 @@ def plot_comparison(table, columns: Iterable[str] = ("weights MB", "pipeline s (
     return fig
 
 
+def compare_step_cache(
+    pipe: OVPixArtPipeline, prompts: Sequence[str], seeds: Sequence[int], thresholds: Iterable[float], **kwargs: Any
+) -> tuple[Any, dict[str, list[Image.Image]]]:
+    """The same prompts and seeds without the step cache and at each threshold: one row each (steps computed and
+    reused, seconds per picture and in the transformer, PSNR/SSIM against the uncached pictures), and the pictures.
+
+    Each way is compiled (and run once on the first prompt) before it is timed.
+    """
+    import pandas as pd
+
+    rows, pictures = {}, {}
+    for threshold in (None, *thresholds):
+        name = "uncached" if threshold is None else f"cached, threshold {threshold:g}"
+        pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)
+        generate(pipe, prompts[0], seeds[0], **kwargs)  # warm-up: compiles the cut models the first time
+        pictures[name], seconds, transformer_seconds, computed, reused = [], [], [], 0, 0
+        for prompt, seed in zip(prompts, seeds):
+            pipe.transformer.seconds.clear()
+            image, picture_seconds = generate(pipe, prompt, seed, **kwargs)
+            counts = pipe.step_cache_counts or {"computed": len(pipe.transformer.seconds), "reused": 0}
+            computed, reused = computed + counts["computed"], reused + counts["reused"]
+            pictures[name].append(image)
+            seconds.append(picture_seconds)
+            transformer_seconds.append(sum(pipe.transformer.seconds))
+        uncached = pictures["uncached"]
+        rows[name] = {
+            "steps computed": computed,
+            "steps reused": reused,
+            "picture s (median)": float(np.median(seconds)),
+            "transformer s (median)": float(np.median(transformer_seconds)),
+            "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(uncached, pictures[name])])),
+            "SSIM": float(np.mean([ssim(a, b) for a, b in zip(uncached, pictures[name])])),
+        }
+    pipe.disable_step_cache()
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["transformer speed-up"] = table["transformer s (median)"].iloc[0] / table["transformer s (median)"]
+    return table.round(3), pictures
+
+
 def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size: float = 4.0):
     """A row of pictures with their titles (matplotlib figure)."""
     import matplotlib.pyplot as plt

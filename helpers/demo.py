@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from .pipeline import OVPixArtPipeline
-from .settings import MODEL_ROOT, example_prompts
+from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, example_prompts
 from .sizes import parse_size, size_choices
+from .step_cache import StepCacheUnavailableError, describe
 from .variants import VariantNotReadyError, available_variants, source_pipeline, variant_dir, variant_recipe
 
 EXAMPLE_SEEDS = (42, 42, 0, 0)
@@ -54,15 +55,20 @@ class DemoBackend:
         guidance_scale: float,
         size: str,
         variant: str,
+        step_cache: float = 0.0,
         on_step: Callable[[int, int], None] | None = None,
-    ) -> tuple[Image.Image, float]:
-        """One picture and its seconds; ``on_step(done, total)`` follows the denoising steps."""
+    ) -> tuple[Image.Image, float, str]:
+        """One picture, its seconds and what the step cache did; ``on_step(done, total)`` follows the denoising steps.
+
+        ``step_cache``: the cache's threshold, 0 for off.
+        """
         height, width = parse_size(size, self.sizes)
         steps = int(steps)  # prompt, steps and size are checked by the pipeline's own __call__
         with self._lock:
             pipe = self.pipeline(variant)
+            cache_note = self._set_step_cache(pipe, float(step_cache))
             start = time.perf_counter()
-            image = pipe(
+            output = pipe(
                 prompt,
                 negative_prompt=negative_prompt or "",
                 num_inference_steps=steps,
@@ -71,8 +77,21 @@ class DemoBackend:
                 width=width,
                 generator=torch.Generator("cpu").manual_seed(int(seed)),
                 callback=(lambda step, t, latents: on_step(step + 1, steps)) if on_step else None,
-            ).images[0]
-            return image, time.perf_counter() - start
+            )
+            seconds = time.perf_counter() - start
+            return output.images[0], seconds, describe(output.step_cache) if output.step_cache else cache_note
+
+    @staticmethod
+    def _set_step_cache(pipe: OVPixArtPipeline, threshold: float) -> str:
+        """Turn the pipeline's step cache on at ``threshold`` (off at 0); what to say when it can't be."""
+        if threshold == 0:
+            pipe.disable_step_cache()
+            return "step cache off"
+        try:
+            pipe.enable_step_cache(threshold)
+        except StepCacheUnavailableError:
+            return "step cache unavailable: this variant was converted before it (convert again to use it)"
+        return ""
 
 
 def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_config: dict | None = None):
@@ -83,17 +102,17 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
 
     backend = DemoBackend(model_id, device, root, ov_config)
 
-    def generate(prompt, negative_prompt, seed, randomize, steps, guidance, size, variant, progress=gr.Progress()):
+    def generate(prompt, negative_prompt, seed, randomize, steps, guidance, size, variant, step_cache=0.0, progress=gr.Progress()):
         seed = random.randint(0, 2**31 - 1) if randomize else int(seed)
         progress(0, desc="Encoding the prompt")
         try:
-            image, seconds = backend.generate(
-                prompt, negative_prompt, seed, steps, guidance, size, variant,
+            image, seconds, cache = backend.generate(
+                prompt, negative_prompt, seed, steps, guidance, size, variant, step_cache,
                 on_step=lambda done, total: progress(done / total, desc=f"Denoising step {done}/{total}"),
             )
         except (ValueError, VariantNotReadyError) as error:  # a message in the page, not a stack trace
             raise gr.Error(str(error)) from None
-        return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height}", seed
+        return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height} · {cache}", seed
 
     recipe = backend.recipe
     title = f"{backend.family} on OpenVINO"
@@ -112,13 +131,17 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
                 with gr.Row():
                     size = gr.Dropdown(backend.sizes, value=backend.sizes[0], label="Size (W×H)", allow_custom_value=True)
                     variant = gr.Dropdown(backend.variants, value=backend.variants[-1], label="Variant")
+                step_cache = gr.Slider(
+                    0.0, 0.5, value=0.0, step=0.05, label="Step cache threshold (0: off)",
+                    info=f"Reuse the transformer's blocks while its first block barely changes: faster, a little less exact ({STEP_CACHE_THRESHOLD} is the measured default)",
+                )
                 button = gr.Button("Generate", variant="primary")
             with gr.Column():
                 image = gr.Image(label="Picture", type="pil", format="png", elem_id="result")
                 info = gr.Textbox(label="Generation", interactive=False, elem_id="info")
-        inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant]
+        inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant, step_cache]
         gr.Examples(
-            [[p, recipe.negative_prompt, s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.variants[-1]]
+            [[p, recipe.negative_prompt, s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.variants[-1], 0.0]
              for p, s in zip(example_prompts(model_id), EXAMPLE_SEEDS)],
             inputs=inputs,
         )

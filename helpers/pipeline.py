@@ -203,18 +203,18 @@ class OVModelPart:
             self._requests.clear()
             free_memory()
 
-    def run(self, model: str, **inputs: torch.Tensor | None) -> list[torch.Tensor]:
+    def run(self, model: str, **inputs: torch.Tensor | np.ndarray | None) -> list[np.ndarray]:
         """Run one compiled model on the named inputs it has (``None`` values and unknown names are left out)."""
         request = self.requests[model]
         names = self._input_names[model]
         feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in names}
         outputs = request.infer(feed)
-        return [torch.from_numpy(outputs[index].copy()) for index in range(len(request.model_outputs))]
+        return [outputs[index] for index in range(len(request.model_outputs))]
 
     def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
         """Run the part's model on the named inputs it has; its first output, timed into ``seconds``."""
         start = time.perf_counter()
-        output = self.run("model", **inputs)[0]
+        output = torch.from_numpy(self.run("model", **inputs)[0])
         self.seconds.append(time.perf_counter() - start)
         return output
 
@@ -226,8 +226,8 @@ def openvino_reason(error: RuntimeError) -> str:
     return (said or lines or [type(error).__name__])[-1][:200]
 
 
-def _to_numpy(value: torch.Tensor) -> np.ndarray:
-    return value.detach().cpu().numpy()
+def _to_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else value.detach().cpu().numpy()
 
 
 class OVTextEncoder(OVModelPart):
@@ -256,6 +256,9 @@ class OVTransformer(OVModelPart):
 
     def enable_step_cache(self, threshold: float = DEFAULT_THRESHOLD) -> None:
         cache = FirstBlockCache(threshold)
+        if self.step_cache is not None:  # already cut into segments: only the threshold changes
+            self.step_cache = cache
+            return
         if not self.has_step_cache:
             raise StepCacheUnavailableError(step_cache_missing_message(self.folder.parent))
         self.release()  # compiled again, as segments, at the next call
@@ -299,7 +302,7 @@ class OVTransformer(OVModelPart):
         last_block = self.step_cache(embedded, first_block, lambda first: self.run("blocks", **{FIRST_BLOCK: first}, **inputs)[0])
         sample = self.run("head", **{LAST_BLOCK: last_block}, **inputs)[0]
         self.seconds.append(time.perf_counter() - start)
-        return (sample,)
+        return (torch.from_numpy(sample),)
 
 
 class OVVaeDecoder(OVModelPart):

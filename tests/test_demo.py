@@ -45,9 +45,12 @@ def test_backend_follows_the_checkpoint_recipe(model_root, tiny_compressed):
     backend = DemoBackend("tiny", "CPU", root=model_root)
     assert backend.recipe == LCM_RECIPE
     steps = []
-    image, seconds = backend.generate("a red circle", "", 1, 2, 0.0, "768×1344", "INT8", on_step=lambda done, total: steps.append((done, total)))
-    assert image.size == (768, 1344) and seconds > 0
+    image, seconds, cache = backend.generate("a red circle", "", 1, 2, 0.0, "768×1344", "INT8", on_step=lambda done, total: steps.append((done, total)))
+    assert image.size == (768, 1344) and seconds > 0 and cache == "step cache off"
     assert steps == [(1, 2), (2, 2)]
+    image, _, cache = backend.generate("a red circle", "", 1, 6, 0.0, "768×1344", "INT8", step_cache=0.3)
+    assert image.size == (768, 1344) and re.fullmatch(r"(\d) steps computed, (\d) reused", cache)
+    assert sum(int(n) for n in re.findall(r"\d", cache)) == 6
     with pytest.raises(ValueError, match="Unknown variant 'INT3'"):
         backend.generate("a red circle", "", 1, 2, 0.0, "1024×1024", "INT3")
 
@@ -70,7 +73,7 @@ def test_browser_generates_and_shows_errors(demo_url):
         result.scroll_into_view_if_needed()  # the image loads lazily
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=result.element_handle(), timeout=30_000)
         assert result.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1024, 1024]
-        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · W8A8 · seed 42 · 1024×1024$"))
+        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · W8A8 · seed 42 · 1024×1024 · step cache off$"))
 
         page.get_by_label("Prompt", exact=True).fill("   ")
         page.get_by_role("button", name="Generate").click()
@@ -94,7 +97,7 @@ def test_bad_input_through_the_api_gets_the_message(demo_url, steps, guidance, s
 
     client = Client(demo_url, verbose=False)
     with pytest.raises(Exception, match=re.escape(message)):
-        client.predict("a red circle", "", 1, False, steps, guidance, size, "INT8", api_name="/generate")
+        client.predict("a red circle", "", 1, False, steps, guidance, size, "INT8", 0.0, api_name="/generate")
 
 
 def test_eight_concurrent_requests_all_answered(demo_url):
@@ -102,7 +105,8 @@ def test_eight_concurrent_requests_all_answered(demo_url):
 
     client = Client(demo_url, verbose=False)
     start = time.perf_counter()
-    jobs = [client.submit(f"a shape number {i}", "", i, False, 2, 0.0, "1024×1024", "INT8", api_name="/generate") for i in range(8)]
+    # every other request with the step cache on: the one compiled pipeline switches between the two ways
+    jobs = [client.submit(f"a shape number {i}", "", i, False, 4, 0.0, "1024×1024", "INT8", 0.2 * (i % 2), api_name="/generate") for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda job: job.result(timeout=300), jobs))
     print(f"8 concurrent requests answered in {time.perf_counter() - start:.1f} s")
@@ -110,3 +114,4 @@ def test_eight_concurrent_requests_all_answered(demo_url):
     for path, info, seed in results:
         assert Image.open(path).size == (1024, 1024)
         assert f"seed {seed}" in info
+        assert ("steps computed" in info) == (seed % 2 == 1), info

@@ -1,0 +1,299 @@
+"""The step cache's speed and quality: cached against uncached pictures, timed in turns in one process.
+
+    python benchmarks/step_cache.py quality                       # shapes model: alignment, PSNR/SSIM, per threshold
+    python benchmarks/step_cache.py speed --model model/pixart-xl-dpm-random/diffusers   # full size, 1024², 20 steps
+    python benchmarks/step_cache.py steps --model model/pixart-xl-dpm-random/diffusers --side 2048   # Σ-2K's step
+
+``quality`` draws the shapes model's evaluation prompts (one picture per call, the way people draw) without the cache
+and at each threshold: alignment score, PSNR/SSIM against the uncached pictures, steps reused, transformer time.
+``speed`` draws whole pictures of a (random-weight, full-size) variant folder, uncached and cached in turns, after a
+short warm-up, and records each picture's transformer time and whole time. ``steps`` times one computed and one
+reused step at a size too large for whole pictures on 2 cores (2048²) and estimates a picture from them. Each appends to ``results/step-cache-*.json``
+after every measurement (a stopped run resumes) and rewrite the markdown (and the quality chart) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from benchmarks.benchmark import machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"machine": machine(), "runs": {}}
+
+
+def save(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+
+
+def draw(pipe, prompt: str, seed: int, threshold: float | None, **kwargs) -> dict:
+    """One picture with the cache at ``threshold`` (None: off): the picture, its seconds, the transformer's share."""
+    import torch
+
+    pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)
+    pipe.transformer.seconds.clear()
+    start = time.perf_counter()
+    output = pipe(prompt, generator=torch.Generator().manual_seed(seed), **kwargs)
+    return {
+        "image": output.images[0],
+        "picture_s": time.perf_counter() - start,
+        "transformer_s": sum(pipe.transformer.seconds),
+        "counts": output.step_cache or {"computed": len(pipe.transformer.seconds), "reused": 0},
+    }
+
+
+def quality(args) -> None:
+    import numpy as np
+
+    from helpers.comparison import psnr, ssim
+    from helpers.conversion import convert_pipeline
+    from helpers.pipeline import OVPixArtPipeline
+    from helpers.shapes import alignment_score, evaluation_scenes
+    from helpers.sources import resolve_model_source
+    from helpers.variants import variant_dir
+
+    path = args.out / "step-cache-shapes.json"
+    results = load(path)
+    folder = variant_dir(args.model, "FP16")
+    convert_pipeline(resolve_model_source(args.model), folder)
+    pipe = OVPixArtPipeline.from_variant(folder, args.device)
+    pipe.set_progress_bar_config(disable=True)
+    recipe = pipe.recipe
+    evaluation = evaluation_scenes(args.prompts)
+    scenes = [scene for scene, _ in evaluation]
+    pictures = {}
+    for threshold in (None, *args.thresholds):  # uncached first: the others are compared with it
+        key = "uncached" if threshold is None else f"{threshold:g}"
+        draws = [draw(pipe, scene.caption, seed, threshold, negative_prompt=recipe.negative_prompt) for scene, seed in evaluation]
+        pictures[key] = [d["image"] for d in draws]
+        results["runs"][key] = {
+            "threshold": threshold,
+            "alignment": alignment_score(pictures[key], scenes),
+            "psnr_db": float(np.mean([psnr(a, b) for a, b in zip(pictures["uncached"], pictures[key])])),
+            "ssim": float(np.mean([ssim(a, b) for a, b in zip(pictures["uncached"], pictures[key])])),
+            "computed": sum(d["counts"]["computed"] for d in draws),
+            "reused": sum(d["counts"]["reused"] for d in draws),
+            "transformer_s": sum(d["transformer_s"] for d in draws),
+            "picture_s": sum(d["picture_s"] for d in draws),
+        }
+        print(key, json.dumps(results["runs"][key])[:300], flush=True)
+    results |= {"model": args.model, "prompts": args.prompts, "recipe": f"{recipe.num_inference_steps} steps, guidance {recipe.guidance_scale}"}
+    save(path, results)
+    path.with_suffix(".md").write_text(quality_markdown(results))
+    quality_chart(results).savefig(path.with_suffix(".png"), dpi=90, bbox_inches="tight")
+
+
+def quality_rows(results: dict) -> list[dict]:
+    runs = results["runs"]
+    base = runs["uncached"]
+    rows = []
+    for key, run in runs.items():
+        steps = run["computed"] + run["reused"]
+        rows.append({
+            "threshold": key,
+            "steps reused": f"{run['reused'] / steps:.0%}",
+            "transformer speed-up": round(base["transformer_s"] / run["transformer_s"], 2),
+            "speed-up if skipped steps were free": round(steps / run["computed"], 2),
+            "alignment": round(run["alignment"]["overall"], 3),
+            "alignment change": round(run["alignment"]["overall"] - base["alignment"]["overall"], 3),
+            "PSNR dB vs uncached": "—" if key == "uncached" else round(run["psnr_db"], 1),
+            "SSIM vs uncached": round(run["ssim"], 3),
+        })
+    return rows
+
+
+def quality_markdown(results: dict) -> str:
+    rows = quality_rows(results)
+    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
+    m = results["machine"]
+    return (
+        f"# Step cache on the shapes model: quality against speed\n\n"
+        f"`{results['model']}`, FP16 variant, {results['prompts']} evaluation prompts, one picture per call, {results['recipe']} "
+        f"(DPM-Solver), 256². CPU: {m['cpu']}, {m['cores']} cores, OpenVINO {m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n\n"
+        f"{head}{body}\n"
+        "The shapes model is small (its transformer's blocks take little of a step at 256²), so its measured speed-up "
+        "understates what the full-size transformer gains; the last speed column is what skipping costs nothing would give. "
+        "Quality comes from this trained model only: random weights cannot measure it.\n"
+    )
+
+
+def quality_chart(results: dict):
+    import matplotlib.pyplot as plt
+
+    rows = quality_rows(results)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    x = [row["speed-up if skipped steps were free"] for row in rows]
+    y = [row["alignment"] for row in rows]
+    ax.plot(x, y, "o-")
+    for row, xi, yi in zip(rows, x, y):
+        ax.annotate(row["threshold"], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axhline(rows[0]["alignment"] - 0.02, color="grey", linestyle=":", label="uncached − 0.02")
+    ax.set_xlabel("steps drawn / steps computed in full")
+    ax.set_ylabel("alignment (64 prompts)")
+    ax.set_title("Step cache on the shapes model, by threshold")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def speed(args) -> None:
+    from helpers.pipeline import OVPixArtPipeline
+    from helpers.settings import EXAMPLE_PROMPTS, model_name
+    from helpers.variants import variant_dir
+
+    path = args.out / f"step-cache-{model_name(args.model)}.json"
+    results = load(path)
+    folder = variant_dir(args.model, args.variant)
+    pipe = OVPixArtPipeline.from_variant(folder, args.device)
+    recipe = pipe.recipe
+    kwargs = dict(height=args.side, width=args.side, negative_prompt=recipe.negative_prompt)
+    for threshold in (None, args.threshold):  # warm-up: compile both ways and run each once, 2 steps
+        draw(pipe, EXAMPLE_PROMPTS[0], 0, threshold, num_inference_steps=2, **kwargs)
+    results |= {"model": args.model, "variant": args.variant, "side": args.side, "threshold": args.threshold,
+                "recipe": f"{recipe.num_inference_steps} steps, guidance {recipe.guidance_scale}"}
+    for turn in range(args.runs):
+        for threshold in (None, args.threshold):
+            key = f"{'uncached' if threshold is None else 'cached'} {turn + 1}"
+            if key in results["runs"]:
+                continue
+            run = draw(pipe, EXAMPLE_PROMPTS[turn % len(EXAMPLE_PROMPTS)], turn, threshold, **kwargs)
+            run.pop("image")
+            results["runs"][key] = run
+            save(path, results)
+            print(key, run, flush=True)
+    path.with_suffix(".md").write_text(speed_markdown(results))
+
+
+def speed_markdown(results: dict) -> str:
+    runs = results["runs"]
+
+    def median(kind: str, field: str) -> float:
+        return statistics.median(run[field] for key, run in runs.items() if key.startswith(kind))
+
+    cached = [run for key, run in runs.items() if key.startswith("cached")]
+    m = results["machine"]
+    rows = "".join(
+        f"| {kind} | {median(kind, 'transformer_s'):.0f} | {median('uncached', 'transformer_s') / median(kind, 'transformer_s'):.2f}× "
+        f"| {median(kind, 'picture_s'):.0f} | {median('uncached', 'picture_s') / median(kind, 'picture_s'):.2f}× |\n"
+        for kind in ("uncached", "cached")
+    )
+    counts = ", ".join(f"{run['counts']['computed']} computed + {run['counts']['reused']} reused" for run in cached)
+    return (
+        f"# Step cache at full size: {results['side']}², {results['recipe']}\n\n"
+        f"`{results['model']}` ({results['variant']}, random weights), threshold {results['threshold']}, "
+        f"{len(cached)} pictures each way in turns in one process after a warm-up. CPU: {m['cpu']}, {m['cores']} cores, "
+        f"bf16 instructions: {m['bf16_instructions']}, OpenVINO {m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n\n"
+        "| | transformer s (median) | speed-up | picture s (median) | speed-up |\n|---|---|---|---|---|\n"
+        f"{rows}\nCached pictures' steps: {counts}.\n\n"
+        "Random weights decide which steps are reused differently from trained ones: the step counts here are the "
+        "random model's, the costs of a computed and a reused step are the real shapes'.\n"
+    )
+
+
+def steps(args) -> None:
+    """One computed and one reused step of the cached transformer at ``side``² (batch 2: a guided step), each timed
+    ``runs`` times in turns, with the uncached step; a picture's transformer time is estimated from them."""
+    import openvino as ov
+    import torch
+
+    from helpers.conversion import transformer_example
+    from helpers.pipeline import OVTransformer
+    from helpers.settings import model_name
+    from helpers.step_cache import FIRST_BLOCK, LAST_BLOCK
+    from helpers.variants import variant_dir
+
+    path = args.out / f"step-cache-steps-{model_name(args.model)}-{args.side}.json"
+    results = load(path)
+    results |= {"model": args.model, "variant": args.variant, "side": args.side, "batch": 2}
+    folder = variant_dir(args.model, args.variant) / "transformer"
+    core = ov.Core()
+    whole, cut = OVTransformer(folder, core, args.device), OVTransformer(folder, core, args.device, compile_now=False)
+    cut.enable_step_cache()
+    torch.manual_seed(0)
+    inputs = transformer_example(whole.config, batch=2, side=args.side // 8)
+    inputs["timestep"] = inputs["timestep"].float()
+
+    def computed():
+        first_block, _ = cut.run("first", **inputs)
+        cut.run("head", **{LAST_BLOCK: cut.run("blocks", **{FIRST_BLOCK: first_block}, **inputs)[0]}, **inputs)
+
+    def reused():
+        first_block, _ = cut.run("first", **inputs)
+        cut.run("head", **{LAST_BLOCK: first_block}, **inputs)
+
+    ways = {"uncached step": lambda: whole.infer(**inputs), "computed step": computed, "reused step": reused}
+    for way in ways.values():  # warm-up
+        way()
+    for turn in range(args.runs):
+        for name, way in ways.items():
+            start = time.perf_counter()
+            way()
+            results["runs"].setdefault(name, []).append(time.perf_counter() - start)
+            save(path, results)
+            print(name, results["runs"][name][-1], flush=True)
+    path.with_suffix(".md").write_text(steps_markdown(results))
+
+
+def steps_markdown(results: dict) -> str:
+    step = {name: statistics.median(seconds) for name, seconds in results["runs"].items()}
+    m = results["machine"]
+    lines = [
+        f"# Step cache: one guided step at {results['side']}² (batch 2), computed and reused\n",
+        f"`{results['model']}` ({results['variant']}, random weights), median of {len(results['runs']['uncached step'])} "
+        f"runs in turns. CPU: {m['cpu']}, {m['cores']} cores, bf16 instructions: {m['bf16_instructions']}, OpenVINO "
+        f"{m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n",
+        "| step | s | vs uncached |\n|---|---|---|",
+        *(f"| {name} | {s:.2f} | {s / step['uncached step']:.3f} |" for name, s in step.items()),
+        "\nA 20-step guided picture's transformer time, estimated from these, by how many steps the cache reuses:\n",
+        "| steps computed + reused | transformer s | speed-up |\n|---|---|---|",
+    ]
+    uncached = 20 * step["uncached step"]
+    for computed in (20, 14, 11, 10, 8, 6):
+        seconds = computed * step["computed step"] + (20 - computed) * step["reused step"]
+        lines.append(f"| {computed} + {20 - computed} | {seconds:.0f} | {uncached / seconds:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    q = commands.add_parser("quality", help="the shapes model's alignment and PSNR/SSIM per threshold")
+    q.add_argument("--model", default="shapes")
+    q.add_argument("--prompts", type=int, default=64)
+    q.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
+    s = commands.add_parser("speed", help="whole pictures, cached and uncached in turns")
+    s.add_argument("--model", required=True, help="a model id or diffusers folder whose variant folder exists")
+    s.add_argument("--variant", default="FP16")
+    s.add_argument("--side", type=int, default=1024)
+    s.add_argument("--threshold", type=float, default=None, help="default: helpers' default threshold")
+    s.add_argument("--runs", type=int, default=2)
+    t = commands.add_parser("steps", help="one computed and one reused guided step, and the estimate of a picture")
+    t.add_argument("--model", required=True)
+    t.add_argument("--variant", default="FP16")
+    t.add_argument("--side", type=int, default=2048, help="picture side (default: %(default)s)")
+    t.add_argument("--runs", type=int, default=2)
+    for command in (q, s, t):
+        command.add_argument("--device", default="CPU")
+        command.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.command == "speed" and args.threshold is None:
+        from helpers.settings import STEP_CACHE_THRESHOLD
+
+        args.threshold = STEP_CACHE_THRESHOLD
+    {"quality": quality, "speed": speed, "steps": steps}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
