@@ -159,13 +159,14 @@ def speed(args) -> None:
     pipe = OVPixArtPipeline.from_variant(folder, args.device)
     recipe = pipe.recipe
     kwargs = dict(height=args.side, width=args.side, negative_prompt=recipe.negative_prompt)
-    for threshold in (None, args.threshold):  # warm-up: compile both ways and run each once, 2 steps
+    ways = {"uncached": None, **{f"cached {threshold:g}": threshold for threshold in args.thresholds}}
+    for threshold in ways.values():  # warm-up: compile each way and run it once, 2 steps
         draw(pipe, EXAMPLE_PROMPTS[0], 0, threshold, num_inference_steps=2, **kwargs)
-    results |= {"model": args.model, "variant": args.variant, "side": args.side, "threshold": args.threshold,
+    results |= {"model": args.model, "variant": args.variant, "side": args.side,
                 "recipe": f"{recipe.num_inference_steps} steps, guidance {recipe.guidance_scale}"}
     for turn in range(args.runs):
-        for threshold in (None, args.threshold):
-            key = f"{'uncached' if threshold is None else 'cached'} {turn + 1}"
+        for way, threshold in ways.items():
+            key = f"{way} #{turn + 1}"
             if key in results["runs"]:
                 continue
             run = draw(pipe, EXAMPLE_PROMPTS[turn % len(EXAMPLE_PROMPTS)], turn, threshold, **kwargs)
@@ -177,34 +178,39 @@ def speed(args) -> None:
 
 
 def speed_markdown(results: dict) -> str:
-    runs = results["runs"]
+    ways: dict[str, list[dict]] = {}
+    for key, run in results["runs"].items():
+        ways.setdefault(key.split(" #")[0], []).append(run)
 
-    def median(kind: str, field: str) -> float:
-        return statistics.median(run[field] for key, run in runs.items() if key.startswith(kind))
+    def median(way: str, field: str) -> float:
+        return statistics.median(run[field] for run in ways[way])
 
-    cached = [run for key, run in runs.items() if key.startswith("cached")]
+    def counts(runs: list[dict]) -> str:
+        return ", ".join(f"{run['counts']['computed']} + {run['counts']['reused']}" for run in runs)
+
     m = results["machine"]
     rows = "".join(
-        f"| {kind} | {median(kind, 'transformer_s'):.0f} | {median('uncached', 'transformer_s') / median(kind, 'transformer_s'):.2f}× "
-        f"| {median(kind, 'picture_s'):.0f} | {median('uncached', 'picture_s') / median(kind, 'picture_s'):.2f}× |\n"
-        for kind in ("uncached", "cached")
+        f"| {way} | {counts(runs)} "
+        f"| {median(way, 'transformer_s'):.0f} | {median('uncached', 'transformer_s') / median(way, 'transformer_s'):.2f}× "
+        f"| {median(way, 'picture_s'):.0f} | {median('uncached', 'picture_s') / median(way, 'picture_s'):.2f}× |\n"
+        for way, runs in ways.items()
     )
-    counts = ", ".join(f"{run['counts']['computed']} computed + {run['counts']['reused']} reused" for run in cached)
     return (
         f"# Step cache at full size: {results['side']}², {results['recipe']}\n\n"
-        f"`{results['model']}` ({results['variant']}, random weights), threshold {results['threshold']}, "
-        f"{len(cached)} pictures each way in turns in one process after a warm-up. CPU: {m['cpu']}, {m['cores']} cores, "
-        f"bf16 instructions: {m['bf16_instructions']}, OpenVINO {m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n\n"
-        "| | transformer s (median) | speed-up | picture s (median) | speed-up |\n|---|---|---|---|---|\n"
-        f"{rows}\nCached pictures' steps: {counts}.\n\n"
+        f"`{results['model']}` ({results['variant']}, random weights), {len(ways['uncached'])} pictures each way, in turns in "
+        f"one process after a warm-up. CPU: {m['cpu']}, {m['cores']} cores, bf16 instructions: {m['bf16_instructions']}, "
+        f"OpenVINO {m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n\n"
+        "| | steps computed + reused | transformer s (median) | speed-up | picture s (median) | speed-up |\n"
+        f"|---|---|---|---|---|---|\n{rows}\n"
         "Random weights decide which steps are reused differently from trained ones: the step counts here are the "
-        "random model's, the costs of a computed and a reused step are the real shapes'.\n"
+        "random model's; the costs of a computed and of a reused step are those of the real shapes.\n"
     )
 
 
 def steps(args) -> None:
-    """One computed and one reused step of the cached transformer at ``side``² (batch 2: a guided step), each timed
-    ``runs`` times in turns, with the uncached step; a picture's transformer time is estimated from them."""
+    """One computed and one reused step of the cached transformer at ``side``², each timed ``runs`` times in turns
+    with the uncached step; a guided picture's transformer time is estimated from them (a guided step is batch 2:
+    twice a batch-1 step, as every op of the transformer is per picture)."""
     import openvino as ov
     import torch
 
@@ -216,13 +222,13 @@ def steps(args) -> None:
 
     path = args.out / f"step-cache-steps-{model_name(args.model)}-{args.side}.json"
     results = load(path)
-    results |= {"model": args.model, "variant": args.variant, "side": args.side, "batch": 2}
+    results |= {"model": args.model, "variant": args.variant, "side": args.side, "batch": args.batch}
     folder = variant_dir(args.model, args.variant) / "transformer"
     core = ov.Core()
     whole, cut = OVTransformer(folder, core, args.device), OVTransformer(folder, core, args.device, compile_now=False)
     cut.enable_step_cache()
     torch.manual_seed(0)
-    inputs = transformer_example(whole.config, batch=2, side=args.side // 8)
+    inputs = transformer_example(whole.config, batch=args.batch, side=args.side // 8)
     inputs["timestep"] = inputs["timestep"].float()
 
     def computed():
@@ -250,18 +256,20 @@ def steps_markdown(results: dict) -> str:
     step = {name: statistics.median(seconds) for name, seconds in results["runs"].items()}
     m = results["machine"]
     lines = [
-        f"# Step cache: one guided step at {results['side']}² (batch 2), computed and reused\n",
+        f"# Step cache: one step at {results['side']}² (batch {results['batch']}), computed and reused\n",
         f"`{results['model']}` ({results['variant']}, random weights), median of {len(results['runs']['uncached step'])} "
         f"runs in turns. CPU: {m['cpu']}, {m['cores']} cores, bf16 instructions: {m['bf16_instructions']}, OpenVINO "
         f"{m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n",
         "| step | s | vs uncached |\n|---|---|---|",
         *(f"| {name} | {s:.2f} | {s / step['uncached step']:.3f} |" for name, s in step.items()),
-        "\nA 20-step guided picture's transformer time, estimated from these, by how many steps the cache reuses:\n",
+        f"\nA 20-step guided picture's transformer time (batch 2: {2 // results['batch']}× these steps), estimated from "
+        "them, by how many steps the cache reuses:\n",
         "| steps computed + reused | transformer s | speed-up |\n|---|---|---|",
     ]
-    uncached = 20 * step["uncached step"]
+    per_picture = 2 // results["batch"]
+    uncached = 20 * step["uncached step"] * per_picture
     for computed in (20, 14, 11, 10, 8, 6):
-        seconds = computed * step["computed step"] + (20 - computed) * step["reused step"]
+        seconds = (computed * step["computed step"] + (20 - computed) * step["reused step"]) * per_picture
         lines.append(f"| {computed} + {20 - computed} | {seconds:.0f} | {uncached / seconds:.2f}× |")
     return "\n".join(lines) + "\n"
 
@@ -277,21 +285,22 @@ def main() -> None:
     s.add_argument("--model", required=True, help="a model id or diffusers folder whose variant folder exists")
     s.add_argument("--variant", default="FP16")
     s.add_argument("--side", type=int, default=1024)
-    s.add_argument("--threshold", type=float, default=None, help="default: helpers' default threshold")
+    s.add_argument("--thresholds", type=float, nargs="+", default=None, help="default: helpers' default threshold")
     s.add_argument("--runs", type=int, default=2)
     t = commands.add_parser("steps", help="one computed and one reused guided step, and the estimate of a picture")
     t.add_argument("--model", required=True)
     t.add_argument("--variant", default="FP16")
     t.add_argument("--side", type=int, default=2048, help="picture side (default: %(default)s)")
+    t.add_argument("--batch", type=int, choices=(1, 2), default=2, help="2: a guided step; 1: half of one, twice as fast to time")
     t.add_argument("--runs", type=int, default=2)
     for command in (q, s, t):
         command.add_argument("--device", default="CPU")
         command.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.command == "speed" and args.threshold is None:
+    if args.command == "speed" and args.thresholds is None:
         from helpers.settings import STEP_CACHE_THRESHOLD
 
-        args.threshold = STEP_CACHE_THRESHOLD
+        args.thresholds = [STEP_CACHE_THRESHOLD]
     {"quality": quality, "speed": speed, "steps": steps}[args.command](args)
 
 

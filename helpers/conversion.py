@@ -38,23 +38,29 @@ class _TextEncoderForExport(torch.nn.Module):
 
 
 class _TransformerForExport(torch.nn.Module):
-    """The transformer's sample, then its step-cache cut points (``helpers.step_cache.CUT_POINTS``) as extra outputs."""
-
     def __init__(self, transformer: torch.nn.Module):
         super().__init__()
         self.transformer = transformer
 
     def forward(self, hidden_states, encoder_hidden_states, encoder_attention_mask, timestep, resolution=None, aspect_ratio=None):
         added_cond_kwargs = {"resolution": resolution, "aspect_ratio": aspect_ratio}
+        return self.transformer(
+            hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=encoder_attention_mask,
+            timestep=timestep,
+            added_cond_kwargs=added_cond_kwargs,
+            return_dict=False,
+        )[0]
+
+
+class _TransformerWithCutPoints(_TransformerForExport):
+    """What the transformer IR computes: the sample, then the step cache's cut points (``helpers.step_cache``)."""
+
+    def forward(self, hidden_states, encoder_hidden_states, encoder_attention_mask, timestep, resolution=None, aspect_ratio=None):
+        # the arguments spelled out: tracing matches the example inputs to them by name
         with captured_cut_points(self.transformer) as cut_points:
-            sample = self.transformer(
-                hidden_states,
-                encoder_hidden_states=encoder_hidden_states,
-                encoder_attention_mask=encoder_attention_mask,
-                timestep=timestep,
-                added_cond_kwargs=added_cond_kwargs,
-                return_dict=False,
-            )[0]
+            sample = super().forward(hidden_states, encoder_hidden_states, encoder_attention_mask, timestep, resolution, aspect_ratio)
         return (sample, *cut_points)
 
 
@@ -117,13 +123,18 @@ class PartSpec:
 
     subfolder: str
     loader: str  # "<module>.<class>" of the torch model
-    wrapper: type
+    wrapper: type  # called with the IR's named inputs, as the pipeline calls the part: its first output
     example: Callable[[Any], dict[str, torch.Tensor]]
+    outputs: tuple[str, ...] = ("sample",)  # the IR's outputs, by name
+    exporter: type | None = None  # what is converted, when the IR has more outputs than the call (else ``wrapper``)
 
 
 PART_SPECS = {
-    "text_encoder": PartSpec("text_encoder", "transformers.T5EncoderModel", _TextEncoderForExport, text_encoder_example),
-    "transformer": PartSpec("transformer", "diffusers.PixArtTransformer2DModel", _TransformerForExport, transformer_example),
+    "text_encoder": PartSpec("text_encoder", "transformers.T5EncoderModel", _TextEncoderForExport, text_encoder_example, ("last_hidden_state",)),
+    "transformer": PartSpec(
+        "transformer", "diffusers.PixArtTransformer2DModel", _TransformerForExport, transformer_example, ("sample", *CUT_POINTS),
+        _TransformerWithCutPoints,
+    ),
     "vae_decoder": PartSpec("vae", "diffusers.AutoencoderKL", _VaeDecoderForExport, vae_decoder_example),
 }
 
@@ -210,14 +221,12 @@ def convert_part(model: torch.nn.Module, part: str, out_dir: Path) -> Path:
     spec = PART_SPECS[part]
     example = spec.example(model.config)
     with torch.no_grad():
-        ov_model = ov.convert_model(spec.wrapper(model), example_input=example)
+        ov_model = ov.convert_model((spec.exporter or spec.wrapper)(model), example_input=example)
     # Tracing can lose or mangle input names (a scalar-looking timestep came out unnamed): set them explicitly.
     for ov_input, name in zip(ov_model.inputs, example):
         ov_input.get_tensor().set_names({name})
-    ov_model.outputs[0].get_tensor().set_names({"sample" if part != "text_encoder" else "last_hidden_state"})
-    if part == "transformer":
-        for output, name in zip(ov_model.outputs[1:], CUT_POINTS, strict=True):
-            output.get_tensor().set_names({name})
+    for ov_output, name in zip(ov_model.outputs, spec.outputs, strict=True):
+        ov_output.get_tensor().set_names({name})
     scale = activations_scale_factor(part, model.config)
     if scale:
         ov_model.set_rt_info(scale, ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import warnings
@@ -146,9 +147,13 @@ class OVModelPart:
     @property
     def requests(self) -> dict[str, ov.InferRequest]:
         """The infer request of each compiled model, compiling them first if they are not compiled."""
+        self.compile()
+        return self._requests
+
+    def compile(self) -> None:
+        """Compile now, if not compiled yet (the first call would otherwise)."""
         if not self._requests:
             self._compile()
-        return self._requests
 
     @property
     def request(self) -> ov.InferRequest:
@@ -270,7 +275,7 @@ class OVTransformer(OVModelPart):
             self.step_cache = None
 
     def _models(self) -> dict[str, Path | ov.Model]:
-        read = lambda: self.core.read_model(self.folder / IR_NAME)  # noqa: E731
+        read = functools.partial(self.core.read_model, self.folder / IR_NAME)
         if self.step_cache is not None:
             return cache_segments(read)
         model = read()
@@ -368,11 +373,11 @@ class OVPixArtPipeline:
         if low_memory is None:
             low_memory = not fits_in_memory(folder, device, ov_config, core)
         turns: list[OVModelPart] | None = [] if low_memory else None
-        # with the cache asked for, the transformer is compiled (as segments) once the cache is on
         options = dict(core=core, device=device, ov_config=ov_config, compile_now=not low_memory, turns=turns)
         parts = {
             "text_encoder": OVTextEncoder(folder / "text_encoder", **options),
-            "transformer": OVTransformer(folder / "transformer", **(options | {"compile_now": not low_memory and step_cache is None})),
+            # compiled below, once it is known whether it runs whole or cut for the step cache
+            "transformer": OVTransformer(folder / "transformer", **(options | {"compile_now": False})),
             "vae": OVVaeDecoder(folder / "vae_decoder", **options),
         }
         scheduler = scheduler_from_config(scheduler_config(folder))
@@ -386,7 +391,7 @@ class OVPixArtPipeline:
             except StepCacheUnavailableError as error:
                 warnings.warn(str(error), stacklevel=2)
         if not low_memory:
-            pipe.transformer.requests  # noqa: B018 (compiled now, as the other parts are)
+            pipe.transformer.compile()
         return pipe
 
     def enable_step_cache(self, threshold: float = DEFAULT_THRESHOLD) -> None:
@@ -415,7 +420,9 @@ class OVPixArtPipeline:
             cache.reset()  # each picture starts from its own first step
         output = super().__call__(prompt, *args, **kwargs)
         # how many steps ran in full and how many reused the blocks (None with the cache off)
-        self.step_cache_counts = output.step_cache = cache.counts if cache is not None else None
+        self.step_cache_counts = cache.counts if cache is not None else None
+        if not isinstance(output, tuple):  # return_dict=False gives a bare tuple, as in diffusers
+            output.step_cache = self.step_cache_counts
         return output
 
     def check_call_inputs(self, prompt: str | list[str] | None, **kwargs: Any) -> None:
