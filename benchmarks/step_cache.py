@@ -178,30 +178,32 @@ def speed(args) -> None:
 
 
 def speed_markdown(results: dict) -> str:
-    ways: dict[str, list[dict]] = {}
+    """One row per picture, each compared with the uncached picture of its own turn (the machine's pace varies
+    between turns more than within one), then the median of those ratios per way."""
+    turns: dict[str, dict[str, dict]] = {}
     for key, run in results["runs"].items():
-        ways.setdefault(key.split(" #")[0], []).append(run)
-
-    def median(way: str, field: str) -> float:
-        return statistics.median(run[field] for run in ways[way])
-
-    def counts(runs: list[dict]) -> str:
-        return ", ".join(f"{run['counts']['computed']} + {run['counts']['reused']}" for run in runs)
-
-    m = results["machine"]
-    rows = "".join(
-        f"| {way} | {counts(runs)} "
-        f"| {median(way, 'transformer_s'):.0f} | {median('uncached', 'transformer_s') / median(way, 'transformer_s'):.2f}× "
-        f"| {median(way, 'picture_s'):.0f} | {median('uncached', 'picture_s') / median(way, 'picture_s'):.2f}× |\n"
-        for way, runs in ways.items()
+        way, turn = key.split(" #")
+        turns.setdefault(turn, {})[way] = run
+    rows, ratios = [], {}
+    for turn, runs in turns.items():
+        base = runs["uncached"]
+        for way, run in runs.items():
+            speedup = (base["transformer_s"] / run["transformer_s"], base["picture_s"] / run["picture_s"])
+            ratios.setdefault(way, []).append(speedup)
+            rows.append(f"| {way} | {turn} | {run['counts']['computed']} + {run['counts']['reused']} | {run['transformer_s']:.0f} "
+                        f"| {speedup[0]:.2f}× | {run['picture_s']:.0f} | {speedup[1]:.2f}× |")
+    summary = "".join(
+        f"- {way}: transformer {statistics.median(r[0] for r in speedups):.2f}×, whole picture {statistics.median(r[1] for r in speedups):.2f}×\n"
+        for way, speedups in ratios.items() if way != "uncached"
     )
+    m = results["machine"]
     return (
         f"# Step cache at full size: {results['side']}², {results['recipe']}\n\n"
-        f"`{results['model']}` ({results['variant']}, random weights), {len(ways['uncached'])} pictures each way, in turns in "
-        f"one process after a warm-up. CPU: {m['cpu']}, {m['cores']} cores, bf16 instructions: {m['bf16_instructions']}, "
+        f"`{results['model']}` ({results['variant']}, random weights), {len(turns)} turns of one picture each way, in one "
+        f"process after a warm-up. CPU: {m['cpu']}, {m['cores']} cores, bf16 instructions: {m['bf16_instructions']}, "
         f"OpenVINO {m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n\n"
-        "| | steps computed + reused | transformer s (median) | speed-up | picture s (median) | speed-up |\n"
-        f"|---|---|---|---|---|---|\n{rows}\n"
+        "| | turn | steps computed + reused | transformer s | speed-up | picture s | speed-up |\n|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows) + f"\n\nMedian speed-up against the uncached picture of the same turn:\n{summary}\n"
         "Random weights decide which steps are reused differently from trained ones: the step counts here are the "
         "random model's; the costs of a computed and of a reused step are those of the real shapes.\n"
     )

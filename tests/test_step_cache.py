@@ -13,7 +13,7 @@ import pytest
 import torch
 from diffusers import PixArtAlphaPipeline
 
-from helpers.comparison import psnr
+from helpers.comparison import compare_step_cache, psnr
 from helpers.pipeline import OVPixArtPipeline
 from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, MODEL_INDEX
 from helpers.step_cache import (
@@ -167,3 +167,15 @@ def test_generate_step_cache_flag_reports_the_steps(tiny_variant, tmp_path):
     computed, reused = (int(word) for word in result.stdout.split("Step cache: ")[1].replace(",", "").split()[::3][:2])
     assert computed + reused == 6
     assert out.is_file()
+
+
+def test_compare_step_cache_table(pipelines):
+    _, ov_pipe = pipelines["standard"]
+    prompts, seeds = list(EXAMPLE_PROMPTS[:2]), [1, 2]
+    table, pictures = compare_step_cache(ov_pipe, prompts, seeds, [0.0, MIXING_THRESHOLD], height=256, width=256, use_resolution_binning=False)
+    assert list(table.index) == ["uncached", "cached, threshold 0", f"cached, threshold {MIXING_THRESHOLD:g}"]
+    assert (table["steps computed"] + table["steps reused"] == 2 * 20).all()  # tiny-standard's recipe: 20 steps
+    assert table.loc["cached, threshold 0", "PSNR dB"] == float("inf") and table.loc["cached, threshold 0", "steps reused"] == 0
+    assert table.loc[f"cached, threshold {MIXING_THRESHOLD:g}", "steps reused"] > 0
+    assert all(len(images) == 2 and images[0].size == (256, 256) for images in pictures.values())
+    assert ov_pipe.transformer.step_cache is None  # left as it found it: off

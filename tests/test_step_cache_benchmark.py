@@ -18,15 +18,16 @@ def test_quality_rows_relate_each_threshold_to_the_uncached_run():
     assert cached["speed-up if skipped steps were free"] == 2.5 and cached["alignment change"] == -0.01
 
 
-def test_speed_markdown_takes_medians_per_way():
+def test_speed_markdown_compares_each_picture_with_its_turns_uncached_one():
     def run(seconds, computed):
         return {"picture_s": seconds + 10, "transformer_s": seconds, "counts": {"computed": computed, "reused": 20 - computed}}
 
     results = {"machine": MACHINE, "side": 1024, "recipe": "20 steps, guidance 4.5", "model": "m", "variant": "FP16",
                "runs": {"uncached #1": run(100, 20), "cached 0.2 #1": run(50, 10), "uncached #2": run(120, 20), "cached 0.2 #2": run(40, 9)}}
     text = speed_markdown(results)
-    assert "| uncached | 20 + 0, 20 + 0 | 110 | 1.00× | 120 | 1.00× |" in text
-    assert "| cached 0.2 | 10 + 10, 9 + 11 | 45 | 2.44× | 55 | 2.18× |" in text
+    assert "| uncached | 1 | 20 + 0 | 100 | 1.00× | 110 | 1.00× |" in text
+    assert "| cached 0.2 | 2 | 9 + 11 | 40 | 3.00× | 50 | 2.60× |" in text  # against the uncached picture of turn 2
+    assert "- cached 0.2: transformer 2.50×, whole picture 2.22×" in text
     assert "Test CPU" in text and "amx_bf16" in text
 
 
