@@ -3,9 +3,12 @@
 from pathlib import Path
 
 import pytest
+from diffusers import PixArtAlphaPipeline
 
 from helpers.compression import calibration_prompts, collect_calibration_data, compress_variant
 from helpers.conversion import convert_pipeline
+from helpers.pipeline import OVPixArtPipeline
+from helpers.settings import F32_CONFIG
 from helpers.sources import resolve_model_source
 from helpers.variants import COMPRESSION_RECIPES, variant_dir
 
@@ -48,3 +51,15 @@ def tiny_compressed(model_root, tiny_variant) -> dict:
         folders[name] = variant_dir("tiny", name, root=model_root)
         compress_variant(tiny_variant, folders[name], recipe, progress=lambda message: None, calibration=calibration)
     return folders
+
+
+@pytest.fixture(scope="module")
+def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_variant):
+    """diffusers' PyTorch pipeline and the OpenVINO one (f32 hint) of tiny (LCM) and tiny-standard (DPM-Solver)."""
+    return {
+        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)),
+        "standard": (
+            PixArtAlphaPipeline.from_pretrained(tiny_standard_source),
+            OVPixArtPipeline.from_variant(tiny_standard_variant, "CPU", F32_CONFIG),
+        ),
+    }

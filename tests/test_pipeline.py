@@ -5,7 +5,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from diffusers import PixArtAlphaPipeline
 
 from helpers.comparison import psnr
 from helpers.pipeline import OVPixArtPipeline, compute_precision, generate
@@ -17,17 +16,6 @@ from helpers.variants import VariantNotReadyError
 # (~65 dB measured on the tiny model). 40 dB leaves room for other CPUs' kernels and still fails on any real
 # mismatch (a wrong position embedding, timestep or mask gives < 20 dB).
 MIN_PSNR_DB = 40.0
-
-
-@pytest.fixture(scope="module")
-def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_variant):
-    return {
-        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)),
-        "standard": (
-            PixArtAlphaPipeline.from_pretrained(tiny_standard_source),
-            OVPixArtPipeline.from_variant(tiny_standard_variant, "CPU", F32_CONFIG),
-        ),
-    }
 
 
 @pytest.mark.parametrize("recipe", ["LCM", "standard"])

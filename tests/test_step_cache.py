@@ -11,11 +11,10 @@ import numpy as np
 import openvino as ov
 import pytest
 import torch
-from diffusers import PixArtAlphaPipeline
 
 from helpers.comparison import compare_step_cache, psnr
 from helpers.pipeline import OVPixArtPipeline
-from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, MODEL_INDEX
+from helpers.settings import EXAMPLE_PROMPTS, MODEL_INDEX
 from helpers.step_cache import (
     CUT_POINTS,
     FirstBlockCache,
@@ -30,17 +29,6 @@ MIN_PSNR_DB = 40.0  # as for the uncached pipeline (tests/test_pipeline.py): rou
 # On the tiny random models the first block's residual moves 0.03-0.2 between steps: this threshold makes
 # the pictures below mix computed and reused steps (checked by each test).
 MIXING_THRESHOLD = 0.1
-
-
-@pytest.fixture(scope="module")
-def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_variant):
-    return {
-        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)),
-        "standard": (
-            PixArtAlphaPipeline.from_pretrained(tiny_standard_source),
-            OVPixArtPipeline.from_variant(tiny_standard_variant, "CPU", F32_CONFIG),
-        ),
-    }
 
 
 def draw(pipe, threshold=None, seed=7, **kwargs):
