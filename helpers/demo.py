@@ -133,7 +133,7 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
                     variant = gr.Dropdown(backend.variants, value=backend.variants[-1], label="Variant")
                 step_cache = gr.Slider(
                     0.0, 0.5, value=0.0, step=0.05, label="Step cache threshold (0: off)",
-                    info=f"Reuse the transformer's blocks while its first block barely changes: faster, a little less exact ({STEP_CACHE_THRESHOLD} is the measured default)",
+                    info=f"Reuse the transformer's blocks while its first block barely changes: faster, a little less exact ({STEP_CACHE_THRESHOLD} is the measured default; turning it on or off compiles the transformer again)",
                 )
                 button = gr.Button("Generate", variant="primary")
             with gr.Column():
