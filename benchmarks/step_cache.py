@@ -37,27 +37,10 @@ def save(path: Path, results: dict) -> None:
     tmp.replace(path)
 
 
-def draw(pipe, prompt: str, seed: int, threshold: float | None, **kwargs) -> dict:
-    """One picture with the cache at ``threshold`` (None: off): the picture, its seconds, the transformer's share."""
-    import torch
-
-    pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)
-    pipe.transformer.compile()  # switching the cache on or off compiles the transformer again: not part of the picture
-    pipe.transformer.seconds.clear()
-    start = time.perf_counter()
-    output = pipe(prompt, generator=torch.Generator().manual_seed(seed), **kwargs)
-    return {
-        "image": output.images[0],
-        "picture_s": time.perf_counter() - start,
-        "transformer_s": sum(pipe.transformer.seconds),
-        "counts": output.step_cache or {"computed": len(pipe.transformer.seconds), "reused": 0},
-    }
-
-
 def quality(args) -> None:
     import numpy as np
 
-    from helpers.comparison import psnr, ssim
+    from helpers.comparison import draw_with_step_cache, psnr, ssim
     from helpers.conversion import convert_pipeline
     from helpers.pipeline import OVPixArtPipeline
     from helpers.shapes import alignment_score, evaluation_scenes
@@ -76,7 +59,7 @@ def quality(args) -> None:
     pictures = {}
     for threshold in (None, *args.thresholds):  # uncached first: the others are compared with it
         key = "uncached" if threshold is None else f"{threshold:g}"
-        draws = [draw(pipe, scene.caption, seed, threshold, negative_prompt=recipe.negative_prompt) for scene, seed in evaluation]
+        draws = [draw_with_step_cache(pipe, scene.caption, seed, threshold) for scene, seed in evaluation]
         pictures[key] = [d["image"] for d in draws]
         results["runs"][key] = {
             "threshold": threshold,
@@ -150,6 +133,7 @@ def quality_chart(results: dict):
 
 
 def speed(args) -> None:
+    from helpers.comparison import draw_with_step_cache, set_step_cache
     from helpers.pipeline import OVPixArtPipeline
     from helpers.settings import EXAMPLE_PROMPTS, model_name
     from helpers.variants import variant_dir
@@ -159,10 +143,11 @@ def speed(args) -> None:
     folder = variant_dir(args.model, args.variant)
     pipe = OVPixArtPipeline.from_variant(folder, args.device)
     recipe = pipe.recipe
-    kwargs = dict(height=args.side, width=args.side, negative_prompt=recipe.negative_prompt)
+    size = dict(height=args.side, width=args.side)
     ways = {"uncached": None, **{f"cached {threshold:g}": threshold for threshold in args.thresholds}}
     for threshold in ways.values():  # warm-up: compile each way and run it once, 2 steps
-        draw(pipe, EXAMPLE_PROMPTS[0], 0, threshold, num_inference_steps=2, **kwargs)
+        set_step_cache(pipe, threshold)
+        pipe(EXAMPLE_PROMPTS[0], num_inference_steps=2, output_type="latent", **size)
     results |= {"model": args.model, "variant": args.variant, "side": args.side,
                 "recipe": f"{recipe.num_inference_steps} steps, guidance {recipe.guidance_scale}"}
     for turn in range(args.runs):
@@ -170,7 +155,7 @@ def speed(args) -> None:
             key = f"{way} #{turn + 1}"
             if key in results["runs"]:
                 continue
-            run = draw(pipe, EXAMPLE_PROMPTS[turn % len(EXAMPLE_PROMPTS)], turn, threshold, **kwargs)
+            run = draw_with_step_cache(pipe, EXAMPLE_PROMPTS[turn % len(EXAMPLE_PROMPTS)], turn, threshold, **size)
             run.pop("image")
             results["runs"][key] = run
             save(path, results)

@@ -201,6 +201,27 @@ def plot_comparison(table, columns: Iterable[str] = ("weights MB", "pipeline s (
     return fig
 
 
+def set_step_cache(pipe: OVPixArtPipeline, threshold: float | None) -> None:
+    """The step cache on at ``threshold`` (None: off), and the transformer compiled for it: switching between on and
+    off compiles it again, which no picture's time should include."""
+    pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)
+    pipe.transformer.compile()
+
+
+def draw_with_step_cache(pipe: OVPixArtPipeline, prompt: str, seed: int, threshold: float | None, **kwargs: Any) -> dict[str, Any]:
+    """One picture (``generate``, the checkpoint's recipe) with the step cache at ``threshold`` (None: off): the
+    picture, its seconds, the transformer's seconds and the steps computed and reused."""
+    set_step_cache(pipe, threshold)
+    pipe.transformer.seconds.clear()
+    image, seconds = generate(pipe, prompt, seed, **kwargs)
+    return {
+        "image": image,
+        "picture_s": seconds,
+        "transformer_s": sum(pipe.transformer.seconds),
+        "counts": pipe.step_cache_counts or {"computed": len(pipe.transformer.seconds), "reused": 0},
+    }
+
+
 def compare_step_cache(
     pipe: OVPixArtPipeline, prompts: Sequence[str], seeds: Sequence[int], thresholds: Iterable[float], **kwargs: Any
 ) -> tuple[Any, dict[str, list[Image.Image]]]:
@@ -214,23 +235,16 @@ def compare_step_cache(
     rows, pictures = {}, {}
     for threshold in (None, *thresholds):
         name = "uncached" if threshold is None else f"cached, threshold {threshold:g}"
-        pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)
-        pipe(prompts[0], num_inference_steps=2, output_type="latent", **kwargs)  # warm-up: compiles the cut models
-        pictures[name], seconds, transformer_seconds, computed, reused = [], [], [], 0, 0
-        for prompt, seed in zip(prompts, seeds):
-            pipe.transformer.seconds.clear()
-            image, picture_seconds = generate(pipe, prompt, seed, **kwargs)
-            counts = pipe.step_cache_counts or {"computed": len(pipe.transformer.seconds), "reused": 0}
-            computed, reused = computed + counts["computed"], reused + counts["reused"]
-            pictures[name].append(image)
-            seconds.append(picture_seconds)
-            transformer_seconds.append(sum(pipe.transformer.seconds))
+        set_step_cache(pipe, threshold)
+        pipe(prompts[0], num_inference_steps=2, output_type="latent", **kwargs)  # warm-up
+        draws = [draw_with_step_cache(pipe, prompt, seed, threshold, **kwargs) for prompt, seed in zip(prompts, seeds)]
+        pictures[name] = [d["image"] for d in draws]
         uncached = pictures["uncached"]
         rows[name] = {
-            "steps computed": computed,
-            "steps reused": reused,
-            "picture s (median)": float(np.median(seconds)),
-            "transformer s (median)": float(np.median(transformer_seconds)),
+            "steps computed": sum(d["counts"]["computed"] for d in draws),
+            "steps reused": sum(d["counts"]["reused"] for d in draws),
+            "picture s (median)": float(np.median([d["picture_s"] for d in draws])),
+            "transformer s (median)": float(np.median([d["transformer_s"] for d in draws])),
             "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(uncached, pictures[name])])),
             "SSIM": float(np.mean([ssim(a, b) for a, b in zip(uncached, pictures[name])])),
         }

@@ -81,8 +81,8 @@ LCM_RECIPE = Recipe("LCM", num_inference_steps=4, guidance_scale=0.0)
 STANDARD_RECIPE = Recipe("standard", num_inference_steps=20, guidance_scale=4.5, negative_prompt="blurry, low quality")
 
 
-# The step cache's default threshold (``helpers.step_cache``): the largest whose pictures kept the shapes model's
-# alignment within 0.02 of the uncached pipeline (benchmarks/results/step-cache.md).
+# The step cache's default threshold (``helpers.step_cache``): the largest measured that kept the shapes model's
+# alignment score (benchmarks/results/step-cache-shapes.md).
 STEP_CACHE_THRESHOLD = 0.2
 
 

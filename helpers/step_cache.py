@@ -56,9 +56,12 @@ def captured_cut_points(transformer: torch.nn.Module) -> Iterator[list[torch.Ten
 # --- the OpenVINO side: the IR cut into three models at load time ------------------------------------------------
 
 
+def _output_names(model: ov.Model) -> set[str]:
+    return {name for output in model.outputs for name in output.get_names()}
+
+
 def has_cut_points(model: ov.Model) -> bool:
-    names = {name for output in model.outputs for name in output.get_names()}
-    return set(CUT_POINTS) <= names
+    return set(CUT_POINTS) <= _output_names(model)
 
 
 def _cut_point(model: ov.Model, name: str) -> ov.Output:
@@ -93,9 +96,8 @@ def _as_input(model: ov.Model, name: str) -> ov.op.Parameter:
 
 def whole_model(model: ov.Model) -> ov.Model:
     """The IR without its cut-point outputs: the transformer as one model, as it runs with the cache off."""
-    for name in CUT_POINTS:
-        if name in {n for output in model.outputs for n in output.get_names()}:
-            model.remove_result(model.output(name).get_node())
+    for name in set(CUT_POINTS) & _output_names(model):
+        model.remove_result(model.output(name).get_node())
     return model
 
 
