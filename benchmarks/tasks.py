@@ -290,6 +290,12 @@ def task_matmul_peak(work: Path, side: int) -> dict:
     return {"tflops": peaks, "side": side}
 
 
+def task_picture(work: Path, **kwargs) -> dict:
+    from benchmarks.picture import task_picture
+
+    return task_picture(work, **kwargs)
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -300,7 +306,7 @@ TASKS = {"build": task_build, "convert": task_convert, "convert_all": task_conve
          "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "side_by_side": task_side_by_side,
          "matmul": task_matmul_peak, "build_sigma_part": task_build_sigma_part,
          "convert_part": task_convert_part, "calibrate_examples": task_calibrate_examples,
-         "compress_transformer": task_compress_transformer}
+         "compress_transformer": task_compress_transformer, "picture": task_picture}
 
 
 def run_child(task: str, kwargs: dict) -> None:

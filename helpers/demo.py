@@ -67,16 +67,14 @@ class DemoBackend:
         with self._lock:
             pipe = self.pipeline(variant)
             cache_note = self._set_step_cache(pipe, float(step_cache))
+            options = dict(negative_prompt=negative_prompt or "", num_inference_steps=steps, guidance_scale=float(guidance_scale),
+                           height=height, width=width)
             start = time.perf_counter()
             output = pipe(
                 prompt,
-                negative_prompt=negative_prompt or "",
-                num_inference_steps=steps,
-                guidance_scale=float(guidance_scale),
-                height=height,
-                width=width,
                 generator=torch.Generator("cpu").manual_seed(int(seed)),
                 callback=(lambda step, t, latents: on_step(step + 1, steps)) if on_step else None,
+                **options,
             )
             seconds = time.perf_counter() - start
             return output.images[0], seconds, describe(output.step_cache) if output.step_cache else cache_note

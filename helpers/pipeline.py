@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import warnings
@@ -16,8 +15,18 @@ import torch
 from PIL import Image
 
 from .settings import F32_CONFIG, Recipe, free_memory, recipe_for
-from .sizes import ASPECT_RATIO_BINS, largest_side
+from .sizes import ASPECT_RATIO_BINS, aspect_ratio_bins, largest_side
 from .sources import scheduler_from_config
+from .static_shapes import (
+    CallShape,
+    needs_static_shapes,
+    reshaped,
+    shape_mismatch_message,
+    static_device_message,
+    text_encoder_shapes,
+    transformer_shapes,
+    vae_decoder_shapes,
+)
 from .step_cache import (
     DEFAULT_THRESHOLD,
     FIRST_BLOCK,
@@ -132,6 +141,7 @@ class OVModelPart:
         if turns is not None:
             turns.append(self)
         self._requests: dict[str, ov.InferRequest] = {}
+        self.input_shapes: dict[str, list[int]] | None = None  # static shapes (``reshape``); None: dynamic
         self._input_names: dict[str, set[str]] = {}  # filled by the compile
         self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
         if compile_now:
@@ -165,10 +175,20 @@ class OVModelPart:
         """The inputs the part's compiled models take (known once compiled)."""
         return set().union(*self._input_names.values())
 
+    def reshape(self, input_shapes: dict[str, list[int]] | None) -> None:
+        """Fix the inputs to these shapes (``None``: dynamic again); the next call compiles for them."""
+        self.input_shapes = input_shapes
+        self.release()
+
+    def _read(self) -> ov.Model:
+        """The IR, with its inputs fixed to ``input_shapes`` when the part is reshaped."""
+        model = self.core.read_model(self.folder / IR_NAME)
+        return reshaped(model, self.input_shapes) if self.input_shapes else model
+
     def _models(self) -> dict[str, Path | ov.Model]:
-        """What to compile, by name: the IR itself, from its path (OpenVINO then maps the weights file instead of
-        copying it)."""
-        return {"model": self.folder / IR_NAME}
+        """What to compile, by name: the IR itself, from its path when its shapes are left dynamic (OpenVINO then maps
+        the weights file instead of copying it; ``read_model`` maps it too)."""
+        return {"model": self._read() if self.input_shapes else self.folder / IR_NAME}
 
     def _compile(self) -> dict[str, ov.InferRequest]:
         for other in self.turns or ():
@@ -178,7 +198,8 @@ class OVModelPart:
             models = self._models()
             for name, model in models.items():
                 self._requests[name] = self.core.compile_model(model, self.device_name, self.ov_config).create_infer_request()
-                self._input_names[name] = {port.get_any_name() for port in self._requests[name].model_inputs}
+                # every name of each input: a reshape can merge other tensor names into an input's port
+                self._input_names[name] = set().union(*(port.get_names() for port in self._requests[name].model_inputs))
         except RuntimeError as error:
             self._requests.clear()
             damaged = self._unreadable()
@@ -275,11 +296,12 @@ class OVTransformer(OVModelPart):
             self.step_cache = None
 
     def _models(self) -> dict[str, Path | ov.Model]:
-        read = functools.partial(self.core.read_model, self.folder / IR_NAME)
         if self.step_cache is not None:
-            return cache_segments(read)
-        model = read()
-        return {"model": whole_model(model) if has_cut_points(model) else self.folder / IR_NAME}
+            return cache_segments(self._read)
+        model = self._read()
+        if has_cut_points(model):
+            return {"model": whole_model(model)}
+        return {"model": model if self.input_shapes else self.folder / IR_NAME}
 
     def __call__(
         self,
@@ -342,6 +364,9 @@ class OVPixArtPipeline:
     """
 
     binned_sample_sizes: tuple[int, ...] = ()  # the sample sizes whose bins the diffusers pipeline maps sizes to
+    max_sequence_length = 120  # diffusers' default prompt length (tokens) for this pipeline
+    static_shape: CallShape | None = None  # the one call's shapes the parts are compiled for (``reshape``)
+    reshape_each_call = False  # reshape to every call's shapes (static-only devices): compiles when they change
 
     @classmethod
     def from_variant(
@@ -351,6 +376,7 @@ class OVPixArtPipeline:
         ov_config: dict | None = None,
         low_memory: bool | None = None,
         step_cache: float | None = None,
+        compile: bool = True,
     ) -> "OVPixArtPipeline":
         """Compile the three IRs of a variant folder for ``device`` and return the pipeline (α or Σ, as the folder's
         model is).
@@ -363,6 +389,11 @@ class OVPixArtPipeline:
         OpenVINO holds FP16 weights in f32, and T5-XXL alone then takes 18 GiB. It costs the parts' compile time at
         every picture. ``None`` (the default) turns it on when the variant's weights would not fit in memory
         (:func:`fits_in_memory`).
+
+        ``compile=False`` compiles each part at its first call instead (after a :meth:`reshape`, say, as optimum-intel's
+        ``compile=False``). A device that compiles static shapes only (``NPU``) compiles nothing here: each
+        call reshapes the parts to its own shapes (``reshape_each_call``), compiling them again when they change; or
+        call :meth:`reshape` once.
         """
         from transformers import AutoTokenizer
 
@@ -373,7 +404,8 @@ class OVPixArtPipeline:
         if low_memory is None:
             low_memory = not fits_in_memory(folder, device, ov_config, core)
         turns: list[OVModelPart] | None = [] if low_memory else None
-        options = dict(core=core, device=device, ov_config=ov_config, compile_now=not low_memory, turns=turns)
+        compile_now = compile and not low_memory and not needs_static_shapes(device)
+        options = dict(core=core, device=device, ov_config=ov_config, compile_now=compile_now, turns=turns)
         parts = {
             "text_encoder": OVTextEncoder(folder / "text_encoder", **options),
             # compiled below, once it is known whether it runs whole or cut for the step cache
@@ -384,15 +416,76 @@ class OVPixArtPipeline:
         pipe = pipeline_class(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler, **parts)
         pipe.variant_folder = folder
         pipe.low_memory = low_memory
+        pipe.reshape_each_call = needs_static_shapes(device)
         pipe.step_cache_counts = None
         if step_cache is not None:
             try:
                 pipe.enable_step_cache(step_cache)
             except StepCacheUnavailableError as error:
                 warnings.warn(str(error), stacklevel=2)
-        if not low_memory:
+        if compile_now:
             pipe.transformer.compile()
         return pipe
+
+    def reshape(
+        self,
+        batch_size: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        guidance_scale: float | None = None,
+        max_sequence_length: int | None = None,
+        use_resolution_binning: bool = True,
+    ) -> "OVPixArtPipeline":
+        """Fix every part's input shapes to one call's, and compile them for it (low-memory: at their first call).
+
+        As optimum-intel's ``reshape(batch_size, height, width, num_images_per_prompt)``: ``batch_size`` prompts,
+        ``num_images_per_prompt`` pictures each at ``height`` × ``width`` (mapped to its aspect-ratio bin as the call
+        will; default: the model's native size). ``guidance_scale`` (default: the recipe's) matters only through
+        whether it guides (> 1), which doubles the transformer's batch. Calls with other shapes are refused. Returns
+        the pipeline.
+        """
+        guidance_scale = self.recipe.guidance_scale if guidance_scale is None else guidance_scale
+        kwargs = dict(height=height, width=width, num_images_per_prompt=num_images_per_prompt, guidance_scale=guidance_scale,
+                      max_sequence_length=max_sequence_length, use_resolution_binning=use_resolution_binning)
+        if not _is_whole(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} is not allowed: reshape for at least 1 prompt per call.")
+        check_generation_inputs("a prompt", self.recipe.num_inference_steps, height, width, guidance_scale=guidance_scale,
+                                num_images_per_prompt=num_images_per_prompt, **self._check_options(use_resolution_binning))
+        call = self.call_shape(["a prompt"] * batch_size, kwargs)
+        scale = self.vae_scale_factor
+        tile = self.vae.tile_latent_size if self.vae.use_tiling else None
+        self.text_encoder.reshape(text_encoder_shapes(call))
+        self.transformer.reshape(transformer_shapes(call, self.transformer.config, scale))
+        self.vae.reshape(vae_decoder_shapes(call, self.vae.config, scale, tile))
+        self.static_shape = call
+        if not self.low_memory:
+            for part in (self.text_encoder, self.transformer, self.vae):
+                part.compile()
+        return self
+
+    def reshape_for(self, prompt: str | list[str] | None, **kwargs: Any) -> "OVPixArtPipeline":
+        """Reshape to the shapes of the call ``pipe(prompt, **kwargs)`` unless the parts have them already: what the
+        CLI and the demo do on a device that compiles static shapes only. Returns the pipeline."""
+        kwargs = {"guidance_scale": self.recipe.guidance_scale, **kwargs}
+        call = self.call_shape(prompt, kwargs)
+        if call != self.static_shape:
+            self.reshape(call.batch_size, call.height, call.width, call.num_images_per_prompt, call.guidance_scale,
+                         call.prompt_length, use_resolution_binning=False)  # its size is binned already
+        return self
+
+    def call_shape(self, prompt: str | list[str] | None, kwargs: dict) -> CallShape:
+        """The shapes a call with these arguments gives the parts (its size mapped to its bin, as diffusers does)."""
+        embeds = kwargs.get("prompt_embeds")
+        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else embeds.shape[0]
+        height = kwargs.get("height") or self.transformer.config.sample_size * self.vae_scale_factor
+        width = kwargs.get("width") or self.transformer.config.sample_size * self.vae_scale_factor
+        if kwargs.get("use_resolution_binning", True):
+            bins = aspect_ratio_bins(self.transformer.config.sample_size)
+            height, width = self.image_processor.classify_height_width_bin(height, width, ratios=bins)
+        length = embeds.shape[1] if embeds is not None else kwargs.get("max_sequence_length") or self.max_sequence_length
+        guidance = kwargs.get("guidance_scale", self.recipe.guidance_scale)
+        return CallShape(batch_size, kwargs.get("num_images_per_prompt") or 1, guidance > 1, height, width, length, guidance)
 
     def enable_step_cache(self, threshold: float = DEFAULT_THRESHOLD) -> None:
         """Reuse the transformer's blocks between neighbouring steps (First Block Cache, ``helpers.step_cache``).
@@ -415,6 +508,8 @@ class OVPixArtPipeline:
         kwargs.setdefault("num_inference_steps", self.recipe.num_inference_steps)
         kwargs.setdefault("guidance_scale", self.recipe.guidance_scale)
         self.check_call_inputs(prompt, **kwargs)
+        if self.reshape_each_call:
+            self.reshape_for(prompt, **kwargs)
         cache = self.transformer.step_cache
         if cache is not None:
             cache.reset()  # each picture starts from its own first step
@@ -427,7 +522,6 @@ class OVPixArtPipeline:
 
     def check_call_inputs(self, prompt: str | list[str] | None, **kwargs: Any) -> None:
         """Refuse, with the fix, the inputs diffusers' pipeline or the OpenVINO parts would fail on obscurely."""
-        sample_size = self.transformer.config.sample_size
         binning = kwargs.get("use_resolution_binning", True)
         check_generation_inputs(
             prompt,
@@ -436,17 +530,34 @@ class OVPixArtPipeline:
             kwargs.get("width"),
             guidance_scale=kwargs["guidance_scale"],
             num_images_per_prompt=kwargs.get("num_images_per_prompt", 1),
-            multiple=self.vae_scale_factor * self.transformer.config.patch_size,
-            binning=binning,
-            max_side=largest_side(sample_size),
-            scheduler=type(self.scheduler).__name__,
+            **self._check_options(binning),
         )
+        self._check_static_shape(prompt, kwargs)
+
+    def _check_options(self, binning: bool) -> dict:
+        """The model's facts :func:`check_generation_inputs` checks sizes and steps against; refuses binning at a
+        sample size without bins."""
+        sample_size = self.transformer.config.sample_size
         if binning and sample_size not in self.binned_sample_sizes:
             raise ValueError(
                 f"{type(self).__name__.removeprefix('OV')} has no aspect-ratio bins for sample size {sample_size} (it has them for "
                 f"{', '.join(map(str, self.binned_sample_sizes))}): pass use_resolution_binning=False with a height "
                 f"and width from helpers.sizes.size_choices."
             )
+        return dict(multiple=self.vae_scale_factor * self.transformer.config.patch_size, binning=binning,
+                    max_side=largest_side(sample_size), scheduler=type(self.scheduler).__name__)
+
+    def _check_static_shape(self, prompt: str | list[str] | None, kwargs: dict) -> None:
+        """Refuse a call whose shapes the static parts were not compiled for, or, on a static-only device that does not
+        reshape at each call, any call before :meth:`reshape`."""
+        device = self.transformer.device_name
+        if self.reshape_each_call or (self.static_shape is None and not needs_static_shapes(device)):
+            return
+        asked = self.call_shape(prompt, kwargs)
+        if self.static_shape is None:
+            raise ValueError(static_device_message(device, asked))
+        if asked != self.static_shape:
+            raise ValueError(shape_mismatch_message(self.static_shape, asked))
 
 
 def _diffusers_pipelines():
@@ -465,6 +576,7 @@ class OVPixArtSigmaPipeline(OVPixArtPipeline, _diffusers_pipelines()[1]):
     """diffusers' ``PixArtSigmaPipeline`` with OpenVINO parts (prompts of 300 tokens, bins up to 2048²)."""
 
     binned_sample_sizes = tuple(ASPECT_RATIO_BINS)  # every sample size diffusers has bins for
+    max_sequence_length = 300
 
 
 # The OpenVINO pipeline of each diffusers pipeline a variant folder can come from.

@@ -29,6 +29,18 @@ def tiny_standard_source(model_root) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sigma_source(model_root) -> Path:
+    return resolve_model_source("tiny-sigma", root=model_root)
+
+
+@pytest.fixture(scope="session")
+def sigma_variant(model_root, sigma_source) -> Path:
+    folder = variant_dir("tiny-sigma", "FP16", root=model_root)
+    convert_pipeline(sigma_source, folder, progress=lambda message: None)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_variant(model_root, tiny_source) -> Path:
     folder = variant_dir("tiny", "FP16", root=model_root)
     convert_pipeline(tiny_source, folder)

@@ -9,27 +9,15 @@ from diffusers import PixArtSigmaPipeline
 
 from helpers.comparison import psnr
 from helpers.compression import compress_variant
-from helpers.conversion import SDXL_VAE_ACTIVATIONS_SCALE_FACTOR, convert_pipeline
+from helpers.conversion import SDXL_VAE_ACTIVATIONS_SCALE_FACTOR
 from helpers.pipeline import OVPixArtPipeline, OVPixArtSigmaPipeline
 from helpers.settings import F32_CONFIG, STANDARD_RECIPE
 from helpers.sizes import size_choices
-from helpers.sources import build_random, pipeline_class_name, resolve_model_source
+from helpers.sources import build_random, pipeline_class_name
 from helpers.variants import COMPRESSION_RECIPES, read_index, variant_dir
 
 MIN_PSNR_DB = 40.0  # as for α (tests/test_pipeline.py): rounding alone gives ~65 dB on the tiny models
 LONG_PROMPT = " ".join(["a red circle at the top left on a blue background, flat colours, clean edges"] * 30)
-
-
-@pytest.fixture(scope="module")
-def sigma_source(model_root):
-    return resolve_model_source("tiny-sigma", root=model_root)
-
-
-@pytest.fixture(scope="module")
-def sigma_variant(model_root, sigma_source):
-    folder = variant_dir("tiny-sigma", "FP16", root=model_root)
-    convert_pipeline(sigma_source, folder, progress=lambda message: None)
-    return folder
 
 
 @pytest.fixture(scope="module")

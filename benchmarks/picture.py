@@ -1,0 +1,203 @@
+"""The whole picture against PyTorch at its best: T5 encode + the steps + the decode, per engine, per recipe.
+
+    python benchmarks/picture.py --model model/pixart-xl-dpm-random        # full size, 1024², LCM then standard
+    python benchmarks/picture.py --model model/pixart-xl-dpm-random --recipes LCM --engines torch ov-W8A8-static
+    python benchmarks/picture.py --model /tmp/tiny --side 256 --runs 1     # a small model: a smoke test
+
+``--model`` is a folder holding the diffusers pipeline (``diffusers/``, as ``build-random`` makes it) and its variant
+folders (``FP16/``, ``W8A8/``: ``convert`` and ``compress`` make them). The recipe sets the scheduler, steps and
+guidance (LCM: 4 steps, no guidance; standard: DPM-Solver, 20 steps, guidance 4.5), so one folder serves both.
+
+Each engine draws in its own process (PyTorch's T5-XXL and OpenVINO's do not fit 24 GiB together), after a warm-up
+picture: PyTorch in bf16 where the CPU has bf16 instructions (fp32 otherwise) with its VAE in ``channels_last``, and
+with its transformer ``torch.compile``d; OpenVINO's variants with dynamic and static shapes (``pipe.reshape``). The
+results go to ``results/picture[-quick].json`` after each engine (a stopped run resumes), then a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import Counter
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# engine -> how it draws: PyTorch (eager or compiled), or an OpenVINO variant folder with dynamic or static shapes
+ENGINES = {
+    "torch": {"torch": True, "compile": False},
+    "torch-compile": {"torch": True, "compile": True},
+    "ov-FP16": {"variant": "FP16", "static": False},
+    "ov-FP16-static": {"variant": "FP16", "static": True},
+    "ov-W8A8": {"variant": "W8A8", "static": False},
+    "ov-W8A8-static": {"variant": "W8A8", "static": True},
+    "ov-INT8-static": {"variant": "INT8", "static": True},
+}
+DEFAULT_ENGINES = ("torch", "torch-compile", "ov-FP16", "ov-FP16-static", "ov-W8A8-static")
+RECIPES = ("LCM", "standard")
+PROMPT = "a lighthouse on a rocky coast at sunset, oil painting"
+
+
+def picture_plan(engines, recipes, side: int, runs: dict[str, int], warmup: int = 1) -> list[tuple[str, str, dict]]:
+    """(key, task, arguments): every engine on one recipe, then the next recipe (LCM first: its results come soonest)."""
+    return [
+        (f"{recipe} {side}² {engine}", "picture", {"engine": engine, "recipe": recipe, "side": side, "runs": runs[recipe], "warmup": warmup})
+        for recipe in recipes
+        for engine in engines
+    ]
+
+
+def task_picture(work: Path, engine: str, recipe: str, side: int, runs: int, warmup: int) -> dict:
+    """Load ``engine``'s pipeline, draw ``warmup`` pictures, then ``runs`` timed ones; each picture's seconds and
+    where they went (T5 encode, the denoising steps, the decode)."""
+    import torch
+
+    from helpers.pipeline import generate
+    from helpers.settings import LCM_RECIPE, STANDARD_RECIPE
+
+    sampling = {"LCM": LCM_RECIPE, "standard": STANDARD_RECIPE}[recipe]
+    start = time.perf_counter()
+    pipe, about = load_engine(work, engine)
+    pipe.scheduler = recipe_scheduler(recipe, pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    if ENGINES[engine].get("static"):
+        pipe.reshape(height=side, width=side, guidance_scale=sampling.guidance_scale)
+    about["load_seconds"] = time.perf_counter() - start
+    clock = PartClock(pipe)
+    with torch.no_grad():
+        first = [generate(pipe, PROMPT, seed=seed, recipe=sampling, height=side, width=side)[1] for seed in range(warmup)]
+        pictures = []
+        for seed in range(warmup, warmup + runs):
+            clock.reset()
+            image, seconds = generate(pipe, PROMPT, seed=seed, recipe=sampling, height=side, width=side)
+            pictures.append({"seconds": seconds, **clock.split(seconds)})
+    median = {key: statistics.median(p[key] for p in pictures) for key in pictures[0]}
+    return {**about, "recipe": recipe, "steps": sampling.num_inference_steps, "guidance_scale": sampling.guidance_scale,
+            "warmup_seconds": first, "pictures": pictures, "median": median, "image_size": list(image.size)}
+
+
+def load_engine(work: Path, engine: str):
+    """The pipeline of ``engine`` and what to say about it (precision, layout, compile)."""
+    if ENGINES[engine].get("torch"):
+        return torch_best(work / "diffusers", compile=ENGINES[engine]["compile"])
+    from helpers.pipeline import OVPixArtPipeline, compute_precision
+
+    variant = ENGINES[engine]["variant"]
+    pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=not ENGINES[engine]["static"])
+    return pipe, {"precision": compute_precision("CPU"), "variant": variant, "static_shapes": ENGINES[engine]["static"]}
+
+
+def torch_best(source: Path, compile: bool):
+    """diffusers' pipeline as a PyTorch user would tune it on this CPU: bf16 where the CPU has bf16 instructions
+    (fp32 otherwise), the VAE in ``channels_last`` (1.8× faster decode on AMX), the transformer compiled if asked."""
+    import torch
+
+    from helpers.reference import reference_dtype
+    from helpers.sources import diffusers_pipeline_class
+
+    dtype = reference_dtype()
+    pipe = diffusers_pipeline_class(source).from_pretrained(source, torch_dtype=dtype)
+    pipe.vae.to(memory_format=torch.channels_last)
+    if compile:
+        pipe.transformer.compile()  # inductor; the first picture pays the compile (reported as warmup_seconds)
+    return pipe, {"precision": str(dtype).removeprefix("torch."), "vae": "channels_last", "torch_compile": compile}
+
+
+def recipe_scheduler(recipe: str, config: dict):
+    """The recipe's scheduler, from the folder's scheduler config (LCM for 4 steps, DPM-Solver for 20 guided)."""
+    from diffusers import DPMSolverMultistepScheduler, LCMScheduler
+
+    return (LCMScheduler if recipe == "LCM" else DPMSolverMultistepScheduler).from_config(config)
+
+
+class PartClock:
+    """Times the pipeline's prompt encoding and decode, the same way for both engines (wrapping the two calls diffusers
+    makes); the rest of a picture is the denoising loop."""
+
+    def __init__(self, pipe):
+        self.seconds: Counter[str] = Counter()
+        pipe.encode_prompt = self._timed("T5 s", pipe.encode_prompt)
+        pipe.vae.decode = self._timed("VAE s", pipe.vae.decode)
+
+    def _timed(self, name: str, call):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return timed
+
+    def reset(self) -> None:
+        self.seconds.clear()
+
+    def split(self, picture_seconds: float) -> dict[str, float]:
+        return {"T5 s": self.seconds["T5 s"], "steps s": picture_seconds - sum(self.seconds.values()), "VAE s": self.seconds["VAE s"]}
+
+
+def markdown(results: dict) -> str:
+    """A table per recipe: each engine's picture (median) and its parts, against PyTorch's best (the faster of eager
+    and compiled)."""
+    from benchmarks.report import machine_line
+
+    machine = results["machine"]
+    lines = ["# The whole picture against PyTorch's best\n", *machine_line(results),
+             f"CPU {machine.get('cpu_model', '?')}, instructions: {', '.join(machine.get('instructions', [])) or 'not recorded'}.\n"]
+    steps = results.get("steps", {})
+    for recipe in RECIPES:
+        rows = {key: value for key, value in steps.items() if value.get("recipe") == recipe and "median" in value}
+        failed = {key: value for key, value in steps.items() if key.startswith(recipe + " ") and "error" in value}
+        if not rows and not failed:
+            continue
+        torch_rows = [value["median"]["seconds"] for value in rows.values() if "torch_compile" in value]
+        best_torch = min(torch_rows) if torch_rows else None
+        lines += [f"## {recipe} recipe\n", "| engine | picture s | vs PyTorch best | T5 s | steps s | VAE s | first picture s | peak anon GiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for key, value in rows.items():
+            median = value["median"]
+            ratio = f"{best_torch / median['seconds']:.2f}×" if best_torch else "—"
+            memory = value.get("memory", {}).get("anon_gib")
+            lines.append(
+                f"| {engine_label(key, value)} | {median['seconds']:.1f} | {ratio} | {median['T5 s']:.1f} | {median['steps s']:.1f} | "
+                f"{median['VAE s']:.1f} | {value['warmup_seconds'][0]:.1f} | {f'{memory:.1f}' if memory is not None else '—'} |"
+            )
+        lines += [f"| {key.split(' ', 2)[-1]} | failed: {value['error']} | | | | | | |" for key, value in failed.items()]
+        lines.append("")
+    lines.append("Picture: median of the timed pictures after a warm-up picture (\"first picture\": model load excluded; "
+                 "it includes torch.compile's compile and OpenVINO's first-inference weight preparation). Steps: the "
+                 "denoising loop (transformer + scheduler). Each engine in its own process, one after the other.")
+    return "\n".join(lines) + "\n"
+
+
+def engine_label(key: str, value: dict) -> str:
+    if "torch_compile" in value:
+        return f"PyTorch {value['precision']}, VAE {value['vae']}" + (", transformer torch.compile" if value["torch_compile"] else ", eager")
+    shapes = "static shapes" if value["static_shapes"] else "dynamic shapes"
+    return f"OpenVINO {value['variant']} ({value['precision']}), {shapes}"
+
+
+def main() -> None:
+    from benchmarks.benchmark import run
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True, help="folder with diffusers/ and the variant folders (full size: build-random, convert, compress)")
+    parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(DEFAULT_ENGINES))
+    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    parser.add_argument("--side", type=int, default=1024, help="picture side")
+    parser.add_argument("--runs", type=int, default=None, help="timed pictures per engine (default: LCM 2, standard 1)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--timeout", type=float, default=3 * 3600, help="seconds allowed per engine and recipe")
+    args = parser.parse_args()
+    work, side = args.model.resolve(), args.side
+    runs = {"LCM": args.runs or 2, "standard": args.runs or 1}  # a standard 1024² picture takes minutes on 2 cores
+    name = f"picture-{work.name}-{side}"
+    results_path = args.out / f"{name}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = run(results_path, work, picture_plan(args.engines, args.recipes, side, runs), args.timeout)
+    results_path.with_suffix(".md").write_text(markdown(results))
+    print(f"Results: {results_path}, {results_path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
