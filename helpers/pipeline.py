@@ -344,6 +344,8 @@ class OVVaeDecoder(OVModelPart):
 
     def enable_tiling(self, tile_latent_size: int = TILE_LATENT_SIZE, overlap: int = TILE_OVERLAP) -> None:
         check_tiling(tile_latent_size, overlap)
+        if self.input_shapes:
+            raise ValueError("The VAE decoder is reshaped for whole latents: call vae.enable_tiling() before pipe.reshape(...).")
         self.use_tiling, self.tile_latent_size, self.tile_overlap = True, tile_latent_size, overlap
 
     def disable_tiling(self) -> None:
@@ -465,8 +467,8 @@ class OVPixArtPipeline:
         return self
 
     def reshape_for(self, prompt: str | list[str] | None, **kwargs: Any) -> "OVPixArtPipeline":
-        """Reshape to the shapes of the call ``pipe(prompt, **kwargs)`` unless the parts have them already: what the
-        CLI and the demo do on a device that compiles static shapes only. Returns the pipeline."""
+        """Reshape to the shapes of the call ``pipe(prompt, **kwargs)`` unless the parts have them already: what each
+        call does on a device that compiles static shapes only (``reshape_each_call``). Returns the pipeline."""
         kwargs = {"guidance_scale": self.recipe.guidance_scale, **kwargs}
         call = self.call_shape(prompt, kwargs)
         if call != self.static_shape:
