@@ -44,12 +44,42 @@ PROMPT = "a lighthouse on a rocky coast at sunset, oil painting"
 
 
 def picture_plan(engines: dict[str, tuple], side: int, runs: dict[str, int], warmup: int = 1) -> list[tuple[str, str, dict]]:
-    """(key, task, arguments): each recipe's engines, one recipe after the other (LCM first: its results come soonest)."""
-    return [
+    """(key, task, arguments): each recipe's engines, one recipe after the other (LCM first: its results come soonest),
+    then the FP16 transformer step and decode with static against dynamic shapes, in turns in one process."""
+    steps = [
         (f"{recipe} {side}² {engine}", "picture", {"engine": engine, "recipe": recipe, "side": side, "runs": runs[recipe], "warmup": warmup})
         for recipe, recipe_engines in engines.items()
         for engine in recipe_engines
     ]
+    return steps + [(f"static vs dynamic {side}² FP16", "static_vs_dynamic", {"variant": "FP16", "side": side, "runs": 3})]
+
+
+def task_static_vs_dynamic(work: Path, variant: str, side: int, runs: int) -> dict:
+    """The transformer's step (batch 1) and the decode of one ``variant``, compiled for dynamic and for static shapes,
+    timed in turns (a warm-up turn first); the largest difference between their outputs."""
+    import openvino as ov
+    import torch
+
+    from benchmarks.tasks import example_inputs, part_call
+    from helpers.comparison import latency_summary
+    from helpers.pipeline import OVTransformer, OVVaeDecoder
+
+    result = {"variant": variant, "side": side}
+    for component, cls in (("transformer", OVTransformer), ("vae_decoder", OVVaeDecoder)):
+        models = {shapes: cls(work / variant / component, ov.Core(), "CPU", compile_now=False) for shapes in ("dynamic", "static")}
+        inputs = example_inputs(component, {"side": side // 8, "batch": 1}, models["static"].config, torch.float32)
+        models["static"].reshape({name: list(value.shape) for name, value in inputs.items() if value is not None})
+        seconds, outputs = {"dynamic": [], "static": []}, {}
+        for turn in range(runs + 1):
+            for shapes, model in models.items():
+                start = time.perf_counter()
+                outputs[shapes] = part_call(component, model)(**inputs)
+                if turn:
+                    seconds[shapes].append(time.perf_counter() - start)
+        result[component] = {shapes: latency_summary(times) for shapes, times in seconds.items()}
+        result[component]["static speed-up"] = result[component]["dynamic"]["median"] / result[component]["static"]["median"]
+        result[component]["max abs difference"] = float((outputs["static"] - outputs["dynamic"]).abs().max())
+    return result
 
 
 def task_picture(work: Path, engine: str, recipe: str, side: int, runs: int, warmup: int) -> dict:
@@ -169,6 +199,14 @@ def markdown(results: dict) -> str:
                 f"{median['VAE s']:.1f} | {value['warmup_seconds'][0]:.1f} | {f'{memory:.1f}' if memory is not None else '—'} |"
             )
         lines += [f"| {key.split(' ', 2)[-1]} | failed: {value['error']} | | | | | | |" for key, value in failed.items()]
+        lines.append("")
+    turns = steps.get(next((key for key in steps if key.startswith("static vs dynamic")), ""), {})
+    if "transformer" in turns:
+        lines += [f"## Static against dynamic shapes, OpenVINO {turns['variant']}, in turns in one process\n",
+                  "| part | dynamic s | static s | static speed-up | max abs difference |", "|---|---|---|---|---|"]
+        lines += [f"| {'transformer step (batch 1)' if part == 'transformer' else 'VAE decode'} | {turns[part]['dynamic']['median']:.2f} | "
+                  f"{turns[part]['static']['median']:.2f} | {turns[part]['static speed-up']:.2f}× | {turns[part]['max abs difference']:.2g} |"
+                  for part in ("transformer", "vae_decoder")]
         lines.append("")
     lines.append("Picture: median of the timed pictures after a warm-up (model load excluded; "
                  "a 2-step picture that includes torch.compile's compile and OpenVINO's first-inference weight preparation). Steps: the "

@@ -296,6 +296,12 @@ def task_picture(work: Path, **kwargs) -> dict:
     return task_picture(work, **kwargs)
 
 
+def task_static_vs_dynamic(work: Path, **kwargs) -> dict:
+    from benchmarks.picture import task_static_vs_dynamic
+
+    return task_static_vs_dynamic(work, **kwargs)
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -306,7 +312,8 @@ TASKS = {"build": task_build, "convert": task_convert, "convert_all": task_conve
          "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "side_by_side": task_side_by_side,
          "matmul": task_matmul_peak, "build_sigma_part": task_build_sigma_part,
          "convert_part": task_convert_part, "calibrate_examples": task_calibrate_examples,
-         "compress_transformer": task_compress_transformer, "picture": task_picture}
+         "compress_transformer": task_compress_transformer, "picture": task_picture,
+         "static_vs_dynamic": task_static_vs_dynamic}
 
 
 def run_child(task: str, kwargs: dict) -> None:

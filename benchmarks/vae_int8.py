@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,13 +39,16 @@ PROMPTS = ("a lighthouse on a rocky coast", "a red circle on a blue background",
 
 
 def final_latents(folder: Path, side: int, prompts) -> list[np.ndarray]:
-    """The decoder's inputs the FP16 pipeline makes for ``prompts`` (its LCM recipe, 4 steps), one per prompt."""
+    """The decoder's inputs the FP16 pipeline makes for ``prompts`` (its LCM recipe, 4 steps), one per prompt.
+
+    One part in memory at a time (T5-XXL compiled takes 10 GB): run it in its own process, as ``main`` does.
+    """
     import torch
     from diffusers import LCMScheduler
 
     from helpers.pipeline import OVPixArtPipeline
 
-    pipe = OVPixArtPipeline.from_variant(folder, "CPU")
+    pipe = OVPixArtPipeline.from_variant(folder, "CPU", low_memory=True)
     pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     scale = pipe.vae.config["scaling_factor"]
@@ -51,8 +56,16 @@ def final_latents(folder: Path, side: int, prompts) -> list[np.ndarray]:
     for seed, prompt in enumerate(prompts):
         out = pipe(prompt, height=side, width=side, output_type="latent", generator=torch.Generator().manual_seed(seed))
         latents.append((out.images / scale).numpy())  # what the pipeline hands vae.decode
-    del pipe
     return latents
+
+
+def cached_latents(folder: Path, side: int, prompts, path: Path) -> list[np.ndarray]:
+    """:func:`final_latents`, computed once in a child process (its memory freed with it) and kept in ``path``."""
+    if not path.is_file():
+        child = ["--model", str(folder.parent), "--latents", str(folder), str(side), json.dumps(list(prompts)), str(path)]
+        subprocess.run([sys.executable, __file__, *child], check=True)
+    with np.load(path) as stored:
+        return [stored[f"latent_{index}"] for index in range(len(prompts))]
 
 
 def quantized(ir: Path, calibration: list[np.ndarray], keep_float: list[str]):
@@ -86,12 +99,22 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=4, help="latents to calibrate on")
     parser.add_argument("--runs", type=int, default=3, help="timed decodes per choice at --check-side")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--latents", nargs=4, help=argparse.SUPPRESS)  # the child: FOLDER SIDE PROMPTS_JSON NPZ
     args = parser.parse_args()
+    if args.latents:
+        folder, side, prompts, path = args.latents
+        latents = final_latents(Path(folder), int(side), json.loads(prompts))
+        np.savez(path, **{f"latent_{index}": latent for index, latent in enumerate(latents)})
+        return
     folder = args.model / "FP16"
     ir = folder / "vae_decoder" / "openvino_model.xml"
     start = time.perf_counter()
-    latents = final_latents(folder, args.side, PROMPTS[: args.calibration + 2])
-    check = final_latents(folder, args.check_side, PROMPTS[-1:])
+    from helpers.settings import MODEL_ROOT
+
+    work = MODEL_ROOT / f"vae-int8-{args.model.name}"  # git-ignored, as every folder under model/ but the shipped one
+    work.mkdir(parents=True, exist_ok=True)
+    latents = cached_latents(folder, args.side, PROMPTS[: args.calibration + 2], work / f"latents-{args.side}.npz")
+    check = cached_latents(folder, args.check_side, PROMPTS[-1:], work / f"latents-{args.check_side}.npz")
     calibration, held_out = latents[: args.calibration], latents[args.calibration :]
     core = ov.Core()
     fp16 = core.compile_model(ir, "CPU")
