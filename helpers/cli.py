@@ -69,17 +69,22 @@ def _add_convert(commands) -> None:
 
 
 def _add_compress(commands) -> None:
-    from .variants import VARIANTS
+    from .token_downsampling import DEFAULT_FACTOR
+    from .variants import DOWNSAMPLED_VARIANTS, VARIANTS
 
     command = commands.add_parser(
         "compress",
-        help="compress the FP16 variant with NNCF: INT8, INT4-T5 or W8A8 (notebook 3)",
+        help="compress the FP16 variant with NNCF: INT8, INT4-T5 or W8A8 (notebook 3); opt-in: FP16-ToDo, W8A8-ToDo",
         description="Make a compressed variant folder from the FP16 one. INT8: 8-bit weights in every part; INT4-T5: "
         "4-bit T5 weights, the rest INT8; W8A8: INT8 weights and activations in the transformer, calibrated on "
-        "transformer inputs recorded from the FP16 pipeline.",
+        "transformer inputs recorded from the FP16 pipeline. FP16-ToDo and W8A8-ToDo (opt-in, fewer keys in "
+        "self-attention, see docs/token-downsampling.md): the transformer converted again from the model, with "
+        "self-attention keys and values from the pooled token grid.",
     )
     _model_arguments(command)
-    command.add_argument("--variant", required=True, choices=VARIANTS[1:], help="the compression recipe")
+    command.add_argument("--variant", required=True, choices=[*VARIANTS[1:], *DOWNSAMPLED_VARIANTS], help="the compression recipe")
+    command.add_argument("--downsampling-factor", type=int, default=DEFAULT_FACTOR, help="-ToDo: pool the token grid by this factor per side (default: %(default)s)")
+    command.add_argument("--downsampled-blocks", default="all", help='-ToDo: the transformer blocks that downsample, "all" or e.g. "0-13,20" (default: %(default)s)')
     command.add_argument("--calibration-prompts", type=int, default=8, help="W8A8: prompts to record the transformer's inputs on (default: %(default)s)")
     command.add_argument("--calibration-side", type=int, default=None, help="W8A8: picture side to calibrate at (default: the model's native side)")
     command.add_argument("--device", default="CPU", help="OpenVINO device for the W8A8 calibration run (default: %(default)s)")
@@ -194,20 +199,29 @@ def run_convert(args) -> None:
 
 
 def run_compress(args) -> None:
-    from .compression import calibration_prompts, collect_calibration_data, compress_variant
+    from .compression import calibration_prompts, collect_calibration_data, compress_variant, make_downsampled_variant
     from .sizes import native_size
-    from .variants import COMPRESSION_RECIPES, check_variant, folder_size_mb, needs_calibration, variant_dir
+    from .sources import resolve_model_source
+    from .token_downsampling import TokenDownsampling, parse_blocks
+    from .variants import COMPRESSION_RECIPES, DOWNSAMPLED_VARIANTS, check_variant, folder_size_mb, needs_calibration, variant_dir
 
     fp16 = check_variant(variant_dir(args.model, "FP16", args.model_root))
     out = variant_dir(args.model, args.variant, args.model_root)
-    recipe = COMPRESSION_RECIPES[args.variant]
     start = time.perf_counter()
-    calibration = None
-    if needs_calibration(recipe):
-        side = args.calibration_side or native_size(fp16)[0]
+
+    def calibration(folder: Path):
+        side = args.calibration_side or native_size(folder)[0]
         prompts = calibration_prompts(args.model, args.calibration_prompts)
-        calibration = collect_calibration_data(fp16, prompts, height=side, width=side, device=args.device)
-    compress_variant(fp16, out, recipe, calibration=calibration)
+        return collect_calibration_data(folder, prompts, height=side, width=side, device=args.device)
+
+    if args.variant in DOWNSAMPLED_VARIANTS:
+        warnings.filterwarnings("ignore", module=r"(torch|diffusers|transformers)\b")  # tracing's shape notes, expected
+        downsampling = TokenDownsampling(args.downsampling_factor, parse_blocks(args.downsampled_blocks))
+        source = resolve_model_source(args.model, root=args.model_root)
+        make_downsampled_variant(source, fp16, out, downsampling, calibration)
+    else:
+        recipe = COMPRESSION_RECIPES[args.variant]
+        compress_variant(fp16, out, recipe, calibration=calibration(fp16) if needs_calibration(recipe) else None)
     print(f"Compressed {fp16} into {out} ({folder_size_mb(fp16):.1f} → {folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
 
 

@@ -14,16 +14,23 @@ from tqdm.auto import tqdm
 
 from .pipeline import OVModelPart, OVPixArtPipeline
 from .settings import ASSETS, atomic_folder, model_name
+from .token_downsampling import TokenDownsampling
 from .variants import (
+    COMPRESSION_RECIPES,
+    DOWNSAMPLED_SUFFIX,
     IR_NAME,
     PARTS,
     W8A8_QUANTIZATION,
+    base_variant,
     check_variant,
     finish_variant,
     ir_path,
     is_part_converted,
+    is_variant,
+    link_part,
     make_parts,
     needs_calibration,
+    read_index,
 )
 
 Calibration = Sequence[dict[str, np.ndarray]]  # transformer inputs by name, one dict per call
@@ -151,8 +158,43 @@ def compress_variant(
         raise ValueError(NO_CALIBRATION)
     make = lambda part: compress_part(source, out_dir, part, recipe[part], calibration)  # noqa: E731
     seconds = make_parts(out_dir, PARTS, make, "compressed", progress)
-    finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe})
+    kept = {key: value for key, value in read_index(source).items() if key == "token_downsampling"}
+    finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe, **kept})
     return seconds
+
+
+def make_downsampled_variant(
+    model_source: Path,
+    fp16_dir: Path,
+    out_dir: Path,
+    downsampling: TokenDownsampling,
+    calibration: Calibration | Callable[[Path], Calibration] | None = None,
+    progress: Callable[[str], None] = tqdm.write,
+) -> dict[str, float]:
+    """Make a variant whose transformer downsamples self-attention's tokens (``FP16-ToDo``, ``W8A8-ToDo``, …).
+
+    ``FP16-ToDo`` comes first, beside ``fp16_dir``: its transformer converted again from ``model_source`` with the
+    downsampling processor. Any other ``<VARIANT>-ToDo`` is ``<VARIANT>``'s recipe applied to it; the parts that
+    downsampling does not change are linked from the finished ``<VARIANT>`` folder when there is one. A W8A8
+    recipe calibrates on the downsampled pipeline: ``calibration`` is the set, or a function of the FP16-ToDo
+    folder that records it. Returns seconds per part made.
+    """
+    from .conversion import convert_downsampled
+
+    out_dir = Path(out_dir)
+    fp16_todo = Path(fp16_dir).with_name("FP16" + DOWNSAMPLED_SUFFIX)
+    seconds = convert_downsampled(model_source, fp16_dir, fp16_todo, downsampling, progress)
+    if out_dir == fp16_todo:
+        return seconds
+    base = out_dir.with_name(base_variant(out_dir.name))
+    recipe = COMPRESSION_RECIPES[base.name]
+    if is_variant(base):
+        for part in PARTS:
+            if part != "transformer":
+                link_part(base, out_dir, part)
+    if callable(calibration) and needs_calibration({p: s for p, s in recipe.items() if not is_part_converted(out_dir, p)}):
+        calibration = calibration(fp16_todo)
+    return seconds | compress_variant(fp16_todo, out_dir, recipe, progress, calibration if not callable(calibration) else None)
 
 
 def weight_types(xml_path: Path) -> dict[str, int]:

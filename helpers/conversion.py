@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from .settings import atomic_folder
 from .sources import SDXL_VAE_SCALING_FACTOR
 from .step_cache import CUT_POINTS, captured_cut_points
-from .variants import IR_NAME, PARTS, finish_variant, make_parts
+from .token_downsampling import TokenDownsampling, enable_token_downsampling
+from .variants import IR_NAME, PARTS, check_variant, finish_variant, link_part, make_parts
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
@@ -309,7 +310,31 @@ def convert_pipeline(
     return seconds
 
 
-def _convert_from(source: Path, part: str, out_dir: Path) -> Path:
+def convert_downsampled(
+    source: Path, fp16_dir: Path, out_dir: Path, downsampling: TokenDownsampling, progress: Callable[[str], None] = tqdm.write
+) -> dict[str, float]:
+    """Make the FP16 variant whose transformer downsamples self-attention's tokens (``helpers.token_downsampling``).
+
+    Only the transformer is converted again, from ``source``, with the downsampling processor; the T5 encoder and
+    the VAE decoder are the FP16 variant's own files, linked (copied where links cannot be made). The index
+    records the factor and the blocks. Returns seconds per part converted.
+    """
+    source, fp16_dir, out_dir = Path(source), check_variant(fp16_dir), Path(out_dir)
+    for part in PARTS:
+        if part != "transformer":
+            link_part(fp16_dir, out_dir, part)
+    make = lambda part: _convert_from(source, part, out_dir, downsampling)  # noqa: E731
+    seconds = make_parts(out_dir, ["transformer"], make, "converted", progress)
+    num_blocks = json.loads((out_dir / "transformer" / "config.json").read_text())["num_layers"]
+    index = {"variant": out_dir.name, "source": str(source), "token_downsampling": downsampling.record(num_blocks)}
+    finish_variant(source, out_dir, index)
+    return seconds
+
+
+def _convert_from(source: Path, part: str, out_dir: Path, downsampling: TokenDownsampling | None = None) -> Path:
     # the torch module lives only for this call: it is freed before the next part is loaded
     with float32_source(source, part, scratch=out_dir) as folder:
-        return convert_part(load_torch_part(folder, part), part, out_dir)
+        model = load_torch_part(folder, part)
+        if downsampling is not None:
+            enable_token_downsampling(model, downsampling)
+        return convert_part(model, part, out_dir)

@@ -47,6 +47,10 @@ COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
 }
 # FP16 is converted (notebook 1), the others are compressed from it (notebook 3) with their recipe.
 VARIANTS = ("FP16", *COMPRESSION_RECIPES)
+# Opt-in: a variant whose transformer's self-attention pools its keys and values (``helpers.token_downsampling``),
+# named after the variant it is otherwise made like.
+DOWNSAMPLED_SUFFIX = "-ToDo"
+DOWNSAMPLED_VARIANTS = ("FP16-ToDo", "W8A8-ToDo")
 COPIED = ("tokenizer", "scheduler")  # taken from the diffusers folder as they are
 
 
@@ -73,9 +77,16 @@ def how_to_make(folder: Path) -> str:
     name), convert for FP16 and any other folder."""
     folder = Path(folder)
     model, variant = folder.parent.name, folder.name
+    if variant.endswith(DOWNSAMPLED_SUFFIX):
+        return f"run `python -m helpers compress --model {model} --variant {variant}`"
     if variant in VARIANTS[1:]:
         return f"run notebook 3 (03-compress) or `python -m helpers compress --model {model} --variant {variant}`"
     return f"run notebook 1 (01-convert) or `python -m helpers convert --model {model}`"
+
+
+def base_variant(variant: str) -> str:
+    """The variant a downsampled one is made like (``W8A8-ToDo`` → ``W8A8``); other names as they are."""
+    return variant.removesuffix(DOWNSAMPLED_SUFFIX)
 
 
 def is_part_converted(folder: Path, part: str) -> bool:
@@ -190,7 +201,8 @@ def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[str]:
     found = [p.name for p in folder.glob("*") if is_variant(p)] if folder.is_dir() else []
     if not found:
         raise VariantNotReadyError(f"No converted model for '{model_id}' under {folder}: {how_to_make(folder / 'FP16')} first.")
-    return sorted(found, key=lambda name: (VARIANTS.index(name) if name in VARIANTS else len(VARIANTS), name))
+    order = (*VARIANTS, *DOWNSAMPLED_VARIANTS)
+    return sorted(found, key=lambda name: (order.index(name) if name in order else len(order), name))
 
 
 def remove_damaged(folder: Path) -> list[str]:
@@ -232,6 +244,21 @@ def make_parts(
         seconds[part] = time.perf_counter() - start
         progress(f"{part}: {done} in {seconds[part]:.1f} s")
     return seconds
+
+
+def link_part(source: Path, out_dir: Path, part: str) -> Path:
+    """Put ``source``'s finished ``part`` into ``out_dir`` as hard links to its files (copies where links fail)."""
+    import os
+
+    if is_part_converted(out_dir, part):
+        return Path(out_dir) / part
+    with atomic_folder(Path(out_dir) / part) as tmp:
+        for file in sorted((Path(source) / part).iterdir()):
+            try:
+                os.link(file, tmp / file.name)
+            except OSError:  # another file system, or links not allowed
+                shutil.copy2(file, tmp / file.name)
+    return Path(out_dir) / part
 
 
 def finish_variant(source: Path, out_dir: Path, index: dict, progress: bool = True) -> None:
