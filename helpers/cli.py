@@ -203,7 +203,14 @@ def run_compress(args) -> None:
     from .sizes import native_size
     from .sources import resolve_model_source
     from .token_downsampling import TokenDownsampling, parse_blocks
-    from .variants import COMPRESSION_RECIPES, DOWNSAMPLED_VARIANTS, check_variant, folder_size_mb, needs_calibration, variant_dir
+    from .variants import (
+        COMPRESSION_RECIPES,
+        DOWNSAMPLED_VARIANTS,
+        check_variant,
+        folder_size_mb,
+        needs_calibration,
+        variant_dir,
+    )
 
     fp16 = check_variant(variant_dir(args.model, "FP16", args.model_root))
     out = variant_dir(args.model, args.variant, args.model_root)

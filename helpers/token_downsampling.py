@@ -13,7 +13,7 @@ from the transformer's input at each call (a forward pre-hook), so one IR still 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
