@@ -33,6 +33,9 @@ ENGINES = {
     "ov-W8A8": {"variant": "W8A8", "static": False},
     "ov-W8A8-static": {"variant": "W8A8", "static": True},
     "ov-INT8-static": {"variant": "INT8", "static": True},
+    # opt-in: fewer keys in self-attention (benchmarks/token_downsampling.py)
+    "ov-FP16-ToDo-static": {"variant": "FP16-ToDo", "static": True},
+    "ov-W8A8-ToDo-static": {"variant": "W8A8-ToDo", "static": True},
 }
 # per recipe; a standard 1024² picture takes minutes on 2 cores, so it runs the best of each side only
 DEFAULT_ENGINES = {
@@ -43,15 +46,15 @@ RECIPES = ("LCM", "standard")
 PROMPT = "a lighthouse on a rocky coast at sunset, oil painting"
 
 
-def picture_plan(engines: dict[str, tuple], side: int, runs: dict[str, int], warmup: int = 1) -> list[tuple[str, str, dict]]:
+def picture_plan(engines: dict[str, tuple], side: int, runs: dict[str, int], warmup: int = 1, turns: bool = True) -> list[tuple[str, str, dict]]:
     """(key, task, arguments): each recipe's engines, one recipe after the other (LCM first: its results come soonest),
-    then the FP16 transformer step and decode with static against dynamic shapes, in turns in one process."""
+    then (``turns``) the FP16 transformer step and decode with static against dynamic shapes, in turns in one process."""
     steps = [
         (f"{recipe} {side}² {engine}", "picture", {"engine": engine, "recipe": recipe, "side": side, "runs": runs[recipe], "warmup": warmup})
         for recipe, recipe_engines in engines.items()
         for engine in recipe_engines
     ]
-    return steps + [(f"static vs dynamic {side}² FP16", "static_vs_dynamic", {"variant": "FP16", "side": side, "runs": 3})]
+    return steps + [(f"static vs dynamic {side}² FP16", "static_vs_dynamic", {"variant": "FP16", "side": side, "runs": 3})] * turns
 
 
 def task_static_vs_dynamic(work: Path, variant: str, side: int, runs: int) -> dict:
@@ -232,15 +235,17 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=1024, help="picture side")
     parser.add_argument("--runs", type=int, default=None, help="timed pictures per engine (default: LCM 2, standard 1)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--turns", action=argparse.BooleanOptionalAction, default=True, help="also time static against dynamic shapes in turns")
+    parser.add_argument("--tag", default=None, help="a word for the results file's name: a new run beside the earlier ones")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="seconds allowed per engine and recipe")
     args = parser.parse_args()
     work, side = args.model.resolve(), args.side
     runs = {"LCM": args.runs or 2, "standard": args.runs or 1}  # a standard 1024² picture takes minutes on 2 cores
-    name = f"picture-{work.name}-{side}"
+    name = f"picture-{work.name}-{side}" + (f"-{args.tag}" if args.tag else "")
     results_path = args.out / f"{name}.json"
     args.out.mkdir(parents=True, exist_ok=True)
     engines = {recipe: tuple(args.engines or DEFAULT_ENGINES[recipe]) for recipe in args.recipes}
-    results = run(results_path, work, picture_plan(engines, side, runs), args.timeout)
+    results = run(results_path, work, picture_plan(engines, side, runs, turns=args.turns), args.timeout)
     results_path.with_suffix(".md").write_text(markdown(results))
     print(f"Results: {results_path}, {results_path.with_suffix('.md')}")
 

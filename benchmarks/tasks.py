@@ -302,6 +302,24 @@ def task_static_vs_dynamic(work: Path, **kwargs) -> dict:
     return task_static_vs_dynamic(work, **kwargs)
 
 
+def task_todo_quality(work: Path, **kwargs) -> dict:
+    from benchmarks.token_downsampling import task_quality
+
+    return task_quality(work, **kwargs)
+
+
+def task_todo_steps(work: Path, **kwargs) -> dict:
+    from benchmarks.token_downsampling import task_steps
+
+    return task_steps(work, **kwargs)
+
+
+def task_todo_picture_distance(work: Path, **kwargs) -> dict:
+    from benchmarks.token_downsampling import task_picture_distance
+
+    return task_picture_distance(work, **kwargs)
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -313,7 +331,8 @@ TASKS = {"build": task_build, "convert": task_convert, "convert_all": task_conve
          "matmul": task_matmul_peak, "build_sigma_part": task_build_sigma_part,
          "convert_part": task_convert_part, "calibrate_examples": task_calibrate_examples,
          "compress_transformer": task_compress_transformer, "picture": task_picture,
-         "static_vs_dynamic": task_static_vs_dynamic}
+         "static_vs_dynamic": task_static_vs_dynamic, "todo_quality": task_todo_quality, "todo_steps": task_todo_steps,
+         "todo_picture_distance": task_todo_picture_distance}
 
 
 def run_child(task: str, kwargs: dict) -> None:

@@ -100,7 +100,7 @@ def _add_generate(commands) -> None:
         "One picture goes to --out; several go to <out>-1.png, <out>-2.png, … The n-th prompt is drawn with seed + n - 1.",
     )
     _model_arguments(command)
-    command.add_argument("--variant", default="FP16", help="FP16, INT8, INT4-T5 or W8A8 (default: %(default)s)")
+    command.add_argument("--variant", default="FP16", help="FP16, INT8, INT4-T5, W8A8, or an opt-in FP16-ToDo, W8A8-ToDo (default: %(default)s)")
     command.add_argument("--prompt", action="append", required=True, help="what to draw; repeat for several prompts")
     command.add_argument("--negative-prompt", default=None, help="what not to draw (default: the recipe's)")
     command.add_argument("--seed", type=int, default=42, help="seed of the first prompt's noise (default: %(default)s)")
@@ -282,9 +282,18 @@ def output_paths(out: Path, count: int) -> list[Path]:
 
 
 def run_verify(args) -> None:
-    from .variants import VARIANTS, VariantNotReadyError, damage_message, damaged_files, read_index, variant_dir
+    from .variants import (
+        DOWNSAMPLED_VARIANTS,
+        VARIANTS,
+        VariantNotReadyError,
+        damage_message,
+        damaged_files,
+        read_index,
+        variant_dir,
+    )
 
-    folders = args.folder or [variant_dir(args.model, variant, args.model_root) for variant in args.variant or VARIANTS]
+    every = (*VARIANTS, *DOWNSAMPLED_VARIANTS)
+    folders = args.folder or [variant_dir(args.model, variant, args.model_root) for variant in args.variant or every]
     if not args.folder and not args.variant:
         folders = [folder for folder in folders if folder.is_dir()]
         if not folders:

@@ -137,3 +137,21 @@ def test_bad_settings_are_named():
         parse_blocks("first")
     assert parse_blocks("0-2,5") == (0, 1, 2, 5) and parse_blocks("all") is None
     assert "--variant W8A8-ToDo" in how_to_make(__import__("pathlib").Path("model/tiny/W8A8-ToDo"))
+
+
+def test_the_speed_benchmark_times_steps_in_turns_and_compares_outputs(tmp_path, tiny_variant, downsampled):
+    from benchmarks.benchmark import machine
+    from benchmarks.token_downsampling import markdown, task_picture_distance, task_steps
+
+    work = tmp_path / "tiny"
+    work.mkdir()
+    for folder in (tiny_variant, downsampled):
+        (work / folder.name).symlink_to(folder)
+    steps = task_steps(work, 256, ["FP16", "FP16-ToDo"], runs=1)
+    assert steps["tokens"] == 256 and set(steps["steps"]) == {"FP16", "FP16-ToDo"}
+    assert 0.9 < steps["cosine vs exact"]["FP16-ToDo"] < 1.0  # changed, and still the same prediction
+    assert all(profile["total"] > 0 for profile in steps["profile ms"].values())
+    picture = task_picture_distance(work, 256, ["FP16", "FP16-ToDo"])
+    assert 10 < picture["PSNR dB"] < 100 and 0 < picture["SSIM"] <= 1
+    report = markdown({"machine": machine(), "steps": {"step 256²": steps, "LCM picture 256²": picture}})
+    assert "| FP16-ToDo |" in report and "output cosine vs exact" in report and "PSNR" in report

@@ -1,0 +1,261 @@
+"""Token downsampling (``helpers.token_downsampling``): is it worth it? Quality on the shapes model, speed at full size.
+
+    python benchmarks/token_downsampling.py quality --model shapes                  # alignment, PSNR/SSIM (minutes)
+    python benchmarks/token_downsampling.py speed --model model/pixart-xl-dpm-random  # steps in turns, profiles (an hour)
+    python benchmarks/picture.py --model model/pixart-xl-dpm-random --recipes LCM --tag todo \\
+        --engines torch ov-W8A8-static ov-W8A8-ToDo-static                            # the whole picture against PyTorch
+
+``quality``: the alignment score of the shapes model's 64 evaluation pictures, exact and downsampled, and their
+PSNR/SSIM against the exact pictures: PyTorch with the processor for each choice of blocks and steps (cheap to try),
+and the OpenVINO ``FP16-ToDo`` variant the product makes. ``speed`` needs ``FP16-ToDo`` and ``W8A8-ToDo`` beside
+``FP16`` and ``W8A8`` in the folder (``python -m helpers compress --variant W8A8-ToDo`` makes both): the transformer
+step at 1024² and 2048² with static shapes, in turns in one process, each variant's per-op profile, the cosine of
+each step's output against the exact variant's, and an LCM picture's PSNR against the exact one. Results go to
+``results/token-downsampling-<model>.{json,md}`` after each measurement (a stopped run resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# (name, blocks, steps): which blocks downsample, and at which denoising steps (None: all)
+QUALITY_CHOICES = (
+    ("all blocks, all steps", None, None),
+    ("first half of the blocks", "first", None),
+    ("second half of the blocks", "second", None),
+    ("all blocks, first half of the steps", None, "first"),
+    ("all blocks, second half of the steps", None, "second"),
+    ("all blocks, last quarter of the steps", None, "last quarter"),
+)
+# (side, the variants timed in turns)
+SPEED_SIZES = ((1024, ("W8A8", "W8A8-ToDo", "FP16", "FP16-ToDo")), (2048, ("FP16", "FP16-ToDo")))
+PROMPT = "a lighthouse on a rocky coast at sunset, oil painting"
+
+
+def part_of(count: int, which: str | None) -> list[int] | None:
+    """Indices ``0..count-1``: all (None), the first or second half, or the last quarter."""
+    half = count // 2
+    return {None: None, "first": list(range(half)), "second": list(range(half, count)), "last quarter": list(range(count - count // 4, count))}[which]
+
+
+def task_quality(work: Path, model: str, prompts: int) -> dict:
+    """Alignment and distance to the exact pictures, for each choice of blocks and steps and for the OpenVINO variant."""
+    import gc
+
+    import numpy as np
+    import torch
+
+    from helpers.comparison import evaluate_alignment, psnr, ssim
+    from helpers.compression import make_downsampled_variant
+    from helpers.conversion import convert_pipeline
+    from helpers.pipeline import OVPixArtPipeline
+    from helpers.shapes import evaluation_scenes
+    from helpers.sources import diffusers_pipeline_class, resolve_model_source
+    from helpers.token_downsampling import (
+        DownsampledSelfAttention,
+        TokenDownsampling,
+        disable_token_downsampling,
+        enable_token_downsampling,
+    )
+    from helpers.variants import variant_dir, variant_recipe
+
+    source = resolve_model_source(model)
+    recipe = variant_recipe(source)
+    evaluation = evaluation_scenes(prompts)
+    pipe = diffusers_pipeline_class(source).from_pretrained(source)
+    pipe.set_progress_bar_config(disable=True)
+    blocks, steps = len(pipe.transformer.transformer_blocks), recipe.num_inference_steps
+    scores, pictures = {}, {}
+    scores["PyTorch exact"], pictures["PyTorch exact"] = evaluate_alignment(pipe, evaluation, recipe)
+    for name, which_blocks, which_steps in QUALITY_CHOICES:
+        hook = enable_token_downsampling(pipe.transformer, TokenDownsampling(2, part_of(blocks, which_blocks)))
+        processors = [b.attn1.processor for b in pipe.transformer.transformer_blocks if isinstance(b.attn1.processor, DownsampledSelfAttention)]
+        downsampled_steps = set(part_of(steps, which_steps) or range(steps))
+
+        def switch(step: int, *_):  # after step ``step``: set the factor of the next one (and of the next batch's first)
+            for processor in processors:
+                processor.factor = 2 if (step + 1) % steps in downsampled_steps else 1
+
+        switch(-1)
+        scores[f"PyTorch, {name}"], pictures[f"PyTorch, {name}"] = evaluate_alignment(pipe, evaluation, recipe, callback=switch)
+        disable_token_downsampling(pipe.transformer, hook)
+    del pipe
+    fp16 = variant_dir(model, "FP16")
+    convert_pipeline(source, fp16)
+    make_downsampled_variant(source, fp16, variant_dir(model, "FP16-ToDo"), TokenDownsampling(2))
+    for variant in ("FP16", "FP16-ToDo"):
+        ov_pipe = OVPixArtPipeline.from_variant(variant_dir(model, variant), "CPU")
+        ov_pipe.set_progress_bar_config(disable=True)
+        scores[f"OpenVINO {variant}"], pictures[f"OpenVINO {variant}"] = evaluate_alignment(ov_pipe, evaluation, recipe)
+        del ov_pipe
+        gc.collect()
+    references = {name: pictures["OpenVINO FP16" if name.startswith("OpenVINO") else "PyTorch exact"] for name in pictures}
+    return {
+        "recipe": recipe.name, "steps": steps, "blocks": blocks, "prompts": prompts, "factor": 2,
+        "rows": {
+            name: {**scores[name], "PSNR dB vs exact": float(np.mean([psnr(a, b) for a, b in zip(references[name], images)])),
+                   "SSIM vs exact": float(np.mean([ssim(a, b) for a, b in zip(references[name], images)]))}
+            for name, images in pictures.items() if images is not references[name]
+        } | {name: scores[name] for name in ("PyTorch exact", "OpenVINO FP16")},
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def task_steps(work: Path, side: int, variants: list[str], runs: int) -> dict:
+    """One transformer step (batch 1, static shapes) of each variant, in turns after a warm-up turn; each one's per-op
+    profile (the last turn's) and its output's cosine against the exact variant's (``X-ToDo`` against ``X``)."""
+    import openvino as ov
+    import torch
+
+    from benchmarks.tasks import example_inputs
+    from helpers.comparison import cosine_similarity, latency_summary
+    from helpers.pipeline import OVTransformer
+
+    models = {variant: OVTransformer(work / variant / "transformer", ov.Core(), "CPU", {"PERF_COUNT": "YES"}, compile_now=False) for variant in variants}
+    inputs = example_inputs("transformer", {"side": side // 8, "batch": 1}, next(iter(models.values())).config, torch.float32)
+    inputs["timestep"] = torch.full((1,), 500.0)  # a middle step: where the picture's structure is settled
+    seconds, outputs = defaultdict(list), {}
+    for variant, model in models.items():
+        model.reshape({name: list(value.shape) for name, value in inputs.items()})
+    for turn in range(runs + 1):
+        for variant, model in models.items():
+            start = time.perf_counter()
+            outputs[variant] = model.run("model", **inputs)[0]
+            if turn:
+                seconds[variant].append(time.perf_counter() - start)
+    result = {"side": side, "tokens": (side // 16) ** 2, "steps": {variant: latency_summary(times) for variant, times in seconds.items()}}
+    result["profile ms"] = {variant: profile_by_type(model.request) for variant, model in models.items()}
+    result["cosine vs exact"] = {variant: cosine_similarity(outputs[variant], outputs[variant.removesuffix("-ToDo")])
+                                 for variant in variants if variant.endswith("-ToDo") and variant.removesuffix("-ToDo") in outputs}
+    return result
+
+
+def profile_by_type(request, top: int = 8) -> dict[str, float]:
+    """Milliseconds per executed-op type in the request's last inference, the ``top`` largest and the total."""
+    totals: dict[str, float] = defaultdict(float)
+    for info in request.profiling_info:
+        totals[info.node_type] += info.real_time.total_seconds() * 1e3
+    ranked = dict(sorted(totals.items(), key=lambda item: -item[1])[:top])
+    return {**{name: round(ms, 1) for name, ms in ranked.items()}, "total": round(sum(totals.values()), 1)}
+
+
+def task_picture_distance(work: Path, side: int, variants: list[str]) -> dict:
+    """The same LCM picture (one seed, static shapes) from each variant: PSNR and SSIM of ``X-ToDo`` against ``X``."""
+    import gc
+
+    import numpy as np
+
+    from benchmarks.picture import recipe_scheduler
+    from helpers.comparison import psnr, ssim
+    from helpers.pipeline import OVPixArtPipeline, generate
+    from helpers.settings import LCM_RECIPE
+
+    images, seconds = {}, {}
+    for variant in variants:
+        pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=False)
+        pipe.scheduler = recipe_scheduler("LCM", pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.reshape(height=side, width=side, guidance_scale=LCM_RECIPE.guidance_scale)
+        image, seconds[variant] = generate(pipe, PROMPT, seed=0, recipe=LCM_RECIPE, height=side, width=side)
+        images[variant] = np.asarray(image)
+        del pipe
+        gc.collect()
+    exact, todo = images[variants[0]], images[variants[1]]
+    return {"side": side, "variants": variants, "seconds": seconds, "PSNR dB": psnr(exact, todo), "SSIM": ssim(exact, todo)}
+
+
+def speed_plan(runs: int) -> list[tuple[str, str, dict]]:
+    steps = [(f"step {side}²", "todo_steps", {"side": side, "variants": list(variants), "runs": runs if side == 1024 else 1})
+             for side, variants in SPEED_SIZES]
+    return steps + [(f"LCM picture {side}² FP16-ToDo vs FP16", "todo_picture_distance", {"side": side, "variants": ["FP16", "FP16-ToDo"]})
+                    for side in (1024, 2048)]
+
+
+def quality_markdown(result: dict, model: str) -> list[str]:
+    exact = result["rows"]["PyTorch exact"]["overall"]
+    lines = [f"## Quality: the `{model}` model, {result['prompts']} evaluation prompts, {result['recipe']} recipe ({result['steps']} steps), "
+             f"{result['blocks']} blocks, factor {result['factor']}\n",
+             "| pipeline | alignment | vs exact | shape | colour | position | background | PSNR dB vs exact | SSIM vs exact |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in result["rows"].items():
+        base = result["rows"]["OpenVINO FP16" if name.startswith("OpenVINO") else "PyTorch exact"]["overall"]
+        distance = f"{row['PSNR dB vs exact']:.1f} | {row['SSIM vs exact']:.3f}" if "PSNR dB vs exact" in row else "— | —"
+        lines.append(f"| {name} | {row['overall']:.3f} | {row['overall'] - base:+.3f} | {row['shape']:.3f} | {row['color']:.3f} | "
+                     f"{row['position']:.3f} | {row['background']:.3f} | {distance} |")
+    holds = [name for name, row in result["rows"].items() if "PSNR dB vs exact" in row and row["overall"] >= exact - 0.02]
+    lines += ["", f"Within 0.02 of the exact alignment: {', '.join(holds) if holds else 'none'}.", ""]
+    return lines
+
+
+def speed_markdown(steps: dict) -> list[str]:
+    lines = []
+    for key, value in steps.items():
+        if "error" in value:
+            lines += [f"- {key}: failed ({value['error']})", ""]
+        elif key.startswith("step"):
+            lines += [f"## Transformer step at {value['side']}² (batch 1, {value['tokens']} tokens, static shapes), in turns\n",
+                      "| variant | s (median) | vs W8A8 | vs its exact variant | output cosine vs exact |", "|---|---|---|---|---|"]
+            medians = {variant: summary["median"] for variant, summary in value["steps"].items()}
+            for variant, median in medians.items():
+                vs_w8a8 = f"{medians['W8A8'] / median:.2f}×" if "W8A8" in medians else "—"
+                exact = medians.get(variant.removesuffix("-ToDo"))
+                vs_exact = f"{exact / median:.2f}×" if variant.endswith("-ToDo") and exact else "—"
+                cosine = value["cosine vs exact"].get(variant)
+                lines.append(f"| {variant} | {median:.2f} | {vs_w8a8} | {vs_exact} | {f'{cosine:.4f}' if cosine is not None else '—'} |")
+            lines += ["", "Per-op profile of one step (ms by op type, the largest):\n"]
+            lines += [f"- {variant}: " + ", ".join(f"{name} {ms:,.0f}" for name, ms in profile.items()) for variant, profile in value["profile ms"].items()]
+            lines.append("")
+        else:
+            lines += [f"## LCM picture at {value['side']}²: {value['variants'][1]} against {value['variants'][0]}\n",
+                      f"PSNR {value['PSNR dB']:.1f} dB, SSIM {value['SSIM']:.3f} (one seed; seconds: "
+                      + ", ".join(f"{variant} {s:.1f}" for variant, s in value["seconds"].items()) + ")", ""]
+    return lines
+
+
+def markdown(results: dict) -> str:
+    from benchmarks.report import machine_line
+
+    machine = results["machine"]
+    lines = ["# Token downsampling: fewer keys in self-attention\n", *machine_line(results),
+             f"CPU {machine.get('cpu_model', '?')}, instructions: {', '.join(machine.get('instructions', [])) or 'not recorded'}.\n"]
+    steps = dict(results.get("steps", {}))
+    quality = steps.pop("quality", None)
+    if quality and "rows" in quality:
+        lines += quality_markdown(quality, results.get("model", "?"))
+    lines += speed_markdown(steps)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from benchmarks.benchmark import run
+    from helpers.settings import model_name
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("quality", "speed"))
+    parser.add_argument("--model", required=True, help="quality: a model id (shapes); speed: the folder with FP16, W8A8 and their -ToDo variants")
+    parser.add_argument("--prompts", type=int, default=64, help="quality: evaluation prompts")
+    parser.add_argument("--runs", type=int, default=3, help="speed: timed turns at 1024² (2048²: one)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--timeout", type=float, default=3 * 3600)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.what == "quality":
+        path, work = args.out / f"token-downsampling-{model_name(args.model)}.json", Path(".").resolve()
+        plan = [("quality", "todo_quality", {"model": args.model, "prompts": args.prompts})]
+    else:
+        work = Path(args.model).resolve()
+        path, plan = args.out / f"token-downsampling-{work.name}.json", speed_plan(args.runs)
+    results = run(path, work, plan, args.timeout)
+    results["model"] = args.model
+    path.write_text(json.dumps(results, indent=1))
+    path.with_suffix(".md").write_text(markdown(results))
+    print(f"Results: {path}, {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
