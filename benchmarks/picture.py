@@ -35,7 +35,8 @@ ENGINES = {
     "ov-INT8-static": {"variant": "INT8", "static": True},
     # opt-in: fewer keys in self-attention (benchmarks/token_downsampling.py)
     "ov-FP16-ToDo-static": {"variant": "FP16-ToDo", "static": True},
-    "ov-W8A8-ToDo-static": {"variant": "W8A8-ToDo", "static": True},
+    "ov-W8A8-ToDo-static": {"variant": "W8A8-ToDo", "static": True},  # the folder's share of downsampled steps
+    "ov-W8A8-ToDo-all-static": {"variant": "W8A8-ToDo", "static": True, "downsampled_steps": 1.0},
 }
 # per recipe; a standard 1024² picture takes minutes on 2 cores, so it runs the best of each side only
 DEFAULT_ENGINES = {
@@ -122,8 +123,12 @@ def load_engine(work: Path, engine: str):
     from helpers.pipeline import OVPixArtPipeline, compute_precision
 
     variant = ENGINES[engine]["variant"]
-    pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=not ENGINES[engine]["static"])
-    return pipe, {"precision": compute_precision("CPU"), "variant": variant, "static_shapes": ENGINES[engine]["static"]}
+    pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=not ENGINES[engine]["static"],
+                                         downsampled_steps=ENGINES[engine].get("downsampled_steps"))
+    about = {"precision": compute_precision("CPU"), "variant": variant, "static_shapes": ENGINES[engine]["static"]}
+    if pipe.transformer.downsampling is not None:
+        about["downsampled_steps"] = pipe.transformer.downsampling.steps
+    return pipe, about
 
 
 def torch_best(source: Path, compile: bool):
@@ -221,7 +226,8 @@ def engine_label(key: str, value: dict) -> str:
     if "torch_compile" in value:
         return f"PyTorch {value['precision']}, VAE {value['vae']}" + (", transformer torch.compile" if value["torch_compile"] else ", eager")
     shapes = "static shapes" if value["static_shapes"] else "dynamic shapes"
-    return f"OpenVINO {value['variant']} ({value['precision']}), {shapes}"
+    downsampled = f", {value['downsampled_steps']:.0%} of the steps downsampled" if "downsampled_steps" in value else ""
+    return f"OpenVINO {value['variant']} ({value['precision']}), {shapes}{downsampled}"
 
 
 def main() -> None:

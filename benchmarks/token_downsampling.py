@@ -33,7 +33,7 @@ QUALITY_CHOICES = (
     ("all blocks, last quarter of the steps", None, "last quarter"),
 )
 # (side, the variants timed in turns)
-SPEED_SIZES = ((1024, ("W8A8", "W8A8-ToDo", "FP16", "FP16-ToDo")), (2048, ("FP16", "FP16-ToDo")))
+SPEED_SIZES = ((1024, ("W8A8", "FP16")), (2048, ("FP16",)))
 PROMPT = "a lighthouse on a rocky coast at sunset, oil painting"
 
 
@@ -107,31 +107,33 @@ def task_quality(work: Path, model: str, prompts: int) -> dict:
 
 
 def task_steps(work: Path, side: int, variants: list[str], runs: int) -> dict:
-    """One transformer step (batch 1, static shapes) of each variant, in turns after a warm-up turn; each one's per-op
-    profile (the last turn's) and its output's cosine against the exact variant's (``X-ToDo`` against ``X``)."""
+    """One transformer step (batch 1, static shapes) of each variant and of its ``-ToDo`` folder's downsampled
+    transformer, in turns after a warm-up turn; each one's per-op profile (the last turn's) and the cosine of the
+    downsampled output against the exact one's."""
     import openvino as ov
     import torch
 
     from benchmarks.tasks import example_inputs
     from helpers.comparison import cosine_similarity, latency_summary
     from helpers.pipeline import OVTransformer
+    from helpers.variants import DOWNSAMPLED_PART
 
-    models = {variant: OVTransformer(work / variant / "transformer", ov.Core(), "CPU", {"PERF_COUNT": "YES"}, compile_now=False) for variant in variants}
+    folders = {name: work / name / "transformer" for name in variants} | {f"{name}-ToDo": work / f"{name}-ToDo" / DOWNSAMPLED_PART for name in variants}
+    models = {name: OVTransformer(folder, ov.Core(), "CPU", {"PERF_COUNT": "YES"}, compile_now=False) for name, folder in folders.items()}
     inputs = example_inputs("transformer", {"side": side // 8, "batch": 1}, next(iter(models.values())).config, torch.float32)
     inputs["timestep"] = torch.full((1,), 500.0)  # a middle step: where the picture's structure is settled
     seconds, outputs = defaultdict(list), {}
-    for variant, model in models.items():
+    for model in models.values():
         model.reshape({name: list(value.shape) for name, value in inputs.items()})
     for turn in range(runs + 1):
-        for variant, model in models.items():
+        for name, model in models.items():
             start = time.perf_counter()
-            outputs[variant] = model.run("model", **inputs)[0]
+            outputs[name] = model.run("model", **inputs)[0]
             if turn:
-                seconds[variant].append(time.perf_counter() - start)
-    result = {"side": side, "tokens": (side // 16) ** 2, "steps": {variant: latency_summary(times) for variant, times in seconds.items()}}
-    result["profile ms"] = {variant: profile_by_type(model.request) for variant, model in models.items()}
-    result["cosine vs exact"] = {variant: cosine_similarity(outputs[variant], outputs[variant.removesuffix("-ToDo")])
-                                 for variant in variants if variant.endswith("-ToDo") and variant.removesuffix("-ToDo") in outputs}
+                seconds[name].append(time.perf_counter() - start)
+    result = {"side": side, "tokens": (side // 16) ** 2, "steps": {name: latency_summary(times) for name, times in seconds.items()}}
+    result["profile ms"] = {name: profile_by_type(model.request) for name, model in models.items()}
+    result["cosine vs exact"] = {f"{name}-ToDo": cosine_similarity(outputs[f"{name}-ToDo"], outputs[name]) for name in variants}
     return result
 
 
@@ -144,10 +146,9 @@ def profile_by_type(request, top: int = 8) -> dict[str, float]:
     return {**{name: round(ms, 1) for name, ms in ranked.items()}, "total": round(sum(totals.values()), 1)}
 
 
-def task_picture_distance(work: Path, side: int, variants: list[str]) -> dict:
-    """The same LCM picture (one seed, static shapes) from each variant: PSNR and SSIM of ``X-ToDo`` against ``X``."""
-    import gc
-
+def task_picture_distance(work: Path, side: int, variant: str, fractions: list[float]) -> dict:
+    """The same LCM picture (one seed, static shapes) from a ``-ToDo`` variant with each fraction of downsampled steps
+    (0 first: the exact picture); each one's PSNR and SSIM against it."""
     import numpy as np
 
     from benchmarks.picture import recipe_scheduler
@@ -155,24 +156,25 @@ def task_picture_distance(work: Path, side: int, variants: list[str]) -> dict:
     from helpers.pipeline import OVPixArtPipeline, generate
     from helpers.settings import LCM_RECIPE
 
+    pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=False)
+    pipe.scheduler = recipe_scheduler("LCM", pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    if side > 1024:  # a whole 2048² decode does not fit beside T5 in 24 GiB
+        pipe.vae.enable_tiling()
+    pipe.reshape(height=side, width=side, guidance_scale=LCM_RECIPE.guidance_scale)
     images, seconds = {}, {}
-    for variant in variants:
-        pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=False)
-        pipe.scheduler = recipe_scheduler("LCM", pipe.scheduler.config)
-        pipe.set_progress_bar_config(disable=True)
-        pipe.reshape(height=side, width=side, guidance_scale=LCM_RECIPE.guidance_scale)
-        image, seconds[variant] = generate(pipe, PROMPT, seed=0, recipe=LCM_RECIPE, height=side, width=side)
-        images[variant] = np.asarray(image)
-        del pipe
-        gc.collect()
-    exact, todo = images[variants[0]], images[variants[1]]
-    return {"side": side, "variants": variants, "seconds": seconds, "PSNR dB": psnr(exact, todo), "SSIM": ssim(exact, todo)}
+    for fraction in [0.0, *fractions]:
+        pipe.set_downsampled_steps(fraction)
+        image, seconds[fraction] = generate(pipe, PROMPT, seed=0, recipe=LCM_RECIPE, height=side, width=side)
+        images[fraction] = np.asarray(image)
+    return {"side": side, "variant": variant, "seconds": seconds, "vae_tiling": pipe.vae.use_tiling,
+            "PSNR dB": {f: psnr(images[0.0], images[f]) for f in fractions}, "SSIM": {f: ssim(images[0.0], images[f]) for f in fractions}}
 
 
 def speed_plan(runs: int) -> list[tuple[str, str, dict]]:
     steps = [(f"step {side}²", "todo_steps", {"side": side, "variants": list(variants), "runs": runs if side == 1024 else 1})
              for side, variants in SPEED_SIZES]
-    return steps + [(f"LCM picture {side}² FP16-ToDo vs FP16", "todo_picture_distance", {"side": side, "variants": ["FP16", "FP16-ToDo"]})
+    return steps + [(f"LCM picture {side}² FP16-ToDo vs exact", "todo_picture_distance", {"side": side, "variant": "FP16-ToDo", "fractions": [0.5, 1.0]})
                     for side in (1024, 2048)]
 
 
@@ -211,9 +213,13 @@ def speed_markdown(steps: dict) -> list[str]:
             lines += [f"- {variant}: " + ", ".join(f"{name} {ms:,.0f}" for name, ms in profile.items()) for variant, profile in value["profile ms"].items()]
             lines.append("")
         else:
-            lines += [f"## LCM picture at {value['side']}²: {value['variants'][1]} against {value['variants'][0]}\n",
-                      f"PSNR {value['PSNR dB']:.1f} dB, SSIM {value['SSIM']:.3f} (one seed; seconds: "
-                      + ", ".join(f"{variant} {s:.1f}" for variant, s in value["seconds"].items()) + ")", ""]
+            lines += [f"## LCM picture at {value['side']}², {value['variant']}, against its exact picture (one seed)\n",
+                      "| steps downsampled | picture s | PSNR dB | SSIM |", "|---|---|---|---|"]
+            for fraction, seconds in value["seconds"].items():
+                psnr, ssim = value["PSNR dB"].get(fraction), value["SSIM"].get(fraction)
+                distance = f"{psnr:.1f} | {ssim:.3f}" if psnr is not None else "(exact) | —"
+                lines.append(f"| {float(fraction):.0%} | {seconds:.1f} | {distance} |")
+            lines.append("")
     return lines
 
 

@@ -17,6 +17,7 @@ from .settings import ASSETS, atomic_folder, model_name
 from .token_downsampling import TokenDownsampling
 from .variants import (
     COMPRESSION_RECIPES,
+    DOWNSAMPLED_PART,
     DOWNSAMPLED_SUFFIX,
     IR_NAME,
     PARTS,
@@ -158,8 +159,7 @@ def compress_variant(
         raise ValueError(NO_CALIBRATION)
     make = lambda part: compress_part(source, out_dir, part, recipe[part], calibration)  # noqa: E731
     seconds = make_parts(out_dir, PARTS, make, "compressed", progress)
-    kept = {key: value for key, value in read_index(source).items() if key == "token_downsampling"}
-    finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe, **kept})
+    finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe})
     return seconds
 
 
@@ -171,30 +171,38 @@ def make_downsampled_variant(
     calibration: Calibration | Callable[[Path], Calibration] | None = None,
     progress: Callable[[str], None] = tqdm.write,
 ) -> dict[str, float]:
-    """Make a variant whose transformer downsamples self-attention's tokens (``FP16-ToDo``, ``W8A8-ToDo``, …).
+    """Make ``<VARIANT>-ToDo``: the ``<VARIANT>`` folder (its parts linked) plus its transformer with token
+    downsampling (``downsampled_transformer/``), which the pipeline runs for each picture's first steps.
 
-    ``FP16-ToDo`` comes first, beside ``fp16_dir``: its transformer converted again from ``model_source`` with the
-    downsampling processor. Any other ``<VARIANT>-ToDo`` is ``<VARIANT>``'s recipe applied to it; the parts that
-    downsampling does not change are linked from the finished ``<VARIANT>`` folder when there is one. A W8A8
-    recipe calibrates on the downsampled pipeline: ``calibration`` is the set, or a function of the FP16-ToDo
-    folder that records it. Returns seconds per part made.
+    ``FP16-ToDo`` comes first, beside ``fp16_dir``: the transformer converted again from ``model_source`` with the
+    downsampling processor. For another variant, its own folder is made first when it is not there, then FP16-ToDo's
+    downsampled transformer is compressed with that variant's transformer recipe. A W8A8 recipe calibrates both on
+    the FP16 pipeline's transformer inputs: ``calibration`` is the set, or a function of the FP16 folder that
+    records it (called only when something needs it). Returns seconds per part made.
     """
     from .conversion import convert_downsampled
 
-    out_dir = Path(out_dir)
-    fp16_todo = Path(fp16_dir).with_name("FP16" + DOWNSAMPLED_SUFFIX)
+    out_dir, fp16_dir = Path(out_dir), check_variant(fp16_dir)
+    fp16_todo = fp16_dir.with_name("FP16" + DOWNSAMPLED_SUFFIX)
     seconds = convert_downsampled(model_source, fp16_dir, fp16_todo, downsampling, progress)
     if out_dir == fp16_todo:
         return seconds
     base = out_dir.with_name(base_variant(out_dir.name))
     recipe = COMPRESSION_RECIPES[base.name]
-    if is_variant(base):
-        for part in PARTS:
-            if part != "transformer":
-                link_part(base, out_dir, part)
-    if callable(calibration) and needs_calibration({p: s for p, s in recipe.items() if not is_part_converted(out_dir, p)}):
-        calibration = calibration(fp16_todo)
-    return seconds | compress_variant(fp16_todo, out_dir, recipe, progress, calibration if not callable(calibration) else None)
+    pending = {} if is_variant(base) else dict(recipe)
+    if not is_part_converted(out_dir, DOWNSAMPLED_PART):
+        pending[DOWNSAMPLED_PART] = recipe["transformer"]
+    if callable(calibration):
+        calibration = calibration(fp16_dir) if needs_calibration(pending) else None
+    if not is_variant(base):
+        seconds |= compress_variant(fp16_dir, base, recipe, progress, calibration)
+    for part in PARTS:
+        link_part(base, out_dir, part)
+    make = lambda part: compress_part(fp16_todo, out_dir, part, recipe["transformer"], calibration)  # noqa: E731
+    seconds |= make_parts(out_dir, [DOWNSAMPLED_PART], make, "compressed", progress)
+    record = read_index(fp16_todo)["token_downsampling"]
+    finish_variant(base, out_dir, {"variant": out_dir.name, "source": str(base), "compression": recipe, "token_downsampling": record})
+    return seconds
 
 
 def weight_types(xml_path: Path) -> dict[str, int]:

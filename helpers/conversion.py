@@ -19,7 +19,7 @@ from .settings import atomic_folder
 from .sources import SDXL_VAE_SCALING_FACTOR
 from .step_cache import CUT_POINTS, captured_cut_points
 from .token_downsampling import TokenDownsampling, enable_token_downsampling
-from .variants import IR_NAME, PARTS, check_variant, finish_variant, link_part, make_parts
+from .variants import DOWNSAMPLED_PART, IR_NAME, PARTS, check_variant, finish_variant, link_part, make_parts
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
@@ -217,8 +217,9 @@ def float32_source(source: Path, part: str, scratch: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def convert_part(model: torch.nn.Module, part: str, out_dir: Path) -> Path:
-    """Convert one torch part to an FP16-compressed IR with its config, in a temporary folder renamed at the end."""
+def convert_part(model: torch.nn.Module, part: str, out_dir: Path, folder_name: str | None = None) -> Path:
+    """Convert one torch part to an FP16-compressed IR with its config, in a temporary folder renamed at the end, into
+    ``out_dir/<folder_name>`` (default: the part's name)."""
     spec = PART_SPECS[part]
     example = spec.example(model.config)
     with torch.no_grad():
@@ -232,13 +233,14 @@ def convert_part(model: torch.nn.Module, part: str, out_dir: Path) -> Path:
     if scale:
         ov_model.set_rt_info(scale, ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
     tables = sinusoid_tables(ov_model)
-    with atomic_folder(Path(out_dir) / part) as tmp:
+    folder = Path(out_dir) / (folder_name or part)
+    with atomic_folder(folder) as tmp:
         ov.save_model(ov_model, tmp / IR_NAME)
         if tables:
             restore_sinusoid_tables(tmp / IR_NAME, tables)
         _save_config(model.config, tmp / "config.json")
     del ov_model
-    return Path(out_dir) / part
+    return folder
 
 
 def activations_scale_factor(part: str, config: Any) -> str | None:
@@ -313,28 +315,29 @@ def convert_pipeline(
 def convert_downsampled(
     source: Path, fp16_dir: Path, out_dir: Path, downsampling: TokenDownsampling, progress: Callable[[str], None] = tqdm.write
 ) -> dict[str, float]:
-    """Make the FP16 variant whose transformer downsamples self-attention's tokens (``helpers.token_downsampling``).
+    """Make ``FP16-ToDo``: the FP16 variant plus its transformer converted again with token downsampling.
 
-    Only the transformer is converted again, from ``source``, with the downsampling processor; the T5 encoder and
-    the VAE decoder are the FP16 variant's own files, linked (copied where links cannot be made). The index
-    records the factor and the blocks. Returns seconds per part converted.
+    The FP16 variant's parts are linked (copied where links cannot be made); the downsampled transformer
+    (``helpers.token_downsampling``) is converted from ``source`` into ``downsampled_transformer/``. The index records
+    the factor, the blocks and the fraction of steps. Returns seconds per part converted.
     """
     source, fp16_dir, out_dir = Path(source), check_variant(fp16_dir), Path(out_dir)
     for part in PARTS:
-        if part != "transformer":
-            link_part(fp16_dir, out_dir, part)
-    make = lambda part: _convert_from(source, part, out_dir, downsampling)  # noqa: E731
-    seconds = make_parts(out_dir, ["transformer"], make, "converted", progress)
-    num_blocks = json.loads((out_dir / "transformer" / "config.json").read_text())["num_layers"]
+        link_part(fp16_dir, out_dir, part)
+    make = lambda name: _convert_from(source, "transformer", out_dir, downsampling, name)  # noqa: E731
+    seconds = make_parts(out_dir, [DOWNSAMPLED_PART], make, "converted", progress)
+    num_blocks = json.loads((out_dir / DOWNSAMPLED_PART / "config.json").read_text())["num_layers"]
     index = {"variant": out_dir.name, "source": str(source), "token_downsampling": downsampling.record(num_blocks)}
     finish_variant(source, out_dir, index)
     return seconds
 
 
-def _convert_from(source: Path, part: str, out_dir: Path, downsampling: TokenDownsampling | None = None) -> Path:
+def _convert_from(
+    source: Path, part: str, out_dir: Path, downsampling: TokenDownsampling | None = None, folder_name: str | None = None
+) -> Path:
     # the torch module lives only for this call: it is freed before the next part is loaded
     with float32_source(source, part, scratch=out_dir) as folder:
         model = load_torch_part(folder, part)
         if downsampling is not None:
             enable_token_downsampling(model, downsampling)
-        return convert_part(model, part, out_dir)
+        return convert_part(model, part, out_dir, folder_name)

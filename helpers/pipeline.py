@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -39,7 +40,9 @@ from .step_cache import (
     whole_model,
 )
 from .tiling import TILE_LATENT_SIZE, TILE_OVERLAP, check_tiling, decode_in_tiles
+from .token_downsampling import TokenDownsampling, check_steps
 from .variants import (
+    DOWNSAMPLED_PART,
     IR_NAME,
     DamagedVariantError,
     check_variant,
@@ -271,9 +274,41 @@ class OVTransformer(OVModelPart):
     ``enable_step_cache(threshold)`` runs it as three models cut from its IR, skipping the middle one at the steps
     where the first block's residual barely moved (``helpers.step_cache``); ``step_cache.counts`` tells how many steps
     were computed and reused since its last ``reset()``.
+
+    A ``-ToDo`` variant also has the transformer with token downsampling (``helpers.token_downsampling``):
+    :meth:`use_downsampled` gives it, and after :meth:`start_picture` it runs the picture's first steps (the
+    ``downsampling.steps`` fraction of them); the step cache works on the exact steps that follow.
     """
 
     step_cache: FirstBlockCache | None = None
+    downsampled: "OVTransformer | None" = None
+    downsampling: TokenDownsampling | None = None
+    _step, _downsampled_steps = 0, 0  # of the picture being drawn
+
+    def use_downsampled(self, downsampled: "OVTransformer", downsampling: TokenDownsampling) -> None:
+        self.downsampled, self.downsampling = downsampled, downsampling
+
+    def start_picture(self, num_inference_steps: int) -> None:
+        """Count the steps of a new picture from its first: the downsampled ones first, then the exact ones."""
+        self._step = 0
+        self._downsampled_steps = self.downsampling.steps_of(num_inference_steps) if self.downsampled else 0
+        if self.step_cache is not None:
+            self.step_cache.reset()
+
+    def compile(self) -> None:
+        super().compile()
+        if self.downsampled is not None and self.downsampling.steps > 0:
+            self.downsampled.compile()
+
+    def reshape(self, input_shapes: dict[str, list[int]] | None) -> None:
+        super().reshape(input_shapes)
+        if self.downsampled is not None:
+            self.downsampled.reshape(input_shapes)
+
+    def release(self) -> None:
+        super().release()
+        if self.downsampled is not None:
+            self.downsampled.release()
 
     @property
     def has_step_cache(self) -> bool:
@@ -313,6 +348,12 @@ class OVTransformer(OVModelPart):
         return_dict: bool = False,
         **_: Any,
     ):
+        step, self._step = self._step, self._step + 1
+        if step < self._downsampled_steps:
+            start = time.perf_counter()
+            output = self.downsampled(hidden_states, encoder_hidden_states, timestep, added_cond_kwargs, encoder_attention_mask)
+            self.seconds.append(time.perf_counter() - start)  # one part, whichever model ran the step
+            return output
         conditions = added_cond_kwargs or {}
         inputs = dict(
             hidden_states=hidden_states,
@@ -379,6 +420,7 @@ class OVPixArtPipeline:
         low_memory: bool | None = None,
         step_cache: float | None = None,
         compile: bool = True,
+        downsampled_steps: float | None = None,
     ) -> "OVPixArtPipeline":
         """Compile the three IRs of a variant folder for ``device`` and return the pipeline (α or Σ, as the folder's
         model is).
@@ -391,6 +433,9 @@ class OVPixArtPipeline:
         OpenVINO holds FP16 weights in f32, and T5-XXL alone then takes 18 GiB. It costs the parts' compile time at
         every picture. ``None`` (the default) turns it on when the variant's weights would not fit in memory
         (:func:`fits_in_memory`).
+
+        ``downsampled_steps``: for a ``-ToDo`` variant, the fraction of each picture's first steps its downsampled
+        transformer runs (default: the folder's, as it was made; see :meth:`set_downsampled_steps`).
 
         ``compile=False`` compiles each part at its first call instead (after a :meth:`reshape`, say, as optimum-intel's
         ``compile=False``). A device that compiles static shapes only (``NPU``) compiles nothing here: each
@@ -414,12 +459,18 @@ class OVPixArtPipeline:
             "transformer": OVTransformer(folder / "transformer", **(options | {"compile_now": False})),
             "vae": OVVaeDecoder(folder / "vae_decoder", **options),
         }
+        downsampling = read_index(folder).get("token_downsampling")
+        if downsampling:  # a -ToDo variant: the transformer with token downsampling too, for the first steps
+            downsampled = OVTransformer(folder / DOWNSAMPLED_PART, **(options | {"compile_now": False}))
+            parts["transformer"].use_downsampled(downsampled, TokenDownsampling.from_record(downsampling))
         scheduler = scheduler_from_config(scheduler_config(folder))
         pipe = pipeline_class(tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"), scheduler=scheduler, **parts)
         pipe.variant_folder = folder
         pipe.low_memory = low_memory
         pipe.reshape_each_call = needs_static_shapes(device)
         pipe.step_cache_counts = None
+        if downsampled_steps is not None:
+            pipe.set_downsampled_steps(downsampled_steps)
         if step_cache is not None:
             try:
                 pipe.enable_step_cache(step_cache)
@@ -500,6 +551,16 @@ class OVPixArtPipeline:
     def disable_step_cache(self) -> None:
         self.transformer.disable_step_cache()
 
+    def set_downsampled_steps(self, fraction: float) -> None:
+        """How much of each picture's first steps a ``-ToDo`` variant runs with token downsampling: 0 (none: the
+        exact pipeline) to 1 (all: fastest, and furthest from the exact picture)."""
+        if self.transformer.downsampled is None:
+            raise ValueError(
+                f"{self.variant_folder} has no transformer with token downsampling: load a -ToDo variant "
+                f"(`python -m helpers compress --variant W8A8-ToDo` makes one)."
+            )
+        self.transformer.downsampling = dataclasses.replace(self.transformer.downsampling, steps=check_steps(fraction))
+
     @property
     def recipe(self) -> Recipe:
         """The sampling recipe of this checkpoint (LCM: 4 steps, no guidance; standard: 20 steps, 4.5)."""
@@ -512,9 +573,8 @@ class OVPixArtPipeline:
         self.check_call_inputs(prompt, **kwargs)
         if self.reshape_each_call:
             self.reshape_for(prompt, **kwargs)
+        self.transformer.start_picture(kwargs["num_inference_steps"])  # its step count, its step cache
         cache = self.transformer.step_cache
-        if cache is not None:
-            cache.reset()  # each picture starts from its own first step
         output = super().__call__(prompt, *args, **kwargs)
         # how many steps ran in full and how many reused the blocks (None with the cache off)
         self.step_cache_counts = cache.counts if cache is not None else None

@@ -3,7 +3,9 @@
 Every picture token still asks its query, but the keys and values it attends to are computed from the tokens
 average-pooled ``factor``×``factor`` on their grid: ``factor``² times fewer keys, so ``factor``² times fewer
 softmax exponentials, which are the floor of an attention step on AMX (``../shared/FINDINGS.md``). Cross-attention
-(the text tokens) stays exact. ``factor=1`` is the exact model.
+(the text tokens) stays exact. ``factor=1`` is the exact model. On the shapes model only the early steps keep the
+alignment score (``benchmarks/results/token-downsampling-shapes.md``): a ``-ToDo`` variant holds the downsampled
+transformer beside the exact one and runs it for the first ``steps`` fraction of each picture's steps.
 
 The processor is diffusers' own ``AttnProcessor2_0`` given the pooled tokens as the keys' and values' source, so the
 same code runs in PyTorch and, traced by the conversion, in the OpenVINO IR. The grid's height and width are read
@@ -20,6 +22,9 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 DEFAULT_FACTOR = 2
+# The fraction of each picture's first steps run downsampled: the largest measured that kept the shapes model's
+# alignment score (benchmarks/results/token-downsampling-shapes.md).
+DEFAULT_STEPS = 0.5
 
 
 @dataclass
@@ -32,14 +37,21 @@ class TokenGrid:
 
 @dataclass(frozen=True)
 class TokenDownsampling:
-    """What is downsampled: the pooling ``factor`` and the transformer blocks that use it (``None``: all)."""
+    """What is downsampled: the pooling ``factor``, the transformer blocks that use it (``None``: all), and the
+    fraction of each picture's first ``steps`` that run downsampled."""
 
     factor: int = DEFAULT_FACTOR
     blocks: tuple[int, ...] | None = None
+    steps: float = DEFAULT_STEPS
 
     def __post_init__(self):
         if not isinstance(self.factor, int) or self.factor < 1:
             raise ValueError(f"The token downsampling factor must be a whole number of at least 1 (1: exact); got {self.factor!r}.")
+        check_steps(self.steps)
+
+    def steps_of(self, num_inference_steps: int) -> int:
+        """How many of a picture's first steps run downsampled."""
+        return round(self.steps * num_inference_steps)
 
     def block_indices(self, num_blocks: int) -> list[int]:
         """The blocks that downsample, checked against the transformer's ``num_blocks``."""
@@ -52,11 +64,18 @@ class TokenDownsampling:
 
     def record(self, num_blocks: int) -> dict[str, Any]:
         """How a variant folder's index records it."""
-        return {"factor": self.factor, "blocks": self.block_indices(num_blocks)}
+        return {"factor": self.factor, "blocks": self.block_indices(num_blocks), "steps": self.steps}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "TokenDownsampling":
-        return cls(int(record["factor"]), tuple(record["blocks"]))
+        return cls(int(record["factor"]), tuple(record["blocks"]), float(record.get("steps", DEFAULT_STEPS)))
+
+
+def check_steps(steps: float) -> float:
+    """``steps`` if it is a fraction of the steps (0: none downsampled, 1: all); else an error that says so."""
+    if not isinstance(steps, (int, float)) or not 0 <= steps <= 1:
+        raise ValueError(f"The downsampled steps are a fraction of each picture's steps, from 0 (none) to 1 (all); got {steps!r}.")
+    return float(steps)
 
 
 def downsample_tokens(tokens: torch.Tensor, height: Any, width: Any, factor: int) -> torch.Tensor:

@@ -49,8 +49,10 @@ COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
 VARIANTS = ("FP16", *COMPRESSION_RECIPES)
 # Opt-in: a variant whose transformer's self-attention pools its keys and values (``helpers.token_downsampling``),
 # named after the variant it is otherwise made like.
+# Such a folder is its base variant's folder (its parts linked) plus this part, run for each picture's first steps.
 DOWNSAMPLED_SUFFIX = "-ToDo"
 DOWNSAMPLED_VARIANTS = ("FP16-ToDo", "W8A8-ToDo")
+DOWNSAMPLED_PART = "downsampled_transformer"
 COPIED = ("tokenizer", "scheduler")  # taken from the diffusers folder as they are
 
 

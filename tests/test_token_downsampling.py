@@ -20,7 +20,7 @@ from helpers.token_downsampling import (
     enable_token_downsampling,
     parse_blocks,
 )
-from helpers.variants import available_variants, how_to_make, read_index
+from helpers.variants import DOWNSAMPLED_PART, available_variants, how_to_make, read_index
 
 
 def transformer_inputs(batch: int, height: int, width: int) -> dict:
@@ -81,7 +81,7 @@ def test_openvino_matches_torch_with_the_same_downsampling(tiny_source, downsamp
     enable_token_downsampling(model, TokenDownsampling(2))
     inputs = transformer_inputs(batch, height, width)
     expected = torch_sample(model, inputs)
-    actual = OVTransformer(downsampled / "transformer", ov.Core(), "CPU", F32_CONFIG)(**inputs)[0]
+    actual = OVTransformer(downsampled / DOWNSAMPLED_PART, ov.Core(), "CPU", F32_CONFIG)(**inputs)[0]
     assert actual.shape == expected.shape == (batch, 8, height, width)
     # FP16 weights against fp32 torch, as the exact transformer's test (tests/test_conversion.py)
     assert torch.allclose(actual, expected, atol=1e-3 * expected.abs().max(), rtol=0)
@@ -98,24 +98,53 @@ def test_only_the_chosen_blocks_downsample(tiny_source):
     assert not torch.equal(samples[0], samples[1]) and not torch.equal(samples[1], samples[2])
 
 
-def test_the_variant_shares_the_unchanged_parts_and_records_the_downsampling(tiny_variant, downsampled):
+def test_the_variant_is_its_base_plus_the_downsampled_transformer(tiny_variant, downsampled):
     index = read_index(downsampled)
-    assert index["token_downsampling"] == {"factor": 2, "blocks": [0, 1]}
-    for part in ("text_encoder", "vae_decoder"):  # linked, not converted again
+    assert index["token_downsampling"] == {"factor": 2, "blocks": [0, 1], "steps": 0.5}
+    for part in ("text_encoder", "transformer", "vae_decoder"):  # linked, not converted again
         assert os.path.samefile(downsampled / part / "openvino_model.bin", tiny_variant / part / "openvino_model.bin")
-    assert not os.path.samefile(downsampled / "transformer" / "openvino_model.bin", tiny_variant / "transformer" / "openvino_model.bin")
+    assert (downsampled / DOWNSAMPLED_PART / "openvino_model.bin").is_file()
+    assert f"{DOWNSAMPLED_PART}/openvino_model.bin" in index["files"]  # checked like the others
     assert available_variants("tiny", root=tiny_variant.parent.parent)[-1] == "FP16-ToDo"
 
 
-def test_the_downsampled_pipeline_draws_pictures_near_the_exact_ones(tiny_variant, downsampled):
-    pictures = {}
-    for folder in (tiny_variant, downsampled):
-        pipe = OVPixArtPipeline.from_variant(folder, "CPU", F32_CONFIG)
-        pipe.set_progress_bar_config(disable=True)
-        pictures[folder.name] = pipe("a red circle", height=256, width=256, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
-    exact, todo = pictures["FP16"], pictures["FP16-ToDo"]
-    assert todo.shape == exact.shape == (256, 256, 3) and 0 <= todo.min() and todo.max() <= 1
-    assert 0 < np.abs(todo - exact).mean() < 0.25  # changed, and still a picture of the same noise
+def draw(pipe, steps: int = 4):
+    generator = torch.Generator().manual_seed(0)
+    return pipe("a red circle", height=256, width=256, num_inference_steps=steps, generator=generator, output_type="np").images[0]
+
+
+def test_the_pipeline_runs_the_first_steps_downsampled(tiny_variant, downsampled):
+    exact = draw(OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG))
+    pipe = OVPixArtPipeline.from_variant(downsampled, "CPU", F32_CONFIG)
+    pipe.set_progress_bar_config(disable=True)
+    pictures, calls = {}, {}
+    for fraction in (0.0, 0.5, 1.0):
+        pipe.set_downsampled_steps(fraction)
+        before = len(pipe.transformer.downsampled.seconds)
+        pictures[fraction] = draw(pipe)
+        calls[fraction] = len(pipe.transformer.downsampled.seconds) - before
+    assert calls == {0.0: 0, 0.5: 2, 1.0: 4}  # of 4 steps, the first ones
+    assert np.array_equal(pictures[0.0], exact)  # none downsampled: the exact pipeline
+    assert pictures[0.5].shape == (256, 256, 3) and 0 <= pictures[0.5].min() and pictures[0.5].max() <= 1
+    distance = {fraction: np.abs(pictures[fraction] - exact).mean() for fraction in (0.5, 1.0)}
+    assert 0 < distance[0.5] < distance[1.0] < 0.25  # the more steps downsampled, the further from exact
+    assert len(pipe.transformer.seconds) == 12  # every step timed as the transformer's, whichever model ran it
+
+
+def test_static_shapes_reshape_the_downsampled_transformer_too(downsampled):
+    pipe = OVPixArtPipeline.from_variant(downsampled, "CPU", F32_CONFIG, compile=False, downsampled_steps=1.0)
+    pipe.set_progress_bar_config(disable=True)
+    dynamic = draw(OVPixArtPipeline.from_variant(downsampled, "CPU", F32_CONFIG, downsampled_steps=1.0))
+    pipe.reshape(height=256, width=256)
+    assert pipe.transformer.downsampled.input_shapes == pipe.transformer.input_shapes
+    assert np.abs(draw(pipe) - dynamic).max() < 1e-4
+
+
+def test_downsampled_steps_are_refused_where_they_make_no_sense(tiny_variant, downsampled):
+    with pytest.raises(ValueError, match="from 0 \\(none\\) to 1 \\(all\\)"):
+        OVPixArtPipeline.from_variant(downsampled, "CPU", compile=False, downsampled_steps=2)
+    with pytest.raises(ValueError, match="no transformer with token downsampling: load a -ToDo variant"):
+        OVPixArtPipeline.from_variant(tiny_variant, "CPU", compile=False, downsampled_steps=0.5)
 
 
 def test_the_cli_makes_w8a8_todo_from_its_own_calibration(tiny_variant, downsampled, capsys):
@@ -124,7 +153,9 @@ def test_the_cli_makes_w8a8_todo_from_its_own_calibration(tiny_variant, downsamp
                      "--calibration-prompts", "1", "--calibration-side", "256"]) == 0
     folder = tiny_variant.with_name("W8A8-ToDo")
     index = json.loads((folder / "model_index.json").read_text())
-    assert index["token_downsampling"] == {"factor": 2, "blocks": [0, 1]} and index["compression"]["transformer"]["mode"] == "w8a8"
+    assert index["token_downsampling"] == {"factor": 2, "blocks": [0, 1], "steps": 0.5} and index["compression"]["transformer"]["mode"] == "w8a8"
+    assert os.path.samefile(folder / "transformer" / "openvino_model.xml", tiny_variant.with_name("W8A8") / "transformer" / "openvino_model.xml")
+    assert 'type="FakeQuantize"' in (folder / DOWNSAMPLED_PART / "openvino_model.xml").read_text()  # INT8 activations
     assert "W8A8-ToDo" in capsys.readouterr().out
 
 
@@ -147,11 +178,11 @@ def test_the_speed_benchmark_times_steps_in_turns_and_compares_outputs(tmp_path,
     work.mkdir()
     for folder in (tiny_variant, downsampled):
         (work / folder.name).symlink_to(folder)
-    steps = task_steps(work, 256, ["FP16", "FP16-ToDo"], runs=1)
+    steps = task_steps(work, 256, ["FP16"], runs=1)
     assert steps["tokens"] == 256 and set(steps["steps"]) == {"FP16", "FP16-ToDo"}
     assert 0.9 < steps["cosine vs exact"]["FP16-ToDo"] < 1.0  # changed, and still the same prediction
     assert all(profile["total"] > 0 for profile in steps["profile ms"].values())
-    picture = task_picture_distance(work, 256, ["FP16", "FP16-ToDo"])
-    assert 10 < picture["PSNR dB"] < 100 and 0 < picture["SSIM"] <= 1
+    picture = task_picture_distance(work, 256, "FP16-ToDo", [0.5, 1.0])
+    assert 10 < picture["PSNR dB"][0.5] < 100 and 0 < picture["SSIM"][1.0] <= 1
     report = markdown({"machine": machine(), "steps": {"step 256²": steps, "LCM picture 256²": picture}})
-    assert "| FP16-ToDo |" in report and "output cosine vs exact" in report and "PSNR" in report
+    assert "| FP16-ToDo |" in report and "output cosine vs exact" in report and "| 50% |" in report
