@@ -302,10 +302,16 @@ def task_static_vs_dynamic(work: Path, **kwargs) -> dict:
     return task_static_vs_dynamic(work, **kwargs)
 
 
-def task_todo_quality(work: Path, **kwargs) -> dict:
-    from benchmarks.token_downsampling import task_quality
+def task_todo_quality_torch(work: Path, **kwargs) -> dict:
+    from benchmarks.token_downsampling import task_quality_torch
 
-    return task_quality(work, **kwargs)
+    return task_quality_torch(work, **kwargs)
+
+
+def task_todo_quality_openvino(work: Path, **kwargs) -> dict:
+    from benchmarks.token_downsampling import task_quality_openvino
+
+    return task_quality_openvino(work, **kwargs)
 
 
 def task_todo_steps(work: Path, **kwargs) -> dict:
@@ -331,7 +337,8 @@ TASKS = {"build": task_build, "convert": task_convert, "convert_all": task_conve
          "matmul": task_matmul_peak, "build_sigma_part": task_build_sigma_part,
          "convert_part": task_convert_part, "calibrate_examples": task_calibrate_examples,
          "compress_transformer": task_compress_transformer, "picture": task_picture,
-         "static_vs_dynamic": task_static_vs_dynamic, "todo_quality": task_todo_quality, "todo_steps": task_todo_steps,
+         "static_vs_dynamic": task_static_vs_dynamic, "todo_quality_torch": task_todo_quality_torch,
+         "todo_quality_openvino": task_todo_quality_openvino, "todo_steps": task_todo_steps,
          "todo_picture_distance": task_todo_picture_distance}
 
 

@@ -43,17 +43,11 @@ def part_of(count: int, which: str | None) -> list[int] | None:
     return {None: None, "first": list(range(half)), "second": list(range(half, count)), "last quarter": list(range(count - count // 4, count))}[which]
 
 
-def task_quality(work: Path, model: str, prompts: int) -> dict:
-    """Alignment and distance to the exact pictures, for each choice of blocks and steps and for the OpenVINO variant."""
-    import gc
-
-    import numpy as np
+def task_quality_torch(work: Path, model: str, prompts: int) -> dict:
+    """Alignment and distance to the exact pictures of PyTorch with the processor, for each choice of blocks and steps."""
     import torch
 
-    from helpers.comparison import evaluate_alignment, psnr, ssim
-    from helpers.compression import make_downsampled_variant
-    from helpers.conversion import convert_pipeline
-    from helpers.pipeline import OVPixArtPipeline
+    from helpers.comparison import evaluate_alignment
     from helpers.shapes import evaluation_scenes
     from helpers.sources import diffusers_pipeline_class, resolve_model_source
     from helpers.token_downsampling import (
@@ -62,11 +56,10 @@ def task_quality(work: Path, model: str, prompts: int) -> dict:
         disable_token_downsampling,
         enable_token_downsampling,
     )
-    from helpers.variants import variant_dir, variant_recipe
+    from helpers.variants import variant_recipe
 
     source = resolve_model_source(model)
-    recipe = variant_recipe(source)
-    evaluation = evaluation_scenes(prompts)
+    recipe, evaluation = variant_recipe(source), evaluation_scenes(prompts)
     pipe = diffusers_pipeline_class(source).from_pretrained(source)
     pipe.set_progress_bar_config(disable=True)
     blocks, steps = len(pipe.transformer.transformer_blocks), recipe.num_inference_steps
@@ -84,26 +77,56 @@ def task_quality(work: Path, model: str, prompts: int) -> dict:
         switch(-1)
         scores[f"PyTorch, {name}"], pictures[f"PyTorch, {name}"] = evaluate_alignment(pipe, evaluation, recipe, callback=switch)
         disable_token_downsampling(pipe.transformer, hook)
-    del pipe
-    fp16 = variant_dir(model, "FP16")
+    return {"recipe": recipe.name, "steps": steps, "blocks": blocks, "prompts": prompts, "factor": 2,
+            "rows": quality_rows(scores, pictures, "PyTorch exact"), "torch_threads": torch.get_num_threads()}
+
+
+def task_quality_openvino(work: Path, model: str, prompts: int, fractions: list[float]) -> dict:
+    """The product's ``FP16-ToDo`` and ``W8A8-ToDo`` variants (made here if needed, W8A8 calibrated on 8 prompts) with
+    each fraction of their steps downsampled, each against itself with none (the exact FP16 and W8A8 pipelines)."""
+    from helpers.comparison import evaluate_alignment
+    from helpers.compression import calibration_prompts, collect_calibration_data, make_downsampled_variant
+    from helpers.conversion import convert_pipeline
+    from helpers.pipeline import OVPixArtPipeline
+    from helpers.shapes import evaluation_scenes
+    from helpers.sizes import native_size
+    from helpers.sources import resolve_model_source
+    from helpers.token_downsampling import TokenDownsampling
+    from helpers.variants import variant_dir, variant_recipe
+
+    source, fp16 = resolve_model_source(model), variant_dir(model, "FP16")
     convert_pipeline(source, fp16)
-    make_downsampled_variant(source, fp16, variant_dir(model, "FP16-ToDo"), TokenDownsampling(2))
-    for variant in ("FP16", "FP16-ToDo"):
-        ov_pipe = OVPixArtPipeline.from_variant(variant_dir(model, variant), "CPU")
-        ov_pipe.set_progress_bar_config(disable=True)
-        scores[f"OpenVINO {variant}"], pictures[f"OpenVINO {variant}"] = evaluate_alignment(ov_pipe, evaluation, recipe)
-        del ov_pipe
-        gc.collect()
-    references = {name: pictures["OpenVINO FP16" if name.startswith("OpenVINO") else "PyTorch exact"] for name in pictures}
-    return {
-        "recipe": recipe.name, "steps": steps, "blocks": blocks, "prompts": prompts, "factor": 2,
-        "rows": {
-            name: {**scores[name], "PSNR dB vs exact": float(np.mean([psnr(a, b) for a, b in zip(references[name], images)])),
-                   "SSIM vs exact": float(np.mean([ssim(a, b) for a, b in zip(references[name], images)]))}
-            for name, images in pictures.items() if images is not references[name]
-        } | {name: scores[name] for name in ("PyTorch exact", "OpenVINO FP16")},
-        "torch_threads": torch.get_num_threads(),
-    }
+    side = native_size(fp16)[0]
+    calibrate = lambda folder: collect_calibration_data(folder, calibration_prompts(model, 8), height=side, width=side)  # noqa: E731
+    evaluation, rows = evaluation_scenes(prompts), {}
+    for variant in ("FP16-ToDo", "W8A8-ToDo"):
+        folder = variant_dir(model, variant)
+        make_downsampled_variant(source, fp16, folder, TokenDownsampling(2), calibration=calibrate)
+        pipe = OVPixArtPipeline.from_variant(folder, "CPU")
+        pipe.set_progress_bar_config(disable=True)
+        scores, pictures = {}, {}
+        exact = f"OpenVINO {variant.removesuffix('-ToDo')}"
+        for fraction in [0.0, *fractions]:
+            pipe.set_downsampled_steps(fraction)
+            name = f"OpenVINO {variant}, {fraction:.0%} of the steps" if fraction else exact
+            scores[name], pictures[name] = evaluate_alignment(pipe, evaluation, variant_recipe(folder))
+        rows[exact] = quality_rows(scores, pictures, exact)
+    return {"rows by exact pipeline": rows}
+
+
+def quality_rows(scores: dict, pictures: dict, exact: str) -> dict[str, dict]:
+    """Each pipeline's scores, and (but the exact one) the mean PSNR and SSIM of its pictures against the exact ones."""
+    import numpy as np
+
+    from helpers.comparison import psnr, ssim
+
+    rows = {}
+    for name, images in pictures.items():
+        rows[name] = dict(scores[name])
+        if name != exact:
+            rows[name]["PSNR dB vs exact"] = float(np.mean([psnr(a, b) for a, b in zip(pictures[exact], images)]))
+            rows[name]["SSIM vs exact"] = float(np.mean([ssim(a, b) for a, b in zip(pictures[exact], images)]))
+    return rows
 
 
 def task_steps(work: Path, side: int, variants: list[str], runs: int) -> dict:
@@ -178,18 +201,21 @@ def speed_plan(runs: int) -> list[tuple[str, str, dict]]:
                     for side in (1024, 2048)]
 
 
-def quality_markdown(result: dict, model: str) -> list[str]:
-    exact = result["rows"]["PyTorch exact"]["overall"]
-    lines = [f"## Quality: the `{model}` model, {result['prompts']} evaluation prompts, {result['recipe']} recipe ({result['steps']} steps), "
-             f"{result['blocks']} blocks, factor {result['factor']}\n",
+def quality_markdown(torch_result: dict, openvino_result: dict | None, model: str) -> list[str]:
+    lines = [f"## Quality: the `{model}` model, {torch_result['prompts']} evaluation prompts, {torch_result['recipe']} recipe "
+             f"({torch_result['steps']} steps), {torch_result['blocks']} blocks, factor {torch_result['factor']}\n",
              "| pipeline | alignment | vs exact | shape | colour | position | background | PSNR dB vs exact | SSIM vs exact |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, row in result["rows"].items():
-        base = result["rows"]["OpenVINO FP16" if name.startswith("OpenVINO") else "PyTorch exact"]["overall"]
-        distance = f"{row['PSNR dB vs exact']:.1f} | {row['SSIM vs exact']:.3f}" if "PSNR dB vs exact" in row else "— | —"
-        lines.append(f"| {name} | {row['overall']:.3f} | {row['overall'] - base:+.3f} | {row['shape']:.3f} | {row['color']:.3f} | "
-                     f"{row['position']:.3f} | {row['background']:.3f} | {distance} |")
-    holds = [name for name, row in result["rows"].items() if "PSNR dB vs exact" in row and row["overall"] >= exact - 0.02]
+    holds = []
+    openvino_tables = (openvino_result or {}).get("rows by exact pipeline", {})
+    for exact, rows in [("PyTorch exact", torch_result["rows"]), *openvino_tables.items()]:
+        for name, row in rows.items():
+            change = row["overall"] - rows[exact]["overall"]
+            distance = f"{row['PSNR dB vs exact']:.1f} | {row['SSIM vs exact']:.3f}" if name != exact else "— | —"
+            lines.append(f"| {name} | {row['overall']:.3f} | {change:+.3f} | {row['shape']:.3f} | {row['color']:.3f} | "
+                         f"{row['position']:.3f} | {row['background']:.3f} | {distance} |")
+            if name != exact and change >= -0.02:
+                holds.append(name)
     lines += ["", f"Within 0.02 of the exact alignment: {', '.join(holds) if holds else 'none'}.", ""]
     return lines
 
@@ -214,11 +240,8 @@ def speed_markdown(steps: dict) -> list[str]:
             lines.append("")
         else:
             lines += [f"## LCM picture at {value['side']}², {value['variant']}, against its exact picture (one seed)\n",
-                      "| steps downsampled | picture s | PSNR dB | SSIM |", "|---|---|---|---|"]
-            for fraction, seconds in value["seconds"].items():
-                psnr, ssim = value["PSNR dB"].get(fraction), value["SSIM"].get(fraction)
-                distance = f"{psnr:.1f} | {ssim:.3f}" if psnr is not None else "(exact) | —"
-                lines.append(f"| {float(fraction):.0%} | {seconds:.1f} | {distance} |")
+                      "| steps downsampled | PSNR dB | SSIM |", "|---|---|---|"]
+            lines += [f"| {float(fraction):.0%} | {psnr:.1f} | {value['SSIM'][fraction]:.4f} |" for fraction, psnr in value["PSNR dB"].items()]
             lines.append("")
     return lines
 
@@ -230,9 +253,9 @@ def markdown(results: dict) -> str:
     lines = ["# Token downsampling: fewer keys in self-attention\n", *machine_line(results),
              f"CPU {machine.get('cpu_model', '?')}, instructions: {', '.join(machine.get('instructions', [])) or 'not recorded'}.\n"]
     steps = dict(results.get("steps", {}))
-    quality = steps.pop("quality", None)
-    if quality and "rows" in quality:
-        lines += quality_markdown(quality, results.get("model", "?"))
+    torch_quality, openvino_quality = steps.pop("quality PyTorch", None), steps.pop("quality OpenVINO", None)
+    if torch_quality and "rows" in torch_quality:
+        lines += quality_markdown(torch_quality, openvino_quality, results.get("model", "?"))
     lines += speed_markdown(steps)
     return "\n".join(lines) + "\n"
 
@@ -252,7 +275,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "quality":
         path, work = args.out / f"token-downsampling-{model_name(args.model)}.json", Path(".").resolve()
-        plan = [("quality", "todo_quality", {"model": args.model, "prompts": args.prompts})]
+        plan = [("quality PyTorch", "todo_quality_torch", {"model": args.model, "prompts": args.prompts}),
+                ("quality OpenVINO", "todo_quality_openvino", {"model": args.model, "prompts": args.prompts, "fractions": [0.5, 1.0]})]
     else:
         work = Path(args.model).resolve()
         path, plan = args.out / f"token-downsampling-{work.name}.json", speed_plan(args.runs)

@@ -254,6 +254,46 @@ def compare_step_cache(
     return table.round(3), pictures
 
 
+def compare_downsampled_steps(
+    pipe: OVPixArtPipeline, prompts: Sequence[str], seeds: Sequence[int], fractions: Iterable[float], **kwargs: Any
+) -> tuple[Any, dict[str, list[Image.Image]]]:
+    """A ``-ToDo`` variant's pictures of the same prompts and seeds with none of their steps downsampled (the exact
+    pictures) and with each fraction of them: one row each (steps downsampled, seconds per picture and in the
+    transformer, PSNR/SSIM against the exact pictures), and the pictures.
+
+    Each way is run for two steps (compiling what it needs) before it is timed.
+    """
+    import pandas as pd
+
+    rows, pictures = {}, {}
+    made_with = pipe.transformer.downsampling.steps  # the pipeline's own fraction, set again at the end
+    for fraction in (0.0, *fractions):
+        name = f"{fraction:.0%} of the steps downsampled"
+        pipe.set_downsampled_steps(fraction)
+        pipe(prompts[0], num_inference_steps=2, output_type="latent", **kwargs)  # warm-up
+        draws = []
+        for prompt, seed in zip(prompts, seeds):
+            pipe.transformer.seconds.clear()
+            downsampled_before = len(pipe.transformer.downsampled.seconds)
+            image, seconds = generate(pipe, prompt, seed, **kwargs)
+            draws.append({"image": image, "picture_s": seconds, "transformer_s": sum(pipe.transformer.seconds),
+                          "downsampled": len(pipe.transformer.downsampled.seconds) - downsampled_before, "steps": len(pipe.transformer.seconds)})
+        pictures[name] = [d["image"] for d in draws]
+        exact = next(iter(pictures.values()))
+        rows[name] = {
+            "steps downsampled": sum(d["downsampled"] for d in draws),
+            "steps": sum(d["steps"] for d in draws),
+            "picture s (median)": float(np.median([d["picture_s"] for d in draws])),
+            "transformer s (median)": float(np.median([d["transformer_s"] for d in draws])),
+            "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(exact, pictures[name])])),
+            "SSIM": float(np.mean([ssim(a, b) for a, b in zip(exact, pictures[name])])),
+        }
+    pipe.set_downsampled_steps(made_with)
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["transformer speed-up"] = table["transformer s (median)"].iloc[0] / table["transformer s (median)"]
+    return table.round(3), pictures
+
+
 def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size: float = 4.0):
     """A row of pictures with their titles (matplotlib figure)."""
     import matplotlib.pyplot as plt

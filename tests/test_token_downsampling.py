@@ -185,4 +185,4 @@ def test_the_speed_benchmark_times_steps_in_turns_and_compares_outputs(tmp_path,
     picture = task_picture_distance(work, 256, "FP16-ToDo", [0.5, 1.0])
     assert 10 < picture["PSNR dB"][0.5] < 100 and 0 < picture["SSIM"][1.0] <= 1
     report = markdown({"machine": machine(), "steps": {"step 256²": steps, "LCM picture 256²": picture}})
-    assert "| FP16-ToDo |" in report and "output cosine vs exact" in report and "| 50% |" in report
+    assert "| FP16-ToDo |" in report and "output cosine vs exact" in report and "| 50% |" in report and "| 100% |" in report
