@@ -111,6 +111,8 @@ def _add_generate(commands) -> None:
     command.add_argument("--images-per-prompt", type=int, default=1, help="pictures per prompt (default: %(default)s)")
     command.add_argument("--vae-tiling", action="store_true", help="decode in overlapping 512 px tiles: the decoder's memory "
                          "follows the tile, not the picture (SDXL's VAE takes 17 GiB for a 2048² picture whole)")
+    command.add_argument("--downsampled-steps", type=float, default=None, metavar="FRACTION",
+                         help="a -ToDo variant: the share of each picture's first steps run with token downsampling, 0 to 1 (default: the folder's)")
     command.add_argument("--step-cache", type=float, nargs="?", const=STEP_CACHE_THRESHOLD, default=None, metavar="THRESHOLD",
                          help="reuse the transformer's blocks between steps while the first block's output moves less than "
                          f"THRESHOLD (default when given: {STEP_CACHE_THRESHOLD}; 0: every step computed); off without the flag")
@@ -242,7 +244,8 @@ def run_generate(args) -> None:
 
     static = args.static_shapes or needs_static_shapes(args.device)
     folder = variant_dir(args.model, args.variant, args.model_root)
-    pipe = OVPixArtPipeline.from_variant(folder, args.device, step_cache=args.step_cache, compile=not static)
+    pipe = OVPixArtPipeline.from_variant(folder, args.device, step_cache=args.step_cache, compile=not static,
+                                         downsampled_steps=args.downsampled_steps)
     recipe = pipe.recipe
     height, width = args.size or (None, None)
     options = dict(

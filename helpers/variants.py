@@ -47,9 +47,8 @@ COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
 }
 # FP16 is converted (notebook 1), the others are compressed from it (notebook 3) with their recipe.
 VARIANTS = ("FP16", *COMPRESSION_RECIPES)
-# Opt-in: a variant whose transformer's self-attention pools its keys and values (``helpers.token_downsampling``),
-# named after the variant it is otherwise made like.
-# Such a folder is its base variant's folder (its parts linked) plus this part, run for each picture's first steps.
+# Opt-in: a variant named after its base variant (``W8A8-ToDo``: W8A8), whose folder is the base's parts (linked) plus
+# DOWNSAMPLED_PART, the transformer with token downsampling (``helpers.token_downsampling``) for the first steps.
 DOWNSAMPLED_SUFFIX = "-ToDo"
 DOWNSAMPLED_VARIANTS = ("FP16-ToDo", "W8A8-ToDo")
 DOWNSAMPLED_PART = "downsampled_transformer"

@@ -147,7 +147,7 @@ def test_downsampled_steps_are_refused_where_they_make_no_sense(tiny_variant, do
         OVPixArtPipeline.from_variant(tiny_variant, "CPU", compile=False, downsampled_steps=0.5)
 
 
-def test_the_cli_makes_w8a8_todo_from_its_own_calibration(tiny_variant, downsampled, capsys):
+def test_the_cli_makes_w8a8_todo_and_draws_with_it(tiny_variant, downsampled, tmp_path, capsys):
     root = tiny_variant.parent.parent
     assert cli_main(["compress", "--model", "tiny", "--model-root", str(root), "--variant", "W8A8-ToDo",
                      "--calibration-prompts", "1", "--calibration-side", "256"]) == 0
@@ -157,6 +157,11 @@ def test_the_cli_makes_w8a8_todo_from_its_own_calibration(tiny_variant, downsamp
     assert os.path.samefile(folder / "transformer" / "openvino_model.xml", tiny_variant.with_name("W8A8") / "transformer" / "openvino_model.xml")
     assert 'type="FakeQuantize"' in (folder / DOWNSAMPLED_PART / "openvino_model.xml").read_text()  # INT8 activations
     assert "W8A8-ToDo" in capsys.readouterr().out
+    out = tmp_path / "todo.png"
+    generate = ["generate", "--model", "tiny", "--model-root", str(root), "--prompt", "a red circle", "--size", "256x256", "--out", str(out)]
+    assert cli_main([*generate, "--variant", "W8A8-ToDo", "--downsampled-steps", "1"]) == 0 and out.is_file()
+    assert cli_main([*generate, "--variant", "FP16", "--downsampled-steps", "1"]) == 1
+    assert "no transformer with token downsampling: load a -ToDo variant" in capsys.readouterr().err
 
 
 def test_bad_settings_are_named():
