@@ -14,7 +14,7 @@ from .pipeline import OVPixArtPipeline
 from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, example_prompts
 from .sizes import parse_size, size_choices
 from .step_cache import StepCacheUnavailableError, describe
-from .variants import VariantNotReadyError, available_variants, source_pipeline, variant_dir, variant_recipe
+from .variants import VARIANTS, VariantNotReadyError, available_variants, source_pipeline, variant_dir, variant_recipe
 
 EXAMPLE_SEEDS = (42, 42, 0, 0)
 
@@ -29,6 +29,8 @@ class DemoBackend:
     def __init__(self, model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_config: dict | None = None):
         self.model_id, self.device, self.root, self.ov_config = model_id, device, Path(root), ov_config
         self.variants = available_variants(model_id, root)
+        # the most compressed of the regular variants; the opt-in ones (-ToDo) are listed, never preselected
+        self.default_variant = next((v for v in reversed(self.variants) if v in VARIANTS), self.variants[-1])
         first = variant_dir(model_id, self.variants[0], root)
         self.sizes = size_choices(first)
         self.recipe = variant_recipe(first)
@@ -128,7 +130,7 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
                     guidance = gr.Slider(0.0, 10.0, value=recipe.guidance_scale, step=0.5, label="Guidance scale")
                 with gr.Row():
                     size = gr.Dropdown(backend.sizes, value=backend.sizes[0], label="Size (W×H)", allow_custom_value=True)
-                    variant = gr.Dropdown(backend.variants, value=backend.variants[-1], label="Variant")
+                    variant = gr.Dropdown(backend.variants, value=backend.default_variant, label="Variant")
                 step_cache = gr.Slider(
                     0.0, 0.5, value=0.0, step=0.05, label="Step cache threshold (0: off)",
                     info=f"Reuse the transformer's blocks while its first block barely changes: faster, a little less exact ({STEP_CACHE_THRESHOLD} is the measured default; turning it on or off compiles the transformer again)",
@@ -139,7 +141,7 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
                 info = gr.Textbox(label="Generation", interactive=False, elem_id="info")
         inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant, step_cache]
         gr.Examples(
-            [[p, recipe.negative_prompt, s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.variants[-1], 0.0]
+            [[p, recipe.negative_prompt, s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.default_variant, 0.0]
              for p, s in zip(example_prompts(model_id), EXAMPLE_SEEDS)],
             inputs=inputs,
         )

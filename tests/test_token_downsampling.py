@@ -43,10 +43,20 @@ def torch_sample(model, inputs) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def downsampled(tiny_source, tiny_variant):
+def fp16(tmp_path_factory, tiny_variant):
+    """The tiny model's FP16 variant, seen from a model root of this module's own (the -ToDo variants made here stay
+    out of the shared one)."""
+    folder = tmp_path_factory.mktemp("todo-root") / "tiny" / "FP16"
+    folder.parent.mkdir()
+    folder.symlink_to(tiny_variant)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def downsampled(tiny_source, fp16):
     """The tiny model's FP16-ToDo variant (factor 2, all blocks), made as the CLI makes it."""
-    folder = tiny_variant.with_name("FP16-ToDo")
-    make_downsampled_variant(tiny_source, tiny_variant, folder, TokenDownsampling(2), progress=lambda message: None)
+    folder = fp16.with_name("FP16-ToDo")
+    make_downsampled_variant(tiny_source, fp16, folder, TokenDownsampling(2), progress=lambda message: None)
     return folder
 
 
@@ -98,14 +108,14 @@ def test_only_the_chosen_blocks_downsample(tiny_source):
     assert not torch.equal(samples[0], samples[1]) and not torch.equal(samples[1], samples[2])
 
 
-def test_the_variant_is_its_base_plus_the_downsampled_transformer(tiny_variant, downsampled):
+def test_the_variant_is_its_base_plus_the_downsampled_transformer(fp16, downsampled):
     index = read_index(downsampled)
     assert index["token_downsampling"] == {"factor": 2, "blocks": [0, 1], "steps": 0.5}
     for part in ("text_encoder", "transformer", "vae_decoder"):  # linked, not converted again
-        assert os.path.samefile(downsampled / part / "openvino_model.bin", tiny_variant / part / "openvino_model.bin")
+        assert os.path.samefile(downsampled / part / "openvino_model.bin", fp16 / part / "openvino_model.bin")
     assert (downsampled / DOWNSAMPLED_PART / "openvino_model.bin").is_file()
     assert f"{DOWNSAMPLED_PART}/openvino_model.bin" in index["files"]  # checked like the others
-    assert available_variants("tiny", root=tiny_variant.parent.parent)[-1] == "FP16-ToDo"
+    assert available_variants("tiny", root=fp16.parent.parent)[-1] == "FP16-ToDo"
 
 
 def draw(pipe, steps: int = 4):
@@ -113,8 +123,8 @@ def draw(pipe, steps: int = 4):
     return pipe("a red circle", height=256, width=256, num_inference_steps=steps, generator=generator, output_type="np").images[0]
 
 
-def test_the_pipeline_runs_the_first_steps_downsampled(tiny_variant, downsampled):
-    exact = draw(OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG))
+def test_the_pipeline_runs_the_first_steps_downsampled(fp16, downsampled):
+    exact = draw(OVPixArtPipeline.from_variant(fp16, "CPU", F32_CONFIG))
     pipe = OVPixArtPipeline.from_variant(downsampled, "CPU", F32_CONFIG)
     pipe.set_progress_bar_config(disable=True)
     pictures, calls = {}, {}
@@ -140,21 +150,21 @@ def test_static_shapes_reshape_the_downsampled_transformer_too(downsampled):
     assert np.abs(draw(pipe) - dynamic).max() < 1e-4
 
 
-def test_downsampled_steps_are_refused_where_they_make_no_sense(tiny_variant, downsampled):
+def test_downsampled_steps_are_refused_where_they_make_no_sense(fp16, downsampled):
     with pytest.raises(ValueError, match="from 0 \\(none\\) to 1 \\(all\\)"):
         OVPixArtPipeline.from_variant(downsampled, "CPU", compile=False, downsampled_steps=2)
     with pytest.raises(ValueError, match="no transformer with token downsampling: load a -ToDo variant"):
-        OVPixArtPipeline.from_variant(tiny_variant, "CPU", compile=False, downsampled_steps=0.5)
+        OVPixArtPipeline.from_variant(fp16, "CPU", compile=False, downsampled_steps=0.5)
 
 
-def test_the_cli_makes_w8a8_todo_and_draws_with_it(tiny_variant, downsampled, tmp_path, capsys):
-    root = tiny_variant.parent.parent
+def test_the_cli_makes_w8a8_todo_and_draws_with_it(fp16, downsampled, tmp_path, capsys):
+    root = fp16.parent.parent
     assert cli_main(["compress", "--model", "tiny", "--model-root", str(root), "--variant", "W8A8-ToDo",
                      "--calibration-prompts", "1", "--calibration-side", "256"]) == 0
-    folder = tiny_variant.with_name("W8A8-ToDo")
+    folder = fp16.with_name("W8A8-ToDo")
     index = json.loads((folder / "model_index.json").read_text())
     assert index["token_downsampling"] == {"factor": 2, "blocks": [0, 1], "steps": 0.5} and index["compression"]["transformer"]["mode"] == "w8a8"
-    assert os.path.samefile(folder / "transformer" / "openvino_model.xml", tiny_variant.with_name("W8A8") / "transformer" / "openvino_model.xml")
+    assert os.path.samefile(folder / "transformer" / "openvino_model.xml", fp16.with_name("W8A8") / "transformer" / "openvino_model.xml")
     assert 'type="FakeQuantize"' in (folder / DOWNSAMPLED_PART / "openvino_model.xml").read_text()  # INT8 activations
     assert "W8A8-ToDo" in capsys.readouterr().out
     out = tmp_path / "todo.png"
@@ -175,13 +185,13 @@ def test_bad_settings_are_named():
     assert "--variant W8A8-ToDo" in how_to_make(__import__("pathlib").Path("model/tiny/W8A8-ToDo"))
 
 
-def test_the_speed_benchmark_times_steps_in_turns_and_compares_outputs(tmp_path, tiny_variant, downsampled):
+def test_the_speed_benchmark_times_steps_in_turns_and_compares_outputs(tmp_path, fp16, downsampled):
     from benchmarks.benchmark import machine
     from benchmarks.token_downsampling import markdown, task_picture_distance, task_steps
 
     work = tmp_path / "tiny"
     work.mkdir()
-    for folder in (tiny_variant, downsampled):
+    for folder in (fp16, downsampled):
         (work / folder.name).symlink_to(folder)
     steps = task_steps(work, 256, ["FP16"], runs=1)
     assert steps["tokens"] == 256 and set(steps["steps"]) == {"FP16", "FP16-ToDo"}
@@ -191,3 +201,12 @@ def test_the_speed_benchmark_times_steps_in_turns_and_compares_outputs(tmp_path,
     assert 10 < picture["PSNR dB"][0.5] < 100 and 0 < picture["SSIM"][1.0] <= 1
     report = markdown({"machine": machine(), "steps": {"step 256²": steps, "LCM picture 256²": picture}})
     assert "| FP16-ToDo |" in report and "output cosine vs exact" in report and "| 50% |" in report and "| 100% |" in report
+
+
+def test_the_demo_lists_the_variant_but_does_not_preselect_it(fp16, downsampled):
+    from helpers.demo import DemoBackend
+
+    backend = DemoBackend("tiny", "CPU", root=fp16.parent.parent)  # FP16 and FP16-ToDo; W8A8(-ToDo) after the CLI test
+    regular = [variant for variant in backend.variants if not variant.endswith("-ToDo")]
+    assert "FP16-ToDo" in backend.variants and backend.variants[-1].endswith("-ToDo")
+    assert backend.default_variant == regular[-1]
