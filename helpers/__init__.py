@@ -12,6 +12,7 @@ nor Gradio).
 - ``conversion``   — the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, part by part.
 - ``pipeline``     — one small class per part, put into diffusers' own ``PixArtAlphaPipeline`` or ``PixArtSigmaPipeline``.
 - ``tiling``       — the VAE decoder over overlapping tiles, for pictures too large to decode whole.
+- ``token_downsampling`` — fewer keys in self-attention (ToDo): the attention processor the -ToDo variants trace.
 - ``compression``  — NNCF weight compression and W8A8 quantization, variant folder to variant folder.
 - ``comparison``   — pictures, latency, sizes and similarity of variants side by side.
 - ``demo``         — the Gradio app; ``cli`` — the terminal route (``python -m helpers --help``).
