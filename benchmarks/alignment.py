@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from helpers.variants import COMPRESSION_RECIPES, VARIANTS, is_variant, needs_calibration, variant_dir, variant_recipe
+from helpers.variants import COMPRESSION_SCHEMES, VARIANTS, Variant, is_variant, needs_calibration, variant_dir
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,11 +30,11 @@ def prepare_variants(model_id: str, variants: list[str]) -> None:
     for variant in variants:
         if variant == "FP16":
             continue
-        folder, recipe = variant_dir(model_id, variant), COMPRESSION_RECIPES[variant]
+        folder, scheme = variant_dir(model_id, variant), COMPRESSION_SCHEMES[variant]
         calibration = None
-        if needs_calibration(recipe) and not is_variant(folder):
+        if needs_calibration(scheme) and not is_variant(folder):
             calibration = collect_calibration_data(fp16, calibration_prompts(model_id, 8))
-        compress_variant(fp16, folder, recipe, calibration=calibration)
+        compress_variant(fp16, folder, scheme, calibration=calibration)
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
     (args.out / f"{name}.json").write_text(json.dumps({"model": args.model, "prompts": args.prompts, "scores": scores,
                                                        "table": table.to_dict(orient="index"), "seconds": time.perf_counter() - start}, indent=1))
     (args.out / f"{name}.md").write_text(f"Model `{args.model}`, {args.prompts} evaluation prompts, "
-                                         f"{variant_recipe(variant_dir(args.model, 'FP16'))}.\n\n{table.to_markdown()}\n")
+                                         f"{Variant.of(args.model, 'FP16').recipe}.\n\n{table.to_markdown()}\n")
     figure = show_evaluation(pictures["PyTorch"], [scene for scene, _ in evaluation])
     figure.savefig(args.out / f"{name}.png", dpi=80, bbox_inches="tight")
     print(table.to_string())

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.plan import ENGINES, bf16_instructions, plan, sigma_2k_plan
+from benchmarks.plan import ENGINES, plan, sigma_2k_plan
 from benchmarks.report import chart, markdown, sigma_2k_markdown
-from helpers.reference import cpu_flags
+from helpers.machine import machine
 from helpers.variants import PARTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -57,33 +55,6 @@ def run(results_path: Path, work: Path, steps, timeout: float) -> dict:
         results_path.write_text(json.dumps(results, indent=1))
         print(f"{key}: {json.dumps(outcome)[:300]}", flush=True)
     return results
-
-
-def machine() -> dict:
-    import openvino as ov
-    import torch
-
-    core = ov.Core()
-    return {
-        "cpu": core.get_property("CPU", "FULL_DEVICE_NAME"),
-        "cores": os.cpu_count(),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3, 1),
-        "bf16_instructions": bf16_instructions(),
-        "instructions": sorted(cpu_flags() & {"amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx2"}),
-        "cpu_model": cpu_model(),
-        "openvino_default_precision": core.get_property("CPU", "INFERENCE_PRECISION_HINT").to_string(),
-        "openvino": ov.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-
-
-def cpu_model() -> str:
-    """The CPU's family and model numbers (``/proc/cpuinfo``): the name alone does not tell Xeon generations apart."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    return f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}"
 
 
 def main() -> None:

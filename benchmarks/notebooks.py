@@ -16,103 +16,22 @@ import datetime
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from helpers.machine import PeakMemory, bf16_instructions, has_amx, machine
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-CPU_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx512f", "avx2")
-GIB = 2**30
-
-
-def _status_kib(pid: int) -> dict[str, int]:
-    """RssAnon, RssFile and VmHWM of one process in KiB (absent for zombies and kernel threads: 0)."""
-    values = dict.fromkeys(("RssAnon", "RssFile", "VmHWM"), 0)
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in values:
-            values[key] = int(rest.split()[0])
-    return values
-
-
-def _tree(root: int) -> list[int]:
-    """The root and all its descendants, from the parent pid in /proc/*/stat (works without CONFIG_PROC_CHILDREN)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            # the command name in parentheses may hold spaces: the fields after the last ")" are safe
-            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # vanished between listing and reading
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    tree = [root]
-    for pid in tree:  # grows while walked: breadth first
-        tree.extend(children.get(pid, ()))
-    return tree
-
-
-class TreeSampler:
-    """Peaks of the summed RssAnon, RssFile and their sum over a process tree, and of the largest VmHWM, in GiB.
-
-    The kernel keeps only each process's own peak (VmHWM); the tree's peaks and the anon/file split come from
-    sampling, so a spike shorter than the interval can be missed.
-    """
-
-    def __init__(self, pid: int, interval: float = 0.5):
-        self.pid, self.interval = pid, interval
-        self.anon = self.file = self.total = self.hwm = 0.0
-
-    def sample(self) -> None:
-        anon = file = hwm = 0
-        for pid in _tree(self.pid):
-            try:
-                status = _status_kib(pid)
-            except (OSError, ValueError):
-                continue  # vanished between listing and reading
-            anon, file = anon + status["RssAnon"], file + status["RssFile"]
-            hwm = max(hwm, status["VmHWM"])
-        kib = 1024 / GIB
-        self.anon, self.file = max(self.anon, anon * kib), max(self.file, file * kib)
-        self.total, self.hwm = max(self.total, (anon + file) * kib), max(self.hwm, hwm * kib)
-
-    def watch(self, process: subprocess.Popen) -> int:
-        """Samples until the process exits; returns its exit code."""
-        while process.poll() is None:
-            self.sample()
-            time.sleep(self.interval)
-        return process.returncode
-
-
-def machine() -> dict:
-    """The CPU, its relevant flags, cores, memory and library versions: what the timings depend on."""
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    # lscpu's "Model name"; /proc/cpuinfo's "model name" where lscpu is missing
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout if shutil.which("lscpu") else cpuinfo
-    names = [line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.lower().startswith("model name")]
-    meminfo = Path("/proc/meminfo").read_text().split()
-    import openvino
-    import torch
-
-    return {
-        "cpu": names[0] if names else "?",
-        "flags": [flag for flag in CPU_FLAGS if flag in flags],
-        "cores": os.cpu_count(),
-        "memory_gib": round(int(meminfo[meminfo.index("MemTotal:") + 1]) * 1024 / GIB, 1),
-        "openvino": openvino.__version__,
-        "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
-    }
 
 
 def markdown(results: dict) -> str:
     m = results.get("machine", {})
-    flags = set(m.get("flags", ()))
-    amx = "AMX" if flags & {"amx_tile", "amx_bf16", "amx_int8"} else "no AMX"
-    bf16 = "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "no bf16"
+    flags = m.get("instructions", m.get("flags", ()))  # "flags" in results written before machine() was shared
+    amx = "AMX" if has_amx(flags) else "no AMX"
+    bf16 = "bf16" if bf16_instructions(flags) else "no bf16"
     lines = [
         f"# Notebooks on {results.get('model', '?')}",
         "",
@@ -141,7 +60,7 @@ def run_notebook(notebook: Path, env: dict, log: Path) -> dict:
     start = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        code = (sampler := TreeSampler(process.pid)).watch(process)
+        code = (sampler := PeakMemory(process.pid, tree=True, interval=0.5)).watch(process)
     seconds = time.perf_counter() - start
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     return {

@@ -66,7 +66,7 @@ def task_static_vs_dynamic(work: Path, variant: str, side: int, runs: int) -> di
 
     from benchmarks.tasks import example_inputs, part_call
     from helpers.comparison import latency_summary
-    from helpers.pipeline import OVTransformer, OVVaeDecoder
+    from helpers.parts import OVTransformer, OVVaeDecoder
 
     result = {"variant": variant, "side": side}
     for component, cls in (("transformer", OVTransformer), ("vae_decoder", OVVaeDecoder)):
@@ -120,7 +120,8 @@ def load_engine(work: Path, engine: str):
     """The pipeline of ``engine`` and what to say about it (precision, layout, compile)."""
     if ENGINES[engine].get("torch"):
         return torch_best(work / "diffusers", compile=ENGINES[engine]["compile"])
-    from helpers.pipeline import OVPixArtPipeline, compute_precision
+    from helpers.devices import compute_precision
+    from helpers.pipeline import OVPixArtPipeline
 
     variant = ENGINES[engine]["variant"]
     pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=not ENGINES[engine]["static"],

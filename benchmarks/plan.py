@@ -6,8 +6,8 @@ A step is ``(key, task, arguments)``: its key names it in the results JSON, its 
 
 from __future__ import annotations
 
-from helpers.reference import cpu_flags
-from helpers.variants import COMPRESSION_RECIPES, PARTS, VARIANTS
+from helpers.machine import bf16_instructions
+from helpers.variants import COMPRESSION_SCHEMES, PARTS, VARIANTS
 
 TORCH_ENGINES = ("torch-fp32", "torch-bf16")
 ENGINES = (*TORCH_ENGINES, *(f"ov-{variant}" for variant in VARIANTS))
@@ -50,11 +50,6 @@ def part_engine(engine: str, part: str) -> str:
     return engine if ONLY_PART.get(engine, part) == part else "ov-INT8"
 
 
-def bf16_instructions() -> list[str]:
-    """The CPU's bfloat16 instruction sets (AVX512-BF16, AMX-BF16): without them PyTorch's bf16 is emulated."""
-    return sorted(cpu_flags() & {"avx512_bf16", "amx_bf16"})
-
-
 def plan(only: set[str], engines: set[str], quick: bool, runs: int, warmup: int) -> list[tuple[str, str, dict]]:
     """(key, task, arguments) in the order they must run.
 
@@ -63,6 +58,11 @@ def plan(only: set[str], engines: set[str], quick: bool, runs: int, warmup: int)
     """
     if not bf16_instructions():
         engines = engines - {"torch-bf16"}
+    return _steps(only, engines, quick, runs, warmup)
+
+
+def _steps(only: set[str], engines: set[str], quick: bool, runs: int, warmup: int) -> list[tuple[str, str, dict]]:
+    """The plan's steps for ``engines`` as given, whatever this CPU has."""
     parts = [part for part in PARTS if part in only]
     steps = [("build", "build", {"quick": quick}), ("matmul peak", "matmul", {"side": 512 if quick else 2048})]
     steps += _variant_steps(parts, quick)
@@ -81,7 +81,7 @@ def _variant_steps(parts: list[str], quick: bool) -> list[tuple[str, str, dict]]
     steps = [(f"convert {part}", "convert", {"part": part}) for part in parts]
     if "transformer" in parts:
         steps.append(("calibrate W8A8", "calibrate", {"prompts": CALIBRATION_PROMPTS, "size": 64 if quick else CALIBRATION_SIZE}))
-    steps += [(f"compress {variant} {part}", "compress", {"variant": variant, "part": part}) for variant in COMPRESSION_RECIPES for part in parts]
+    steps += [(f"compress {variant} {part}", "compress", {"variant": variant, "part": part}) for variant in COMPRESSION_SCHEMES for part in parts]
     return steps
 
 
@@ -131,7 +131,8 @@ def sigma_2k_plan(quick: bool, runs: int, warmup: int) -> list[tuple[str, str, d
 
 def report_order() -> list[str]:
     """Every step key a results file may hold, in the order the report lists them (the full plan's, retired included)."""
-    order = [key for key, _, _ in plan(set(PARTS), set(ENGINES), False, 1, 1)]
+    # every engine, PyTorch bf16 included: the report depends on the results only, not on the machine rendering them
+    order = [key for key, _, _ in _steps(set(PARTS), set(ENGINES), False, 1, 1)]
     for key, after in RETIRED_STEPS.items():
         order.insert(order.index(after) + 1, key)
     return order

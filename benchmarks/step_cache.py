@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks.benchmark import machine
+from helpers.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
@@ -203,7 +203,7 @@ def steps(args) -> None:
     import torch
 
     from helpers.conversion import transformer_example
-    from helpers.pipeline import OVTransformer
+    from helpers.parts import OVTransformer
     from helpers.settings import model_name
     from helpers.step_cache import FIRST_BLOCK, LAST_BLOCK
     from helpers.variants import variant_dir

@@ -12,13 +12,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.memory import PeakMemory
 from benchmarks.plan import INPUT_SIZES, TORCH_ENGINES
+from helpers.machine import PeakMemory
 
 
 def configs(quick: bool) -> dict[str, dict]:
     """The three configs: the real ones (``assets/pixart-xl-configs``), or the small model's."""
-    from helpers.sources import TINY_T5_CONFIG, TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG, full_size_configs
+    from helpers.building import TINY_T5_CONFIG, TINY_TRANSFORMER_CONFIG, TINY_VAE_CONFIG, full_size_configs
 
     if quick:
         return {"transformer": TINY_TRANSFORMER_CONFIG, "vae": TINY_VAE_CONFIG, "t5": TINY_T5_CONFIG}
@@ -28,7 +28,7 @@ def configs(quick: bool) -> dict[str, dict]:
 def task_build(work: Path, quick: bool) -> dict:
     import torch
 
-    from helpers.sources import build_random_pipeline
+    from helpers.building import build_random_pipeline
 
     c = configs(quick)
     start = time.perf_counter()
@@ -41,7 +41,7 @@ def task_build(work: Path, quick: bool) -> dict:
 def task_convert(work: Path, part: str) -> dict:
     from helpers.conversion import convert_pipeline
 
-    seconds = convert_pipeline(work / "source", work / "FP16", parts=(part,), progress=lambda m: None)
+    seconds = convert_pipeline(work / "source", work / "FP16", parts=(part,), report=lambda m: None)
     return {"seconds": seconds.get(part)}
 
 
@@ -51,15 +51,14 @@ def task_convert_all(work: Path) -> dict:
 
     scratch = work / "FP16-one-process"
     shutil.rmtree(scratch, ignore_errors=True)
-    seconds = convert_pipeline(work / "source", scratch, progress=lambda m: None)
+    seconds = convert_pipeline(work / "source", scratch, report=lambda m: None)
     shutil.rmtree(scratch)
     return {"seconds": sum(seconds.values()), "parts": seconds}
 
 
 def task_calibrate(work: Path, prompts: int, size: int) -> dict:
     """Record W8A8's calibration set (the FP16 pipeline's transformer inputs) into ``calibration.npz``."""
-    from helpers.compression import calibration_prompts, collect_calibration_data
-    from helpers.variants import save_calibration
+    from helpers.compression import calibration_prompts, collect_calibration_data, save_calibration
 
     start = time.perf_counter()
     calibration = collect_calibration_data(work / "FP16", calibration_prompts("benchmark", prompts), size, size)
@@ -69,21 +68,15 @@ def task_calibrate(work: Path, prompts: int, size: int) -> dict:
 
 def task_compress(work: Path, variant: str, part: str) -> dict:
     """Compress one part of the FP16 variant into ``variant``; the folder is marked finished once all parts are in."""
-    from helpers.compression import compress_part
-    from helpers.variants import (
-        COMPRESSION_RECIPES,
-        finish_variant,
-        is_part_converted,
-        load_calibration,
-        needs_calibration,
-    )
+    from helpers.compression import compress_part, load_calibration
+    from helpers.variants import COMPRESSION_SCHEMES, finish_variant, is_part_converted, needs_calibration
 
     start = time.perf_counter()
     if not is_part_converted(work / variant, part):
-        settings = COMPRESSION_RECIPES[variant][part]
-        calibration = load_calibration(work / "calibration.npz") if needs_calibration({part: settings}) else None
-        compress_part(work / "FP16", work / variant, part, settings, calibration)
-    finish_variant(work / "FP16", work / variant, {"variant": variant, "compression": COMPRESSION_RECIPES[variant]})
+        method = COMPRESSION_SCHEMES[variant][part]
+        calibration = load_calibration(work / "calibration.npz") if needs_calibration({part: method}) else None
+        compress_part(work / "FP16", work / variant, part, method, calibration)
+    finish_variant(work / "FP16", work / variant, {"variant": variant, "compression": COMPRESSION_SCHEMES[variant]})
     return {"seconds": time.perf_counter() - start}
 
 
@@ -140,7 +133,7 @@ def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int
 
     from helpers.comparison import latency_summary
     from helpers.conversion import load_torch_part
-    from helpers.pipeline import OVTextEncoder, OVTransformer, OVVaeDecoder
+    from helpers.parts import OVTextEncoder, OVTransformer, OVVaeDecoder
 
     if engine in TORCH_ENGINES:
         dtype = torch.float32 if engine == "torch-fp32" else torch.bfloat16
@@ -185,7 +178,7 @@ def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int, s
     import torch
 
     from helpers.comparison import cosine_similarity, latency_summary
-    from helpers.pipeline import OVTransformer
+    from helpers.parts import OVTransformer
 
     models = {v: OVTransformer(work / v / "transformer", ov.Core(), "CPU", {"PERF_COUNT": True}) for v in variants}
     calls = {v: part_call("transformer", model) for v, model in models.items()}
@@ -222,9 +215,9 @@ def task_build_sigma_part(work: Path, quick: bool, part: str) -> dict:
     import torch
     from diffusers import AutoencoderKL, PixArtTransformer2DModel
 
+    from helpers.building import TINY_SIGMA_TRANSFORMER_CONFIG, TINY_SIGMA_VAE_CONFIG, random_configs
     from helpers.conversion import PART_SPECS
     from helpers.settings import atomic_folder
-    from helpers.sources import TINY_SIGMA_TRANSFORMER_CONFIG, TINY_SIGMA_VAE_CONFIG, random_configs
 
     # full size: the configs of `build-random --family sigma --sample-size 256`; quick: tiny-sigma's
     transformer, vae, _ = (TINY_SIGMA_TRANSFORMER_CONFIG, TINY_SIGMA_VAE_CONFIG, None) if quick else random_configs("full", 256, "sigma")
@@ -251,8 +244,8 @@ def task_calibrate_examples(work: Path, count: int, side: int) -> dict:
 
     import torch
 
+    from helpers.compression import save_calibration
     from helpers.conversion import transformer_example
-    from helpers.variants import save_calibration
 
     config = types.SimpleNamespace(**json.loads((work / "FP16" / "transformer" / "config.json").read_text()))
     torch.manual_seed(0)
@@ -266,14 +259,14 @@ def task_calibrate_examples(work: Path, count: int, side: int) -> dict:
 
 
 def task_compress_transformer(work: Path, variant: str) -> dict:
-    """``FP16/transformer`` compressed with ``variant``'s recipe for it into ``<variant>/transformer``."""
-    from helpers.compression import compress_part
-    from helpers.variants import COMPRESSION_RECIPES, ir_path, load_calibration, needs_calibration
+    """``FP16/transformer`` compressed with ``variant``'s method for it into ``<variant>/transformer``."""
+    from helpers.compression import compress_part, load_calibration
+    from helpers.variants import COMPRESSION_SCHEMES, ir_path, needs_calibration
 
-    settings = COMPRESSION_RECIPES[variant]["transformer"]
-    calibration = load_calibration(work / "calibration.npz") if needs_calibration({"transformer": settings}) else None
+    method = COMPRESSION_SCHEMES[variant]["transformer"]
+    calibration = load_calibration(work / "calibration.npz") if needs_calibration({"transformer": method}) else None
     start = time.perf_counter()
-    compress_part(work / "FP16", work / variant, "transformer", settings, calibration)
+    compress_part(work / "FP16", work / variant, "transformer", method, calibration)
     return {"seconds": time.perf_counter() - start, "weights_mb": ir_path(work / variant, "transformer").with_suffix(".bin").stat().st_size / 1e6}
 
 

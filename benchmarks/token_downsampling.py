@@ -56,10 +56,10 @@ def task_quality_torch(work: Path, model: str, prompts: int) -> dict:
         disable_token_downsampling,
         enable_token_downsampling,
     )
-    from helpers.variants import variant_recipe
+    from helpers.variants import folder_recipe
 
     source = resolve_model_source(model)
-    recipe, evaluation = variant_recipe(source), evaluation_scenes(prompts)
+    recipe, evaluation = folder_recipe(source), evaluation_scenes(prompts)
     pipe = diffusers_pipeline_class(source).from_pretrained(source)
     pipe.set_progress_bar_config(disable=True)
     blocks, steps = len(pipe.transformer.transformer_blocks), recipe.num_inference_steps
@@ -89,14 +89,13 @@ def task_quality_openvino(work: Path, model: str, prompts: int, fractions: list[
     from helpers.conversion import convert_pipeline
     from helpers.pipeline import OVPixArtPipeline
     from helpers.shapes import evaluation_scenes
-    from helpers.sizes import native_size
     from helpers.sources import resolve_model_source
     from helpers.token_downsampling import TokenDownsampling
-    from helpers.variants import variant_dir, variant_recipe
+    from helpers.variants import Variant, variant_dir
 
     source, fp16 = resolve_model_source(model), variant_dir(model, "FP16")
     convert_pipeline(source, fp16)
-    side = native_size(fp16)[0]
+    side = Variant.load(fp16).native_size[0]
     calibrate = lambda folder: collect_calibration_data(folder, calibration_prompts(model, 8), height=side, width=side)  # noqa: E731
     evaluation, rows = evaluation_scenes(prompts), {}
     for variant in ("FP16-ToDo", "W8A8-ToDo"):
@@ -104,12 +103,12 @@ def task_quality_openvino(work: Path, model: str, prompts: int, fractions: list[
         make_downsampled_variant(source, fp16, folder, TokenDownsampling(2), calibration=calibrate)
         pipe = OVPixArtPipeline.from_variant(folder, "CPU")
         pipe.set_progress_bar_config(disable=True)
-        scores, pictures = {}, {}
+        recipe, scores, pictures = pipe.variant.recipe, {}, {}
         exact = f"OpenVINO {variant.removesuffix('-ToDo')}"
         for fraction in [0.0, *fractions]:
             pipe.set_downsampled_steps(fraction)
             name = f"OpenVINO {variant}, {fraction:.0%} of the steps" if fraction else exact
-            scores[name], pictures[name] = evaluate_alignment(pipe, evaluation, variant_recipe(folder))
+            scores[name], pictures[name] = evaluate_alignment(pipe, evaluation, recipe)
         rows[exact] = quality_rows(scores, pictures, exact)
     return {"rows by exact pipeline": rows}
 
@@ -138,7 +137,7 @@ def task_steps(work: Path, side: int, variants: list[str], runs: int) -> dict:
 
     from benchmarks.tasks import example_inputs
     from helpers.comparison import cosine_similarity, latency_summary
-    from helpers.pipeline import OVTransformer
+    from helpers.parts import OVTransformer
     from helpers.variants import DOWNSAMPLED_PART
 
     folders = {name: work / name / "transformer" for name in variants} | {f"{name}-ToDo": work / f"{name}-ToDo" / DOWNSAMPLED_PART for name in variants}

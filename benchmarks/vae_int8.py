@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.benchmark import machine
+from helpers.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # choice -> the decoder's modules kept in float (regular expressions over OpenVINO node names); the rest INT8.

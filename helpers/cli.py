@@ -82,7 +82,7 @@ def _add_compress(commands) -> None:
         "self-attention keys and values from the pooled token grid.",
     )
     _model_arguments(command)
-    command.add_argument("--variant", required=True, choices=[*VARIANTS[1:], *DOWNSAMPLED_VARIANTS], help="the compression recipe")
+    command.add_argument("--variant", required=True, choices=[*VARIANTS[1:], *DOWNSAMPLED_VARIANTS], help="the variant to make (its compression scheme)")
     command.add_argument("--downsampling-factor", type=int, default=DEFAULT_FACTOR, help="-ToDo: pool the token grid by this factor per side (default: %(default)s)")
     command.add_argument("--downsampled-blocks", default="all", help='-ToDo: the transformer blocks that downsample, "all" or e.g. "0-13,20" (default: %(default)s)')
     command.add_argument("--calibration-prompts", type=int, default=8, help="W8A8: prompts to record the transformer's inputs on (default: %(default)s)")
@@ -145,23 +145,23 @@ def _add_demo(commands) -> None:
 
 
 def _add_train(commands) -> None:
-    from .training import TrainingSettings
+    from .training_transformer import TrainingPlan
 
     command = commands.add_parser("train", help="train the small shapes PixArt (what notebook 6 does, in one go)")
     command.add_argument("--out", type=Path, default=MODEL_ROOT / "shapes" / "diffusers", help="where the diffusers folder goes")
     command.add_argument("--work", type=Path, default=MODEL_ROOT / "shapes-work", help="dataset, feature cache, start model")
     command.add_argument("--steps", type=int, default=4000, help="transformer training steps")
     command.add_argument("--vae-steps", type=int, default=None, help="VAE fitting steps (default: half of --steps)")
-    command.add_argument("--dataset-size", type=int, default=2048, help="captioned pictures to generate")
+    command.add_argument("--dataset-size", type=int, default=None, help="captioned pictures to generate (default: 2048, 256 under 1000 steps)")
     command.add_argument("--batch-size", type=int, default=16)
     command.add_argument("--device", default="cpu", help="torch device: cpu, or cuda where a GPU is at hand")
-    command.add_argument("--learning-rate", type=float, default=TrainingSettings.learning_rate, help="peak learning rate")
+    command.add_argument("--learning-rate", type=float, default=TrainingPlan.learning_rate, help="peak learning rate")
     command.add_argument("--resume", type=Path, default=None, help="a trained model folder to train on from (e.g. model/shapes/diffusers)")
     command.set_defaults(run=run_train)
 
 
 def _add_build_random(commands) -> None:
-    from .sources import FAMILIES, RANDOM_PRESETS, SCHEDULERS
+    from .building import FAMILIES, RANDOM_PRESETS, SCHEDULERS
 
     command = commands.add_parser(
         "build-random",
@@ -202,24 +202,23 @@ def run_convert(args) -> None:
 
 def run_compress(args) -> None:
     from .compression import calibration_prompts, collect_calibration_data, compress_variant, make_downsampled_variant
-    from .sizes import native_size
     from .sources import resolve_model_source
     from .token_downsampling import TokenDownsampling, parse_blocks
     from .variants import (
-        COMPRESSION_RECIPES,
+        COMPRESSION_SCHEMES,
         DOWNSAMPLED_VARIANTS,
-        check_variant,
+        Variant,
         folder_size_mb,
         needs_calibration,
         variant_dir,
     )
 
-    fp16 = check_variant(variant_dir(args.model, "FP16", args.model_root))
-    out = variant_dir(args.model, args.variant, args.model_root)
+    variant = Variant.of(args.model, "FP16", args.model_root)
+    fp16, out = variant.folder, variant_dir(args.model, args.variant, args.model_root)
     start = time.perf_counter()
 
     def calibration(folder: Path):
-        side = args.calibration_side or native_size(folder)[0]
+        side = args.calibration_side or variant.native_size[0]
         prompts = calibration_prompts(args.model, args.calibration_prompts)
         return collect_calibration_data(folder, prompts, height=side, width=side, device=args.device)
 
@@ -229,8 +228,8 @@ def run_compress(args) -> None:
         source = resolve_model_source(args.model, root=args.model_root)
         make_downsampled_variant(source, fp16, out, downsampling, calibration)
     else:
-        recipe = COMPRESSION_RECIPES[args.variant]
-        compress_variant(fp16, out, recipe, calibration=calibration(fp16) if needs_calibration(recipe) else None)
+        scheme = COMPRESSION_SCHEMES[args.variant]
+        compress_variant(fp16, out, scheme, calibration=calibration(fp16) if needs_calibration(scheme) else None)
     print(f"Compressed {fp16} into {out} ({folder_size_mb(fp16):.1f} → {folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
 
 
@@ -240,18 +239,17 @@ def run_generate(args) -> None:
     from .pipeline import OVPixArtPipeline
     from .static_shapes import needs_static_shapes
     from .step_cache import describe
-    from .variants import variant_dir
+    from .variants import Variant
 
     static = args.static_shapes or needs_static_shapes(args.device)
-    folder = variant_dir(args.model, args.variant, args.model_root)
-    pipe = OVPixArtPipeline.from_variant(folder, args.device, step_cache=args.step_cache, compile=not static,
+    variant = Variant.of(args.model, args.variant, args.model_root)
+    pipe = OVPixArtPipeline.from_variant(variant, args.device, step_cache=args.step_cache, compile=not static,
                                          downsampled_steps=args.downsampled_steps)
-    recipe = pipe.recipe
     height, width = args.size or (None, None)
-    options = dict(
-        negative_prompt=recipe.negative_prompt if args.negative_prompt is None else args.negative_prompt,
-        num_inference_steps=recipe.num_inference_steps if args.steps is None else args.steps,
-        guidance_scale=recipe.guidance_scale if args.guidance is None else args.guidance,
+    options = pipe.recipe.call_arguments(  # the recipe where the command line says nothing
+        negative_prompt=args.negative_prompt,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
         num_images_per_prompt=args.images_per_prompt,
         height=height,
         width=width,
@@ -285,15 +283,7 @@ def output_paths(out: Path, count: int) -> list[Path]:
 
 
 def run_verify(args) -> None:
-    from .variants import (
-        DOWNSAMPLED_VARIANTS,
-        VARIANTS,
-        VariantNotReadyError,
-        damage_message,
-        damaged_files,
-        read_index,
-        variant_dir,
-    )
+    from .variants import DOWNSAMPLED_VARIANTS, VARIANTS, Variant, VariantNotReadyError, damage_message, variant_dir
 
     every = (*VARIANTS, *DOWNSAMPLED_VARIANTS)
     folders = args.folder or [variant_dir(args.model, variant, args.model_root) for variant in args.variant or every]
@@ -303,15 +293,17 @@ def run_verify(args) -> None:
             raise VariantNotReadyError(f"No variant folder of '{args.model}' under {args.model_root}: convert it first.")
     failed = []
     for folder in folders:
-        index = read_index(folder)
-        if not index:
-            failed.append(f"{folder} is not a finished variant folder (no model_index.json): make it again.")
-        elif "files" not in index:
+        try:
+            variant = Variant.load(folder)  # unfinished, or a file missing or cut short: its message says the fix
+        except VariantNotReadyError as error:
+            failed.append(str(error))
+            continue
+        if not variant.files:
             failed.append(f"{folder} records no checksums (made before they were recorded): make it again to verify it.")
-        elif problems := damaged_files(folder, checksums=True):
+        elif problems := variant.damaged_files(checksums=True):
             failed.append(damage_message(folder, problems))
         else:
-            print(f"{folder}: {len(index['files'])} files, sizes and checksums as written")
+            print(f"{folder}: {len(variant.files)} files, sizes and checksums as written")
     if failed:
         raise VerifyError(" ".join(failed))
 
@@ -330,17 +322,18 @@ def run_demo(args) -> None:
 def run_train(args) -> None:
     import json
 
-    from .training import TrainingSettings, train_shapes_model
+    from .training import train_shapes_model
+    from .training_transformer import TrainingPlan
 
-    settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate, device=args.device)
-    result = train_shapes_model(args.out, args.work, settings, args.dataset_size, args.vae_steps, resume=args.resume)
+    plan = TrainingPlan(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate, device=args.device)
+    result = train_shapes_model(args.out, args.work, plan, args.dataset_size, args.vae_steps, resume=args.resume)
     log = args.work / "training-log.json"
-    log.write_text(json.dumps({"settings": vars(settings), **result}, indent=1))
+    log.write_text(json.dumps({"plan": vars(plan), **result}, indent=1))
     print(f"Saved {args.out}; log {log}")
 
 
 def run_build_random(args) -> None:
-    from .sources import build_random
+    from .building import build_random
 
     folder = build_random(args.out, args.preset, args.sample_size, args.scheduler, args.family)
     print(f"Built {folder}: PIXART_MODEL_ID={folder}")

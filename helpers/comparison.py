@@ -13,26 +13,27 @@ import torch
 from PIL import Image
 
 from .pipeline import OVPixArtPipeline, generate
-from .settings import Recipe
+from .settings import SamplingRecipe
 from .shapes import ATTRIBUTES, Scene, alignment_score, score_image
-from .variants import VariantNotReadyError, part_sizes_mb
+from .variants import Variant, VariantNotReadyError, as_variant, part_sizes_mb
 
 
-def save_baseline(image: Image.Image, settings: dict, folder: Path) -> Path:
-    """Keep the PyTorch baseline image and the settings that made it, for later notebooks to compare against."""
+def save_baseline(image: Image.Image, drawn_with: dict, folder: Path) -> Path:
+    """Keep the PyTorch baseline image and what it was drawn with (prompt, seed, call arguments, seconds), for later
+    notebooks to compare against."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     image.save(folder / "image.png")
-    (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+    (folder / "drawn_with.json").write_text(json.dumps(drawn_with, indent=2))
     return folder
 
 
 def load_baseline(folder: Path) -> tuple[Image.Image, dict]:
-    """The baseline image and its settings, or a clear error if notebook 1 has not made them."""
+    """The baseline image and what it was drawn with, or a clear error if notebook 1 has not made them."""
     folder = Path(folder)
-    if not (folder / "settings.json").is_file():
+    if not (folder / "drawn_with.json").is_file():
         raise VariantNotReadyError(f"No PyTorch baseline at {folder}: run notebook 1 (01-convert) first.")
-    return Image.open(folder / "image.png").convert("RGB"), json.loads((folder / "settings.json").read_text())
+    return Image.open(folder / "image.png").convert("RGB"), json.loads((folder / "drawn_with.json").read_text())
 
 
 def psnr(reference: Image.Image | np.ndarray, image: Image.Image | np.ndarray) -> float:
@@ -98,7 +99,7 @@ class VariantRun:
 
 
 def run_variant(
-    folder: Path,
+    variant: Variant | Path,
     prompts: Iterable[str],
     seeds: Iterable[int],
     device: str = "AUTO",
@@ -115,7 +116,8 @@ def run_variant(
     two in memory. The final latents come from the pipeline's step callback, the text embeddings from its
     ``encode_prompt``.
     """
-    pipe = OVPixArtPipeline.from_variant(folder, device, ov_config)
+    variant = as_variant(variant)
+    pipe = OVPixArtPipeline.from_variant(variant, device, ov_config)
     pipe.set_progress_bar_config(disable=True)
     images, latents, embeddings = [], [], []
     prompts, seeds = list(prompts), list(seeds)
@@ -132,13 +134,13 @@ def run_variant(
         part.seconds.clear()
     pipeline_seconds = [generate(pipe, prompts[0], seeds[0], **kwargs)[1] for _ in range(runs)]
     run = VariantRun(
-        variant=Path(folder).name,
+        variant=variant.name,
         images=images,
         latents=latents,
         text_embeddings=embeddings,
         pipeline_seconds=pipeline_seconds,
         part_seconds={name: list(part.seconds) for name, part in parts.items()},
-        sizes_mb=part_sizes_mb(folder),
+        sizes_mb=variant.part_sizes_mb(),
     )
     del pipe
     gc.collect()
@@ -230,7 +232,6 @@ def compare_step_cache(
 
     Each way is compiled (and run for two steps) before it is timed.
     """
-    import pandas as pd
 
     rows, pictures = {}, {}
     for threshold in (None, *thresholds):
@@ -239,19 +240,29 @@ def compare_step_cache(
         pipe(prompts[0], num_inference_steps=2, output_type="latent", **kwargs)  # warm-up
         draws = [draw_with_step_cache(pipe, prompt, seed, threshold, **kwargs) for prompt, seed in zip(prompts, seeds)]
         pictures[name] = [d["image"] for d in draws]
-        uncached = pictures["uncached"]
-        rows[name] = {
-            "steps computed": sum(d["counts"]["computed"] for d in draws),
-            "steps reused": sum(d["counts"]["reused"] for d in draws),
-            "picture s (median)": float(np.median([d["picture_s"] for d in draws])),
-            "transformer s (median)": float(np.median([d["transformer_s"] for d in draws])),
-            "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(uncached, pictures[name])])),
-            "SSIM": float(np.mean([ssim(a, b) for a, b in zip(uncached, pictures[name])])),
-        }
+        counts = {"steps computed": sum(d["counts"]["computed"] for d in draws), "steps reused": sum(d["counts"]["reused"] for d in draws)}
+        rows[name] = counts | _against_first(draws, pictures[name], pictures["uncached"])
     pipe.disable_step_cache()
+    return _ways_table(rows), pictures
+
+
+def _against_first(draws: list[dict[str, Any]], images: list[Image.Image], first: list[Image.Image]) -> dict[str, float]:
+    """One way's row: median seconds per picture and in the transformer, PSNR/SSIM against the first way's pictures."""
+    return {
+        "picture s (median)": float(np.median([d["picture_s"] for d in draws])),
+        "transformer s (median)": float(np.median([d["transformer_s"] for d in draws])),
+        "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(first, images)])),
+        "SSIM": float(np.mean([ssim(a, b) for a, b in zip(first, images)])),
+    }
+
+
+def _ways_table(rows: dict[str, dict[str, float]]):
+    """The rows of :func:`_against_first` as a table, with each way's transformer speed-up over the first."""
+    import pandas as pd
+
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["transformer speed-up"] = table["transformer s (median)"].iloc[0] / table["transformer s (median)"]
-    return table.round(3), pictures
+    return table.round(3)
 
 
 def compare_downsampled_steps(
@@ -263,7 +274,6 @@ def compare_downsampled_steps(
 
     Each way is run for two steps (compiling what it needs) before it is timed.
     """
-    import pandas as pd
 
     rows, pictures = {}, {}
     made_with = pipe.transformer.downsampling.steps  # the pipeline's own fraction, set again at the end
@@ -279,19 +289,10 @@ def compare_downsampled_steps(
             draws.append({"image": image, "picture_s": seconds, "transformer_s": sum(pipe.transformer.seconds),
                           "downsampled": len(pipe.transformer.downsampled.seconds) - downsampled_before, "steps": len(pipe.transformer.seconds)})
         pictures[name] = [d["image"] for d in draws]
-        exact = next(iter(pictures.values()))
-        rows[name] = {
-            "steps downsampled": sum(d["downsampled"] for d in draws),
-            "steps": sum(d["steps"] for d in draws),
-            "picture s (median)": float(np.median([d["picture_s"] for d in draws])),
-            "transformer s (median)": float(np.median([d["transformer_s"] for d in draws])),
-            "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(exact, pictures[name])])),
-            "SSIM": float(np.mean([ssim(a, b) for a, b in zip(exact, pictures[name])])),
-        }
+        counts = {"steps downsampled": sum(d["downsampled"] for d in draws), "steps": sum(d["steps"] for d in draws)}
+        rows[name] = counts | _against_first(draws, pictures[name], next(iter(pictures.values())))
     pipe.set_downsampled_steps(made_with)
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table["transformer speed-up"] = table["transformer s (median)"].iloc[0] / table["transformer s (median)"]
-    return table.round(3), pictures
+    return _ways_table(rows), pictures
 
 
 def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size: float = 4.0):
@@ -314,7 +315,7 @@ def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size
 
 
 def generate_evaluation(
-    pipe: Any, evaluation: Sequence[tuple[Scene, int]], recipe: Recipe, batch_size: int = 16, **kwargs: Any
+    pipe: Any, evaluation: Sequence[tuple[Scene, int]], recipe: SamplingRecipe, batch_size: int = 16, **kwargs: Any
 ) -> list[Image.Image]:
     """One picture per (scene, seed) of an evaluation set, with the recipe given (the same for every pipeline).
 
@@ -326,14 +327,8 @@ def generate_evaluation(
     images = []
     for start in tqdm(range(0, len(evaluation), batch_size), desc="evaluation", leave=False):
         chunk = evaluation[start : start + batch_size]
-        images += pipe(
-            [scene.caption for scene, _ in chunk],
-            negative_prompt=recipe.negative_prompt,
-            num_inference_steps=recipe.num_inference_steps,
-            guidance_scale=recipe.guidance_scale,
-            generator=[torch.Generator().manual_seed(seed) for _, seed in chunk],
-            **kwargs,
-        ).images
+        generators = [torch.Generator().manual_seed(seed) for _, seed in chunk]
+        images += pipe([scene.caption for scene, _ in chunk], generator=generators, **recipe.call_arguments(**kwargs)).images
     return images
 
 
@@ -361,7 +356,7 @@ def show_evaluation(images: Sequence[Image.Image], scenes: Sequence[Scene], colu
     return fig
 
 
-def evaluate_alignment(pipe: Any, evaluation: Sequence[tuple[Scene, int]], recipe: Recipe, **kwargs: Any) -> tuple[dict[str, float], list[Image.Image]]:
+def evaluate_alignment(pipe: Any, evaluation: Sequence[tuple[Scene, int]], recipe: SamplingRecipe, **kwargs: Any) -> tuple[dict[str, float], list[Image.Image]]:
     """The alignment score of a pipeline on an evaluation set, and its pictures."""
     images = generate_evaluation(pipe, evaluation, recipe, **kwargs)
     return alignment_score(images, [scene for scene, _ in evaluation]), images
@@ -376,16 +371,14 @@ def alignment_of_variants(
     """
     from .reference import reference_images
     from .sources import resolve_model_source
-    from .variants import variant_dir, variant_recipe
-
-    folders = {variant: variant_dir(model_id, variant) for variant in variants}
-    recipe = variant_recipe(next(iter(folders.values())))
+    loaded = {name: Variant.of(model_id, name) for name in variants}
+    recipe = next(iter(loaded.values())).recipe
     scenes, seeds = [scene for scene, _ in evaluation], [seed for _, seed in evaluation]
     # PyTorch in two stages (T5, then transformer and VAE): the real pipeline does not fit in memory whole
     images, _ = reference_images(resolve_model_source(model_id), [scene.caption for scene in scenes], seeds, recipe, **kwargs)
     scores, pictures = {"PyTorch": alignment_score(images, scenes)}, {"PyTorch": images}
-    for name, folder in folders.items():
-        pipe = OVPixArtPipeline.from_variant(folder, device)
+    for name, variant in loaded.items():
+        pipe = OVPixArtPipeline.from_variant(variant, device)
         pipe.set_progress_bar_config(disable=True)
         scores[name], pictures[name] = evaluate_alignment(pipe, evaluation, recipe, **kwargs)
         del pipe

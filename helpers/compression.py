@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
+import json
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import openvino as ov
 import torch
 from tqdm.auto import tqdm
 
-from .pipeline import OVModelPart, OVPixArtPipeline
-from .settings import ASSETS, atomic_folder, model_name
+from .parts import OVModelPart
+from .pipeline import OVPixArtPipeline
+from .settings import ASSETS, model_name
 from .token_downsampling import TokenDownsampling
 from .variants import (
-    COMPRESSION_RECIPES,
+    COMPRESSION_SCHEMES,
     DOWNSAMPLED_PART,
     DOWNSAMPLED_SUFFIX,
-    IR_NAME,
     PARTS,
     W8A8_QUANTIZATION,
+    Variant,
     base_variant,
     check_variant,
     finish_variant,
@@ -31,46 +32,43 @@ from .variants import (
     link_part,
     make_parts,
     needs_calibration,
-    read_index,
+    save_part,
 )
 
 Calibration = Sequence[dict[str, np.ndarray]]  # transformer inputs by name, one dict per call
 NO_CALIBRATION = "W8A8 quantizes activations: pass calibration=collect_calibration_data(fp16_dir, prompts) (helpers.compression)."
 
 
-def compress_part(source: Path, out_dir: Path, part: str, settings: dict, calibration: Calibration | None = None) -> Path:
+def compress_part(source: Path, out_dir: Path, part: str, method: dict, calibration: Calibration | None = None) -> Path:
     """Compress one part's IR with NNCF into ``out_dir/part`` (temporary folder, renamed at the end).
 
-    ``settings`` is one part's entry of a recipe: weight compression, or W8A8 quantization (which needs
+    ``method`` is one part's entry of a compression scheme: weight compression, or W8A8 quantization (which needs
     ``calibration``, the part's recorded inputs: ``collect_calibration_data``).
     """
     model = ov.Core().read_model(ir_path(source, part))
-    if settings["mode"] == "w8a8":
-        model = quantize_w8a8(model, calibration, settings)
+    if method["mode"] == "w8a8":
+        model = quantize_w8a8(model, calibration, method)
     else:
-        model = compress_weights(model, settings)
-    with atomic_folder(Path(out_dir) / part) as tmp:
-        # compress_to_fp16=False: the FP16 IR's constants are already FP16, and its FP32 sinusoid tables stay FP32.
-        ov.save_model(model, tmp / IR_NAME, compress_to_fp16=False)
-        shutil.copy(Path(source) / part / "config.json", tmp / "config.json")
-    del model
-    return Path(out_dir) / part
+        model = compress_weights(model, method)
+    config = json.loads((Path(source) / part / "config.json").read_text())
+    # compress_to_fp16=False: the FP16 IR's constants are already FP16, and its FP32 sinusoid tables stay FP32.
+    return save_part(out_dir, part, model, config, compress_to_fp16=False)
 
 
-def compress_weights(model: ov.Model, settings: dict) -> ov.Model:
+def compress_weights(model: ov.Model, method: dict) -> ov.Model:
     """Weight-only compression (``nncf.compress_weights``): INT8 or INT4 weights, float activations."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedCompressionParameters, GroupSizeFallbackMode
 
-    settings = dict(settings)
-    kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(settings.pop("mode"))}
-    if "group_size_fallback" in settings:
-        fallback = GroupSizeFallbackMode(settings.pop("group_size_fallback"))
+    options = dict(method)
+    kwargs: dict[str, Any] = {"mode": nncf.CompressWeightsMode(options.pop("mode"))}
+    if "group_size_fallback" in options:
+        fallback = GroupSizeFallbackMode(options.pop("group_size_fallback"))
         kwargs["advanced_parameters"] = AdvancedCompressionParameters(group_size_fallback_mode=fallback)
-    return nncf.compress_weights(model, **kwargs, **settings)
+    return nncf.compress_weights(model, **kwargs, **options)
 
 
-def quantize_w8a8(model: ov.Model, calibration: Calibration | None, settings: dict = W8A8_QUANTIZATION) -> ov.Model:
+def quantize_w8a8(model: ov.Model, calibration: Calibration | None, method: dict = W8A8_QUANTIZATION) -> ov.Model:
     """INT8 weights and activations (``nncf.quantize``, transformer model type) calibrated on ``calibration``.
 
     Bias correction is off: it needs further passes over the model, and with it the full-size transformer ran out of
@@ -86,10 +84,10 @@ def quantize_w8a8(model: ov.Model, calibration: Calibration | None, settings: di
         nncf.Dataset(list(calibration)),
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(patterns=list(settings["ignored_patterns"]), types=list(settings["ignored_types"]), validate=False),
+        ignored_scope=nncf.IgnoredScope(patterns=list(method["ignored_patterns"]), types=list(method["ignored_types"]), validate=False),
         advanced_parameters=AdvancedQuantizationParameters(
             disable_bias_correction=True,
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=settings["smooth_quant_alpha"]),
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=method["smooth_quant_alpha"]),
         ),
     )
 
@@ -144,22 +142,23 @@ def recorded_inputs(part: OVModelPart) -> Iterator[list[dict[str, np.ndarray]]]:
 def compress_variant(
     source: Path,
     out_dir: Path,
-    recipe: dict[str, dict],
-    progress: Callable[[str], None] = tqdm.write,
+    scheme: dict[str, dict],
+    report: Callable[[str], None] = tqdm.write,
     calibration: Calibration | None = None,
 ) -> dict[str, float]:
     """Make a compressed variant folder from a finished FP16 one, part by part (one part's weights in memory).
 
-    A W8A8 recipe needs ``calibration`` (``collect_calibration_data``). Parts already compressed are skipped;
-    ``model_index.json`` is written last. Returns seconds per part.
+    ``scheme``: the NNCF method of each part (:data:`~helpers.variants.COMPRESSION_SCHEMES`). A W8A8 scheme needs
+    ``calibration`` (``collect_calibration_data``). Parts already compressed are skipped; ``model_index.json`` is
+    written last. ``report`` gets a line per part. Returns seconds per part.
     """
     source, out_dir = check_variant(source), Path(out_dir)
-    pending = {part: recipe[part] for part in PARTS if not is_part_converted(out_dir, part)}
+    pending = {part: scheme[part] for part in PARTS if not is_part_converted(out_dir, part)}
     if needs_calibration(pending) and not calibration:  # said before T5 is compressed, not after
         raise ValueError(NO_CALIBRATION)
-    make = lambda part: compress_part(source, out_dir, part, recipe[part], calibration)  # noqa: E731
-    seconds = make_parts(out_dir, PARTS, make, "compressed", progress)
-    finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": recipe})
+    make = lambda part: compress_part(source, out_dir, part, scheme[part], calibration)  # noqa: E731
+    seconds = make_parts(out_dir, PARTS, make, "compressed", report)
+    finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": scheme})
     return seconds
 
 
@@ -169,14 +168,14 @@ def make_downsampled_variant(
     out_dir: Path,
     downsampling: TokenDownsampling,
     calibration: Calibration | Callable[[Path], Calibration] | None = None,
-    progress: Callable[[str], None] = tqdm.write,
+    report: Callable[[str], None] = tqdm.write,
 ) -> dict[str, float]:
     """Make ``<VARIANT>-ToDo``: the ``<VARIANT>`` folder (its parts linked) plus its transformer with token
     downsampling (``downsampled_transformer/``), which the pipeline runs for each picture's first steps.
 
     ``FP16-ToDo`` comes first, beside ``fp16_dir``: the transformer converted again from ``model_source`` with the
     downsampling processor. For another variant, its own folder is made first when it is not there, then FP16-ToDo's
-    downsampled transformer is compressed with that variant's transformer recipe. A W8A8 recipe calibrates both on
+    downsampled transformer is compressed with that variant's transformer method. A W8A8 scheme calibrates both on
     the FP16 pipeline's transformer inputs: ``calibration`` is the set, or a function of the FP16 folder that
     records it (called only when something needs it). Returns seconds per part made.
     """
@@ -184,24 +183,24 @@ def make_downsampled_variant(
 
     out_dir, fp16_dir = Path(out_dir), check_variant(fp16_dir)
     fp16_todo = fp16_dir.with_name("FP16" + DOWNSAMPLED_SUFFIX)
-    seconds = convert_downsampled(model_source, fp16_dir, fp16_todo, downsampling, progress)
+    seconds = convert_downsampled(model_source, fp16_dir, fp16_todo, downsampling, report)
     if out_dir == fp16_todo:
         return seconds
     base = out_dir.with_name(base_variant(out_dir.name))
-    recipe = COMPRESSION_RECIPES[base.name]
-    pending = {} if is_variant(base) else dict(recipe)
+    scheme = COMPRESSION_SCHEMES[base.name]
+    pending = {} if is_variant(base) else dict(scheme)
     if not is_part_converted(out_dir, DOWNSAMPLED_PART):
-        pending[DOWNSAMPLED_PART] = recipe["transformer"]
+        pending[DOWNSAMPLED_PART] = scheme["transformer"]
     if callable(calibration):
         calibration = calibration(fp16_dir) if needs_calibration(pending) else None
     if not is_variant(base):
-        seconds |= compress_variant(fp16_dir, base, recipe, progress, calibration)
+        seconds |= compress_variant(fp16_dir, base, scheme, report, calibration)
     for part in PARTS:
         link_part(base, out_dir, part)
-    make = lambda part: compress_part(fp16_todo, out_dir, part, recipe["transformer"], calibration)  # noqa: E731
-    seconds |= make_parts(out_dir, [DOWNSAMPLED_PART], make, "compressed", progress)
-    record = read_index(fp16_todo)["token_downsampling"]
-    finish_variant(base, out_dir, {"variant": out_dir.name, "source": str(base), "compression": recipe, "token_downsampling": record})
+    make = lambda part: compress_part(fp16_todo, out_dir, part, scheme["transformer"], calibration)  # noqa: E731
+    seconds |= make_parts(out_dir, [DOWNSAMPLED_PART], make, "compressed", report)
+    record = Variant.load(fp16_todo).token_downsampling
+    finish_variant(base, out_dir, {"variant": out_dir.name, "source": str(base), "compression": scheme, "token_downsampling": record})
     return seconds
 
 
@@ -226,3 +225,22 @@ def weight_type_table(folder: Path):
         values = {group: sum(counts.get(t, 0) for t in types) for group, types in groups.items()}
         rows[part] = {group: 100 * n / sum(values.values()) for group, n in values.items()}
     return pd.DataFrame.from_dict(rows, orient="index").round(1)
+
+
+def save_calibration(calls: Iterable[dict[str, Any]], path: Path) -> Path:
+    """Keep a calibration set (one dict of named arrays per recorded call) in one ``.npz`` file, written atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial.npz")
+    np.savez(tmp, **{f"{index}/{name}": value for index, call in enumerate(calls) for name, value in call.items()})
+    tmp.replace(path)
+    return path
+
+
+def load_calibration(path: Path) -> list[dict[str, Any]]:
+    """The calibration set :func:`save_calibration` kept, in the order it was recorded."""
+    calls: dict[int, dict[str, Any]] = {}
+    with np.load(path) as stored:
+        for key in stored.files:
+            index, name = key.split("/", 1)
+            calls.setdefault(int(index), {})[name] = stored[key]
+    return [calls[index] for index in sorted(calls)]

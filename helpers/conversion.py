@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,10 @@ import openvino as ov
 import torch
 from tqdm.auto import tqdm
 
-from .settings import atomic_folder
-from .sources import SDXL_VAE_SCALING_FACTOR
+from .checkpoints import SDXL_VAE_SCALING_FACTOR, stored_dtypes, upcast_checkpoint
 from .step_cache import CUT_POINTS, captured_cut_points
 from .token_downsampling import TokenDownsampling, enable_token_downsampling
-from .variants import DOWNSAMPLED_PART, IR_NAME, PARTS, check_variant, finish_variant, link_part, make_parts
+from .variants import DOWNSAMPLED_PART, PARTS, check_variant, finish_variant, link_part, make_parts, save_part
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
@@ -150,57 +148,6 @@ def load_torch_part(source: Path, part: str, dtype: torch.dtype = torch.float32)
     return cls.from_pretrained(source, subfolder=spec.subfolder, dtype=dtype).eval()
 
 
-def stored_dtypes(part_dir: Path) -> set[str]:
-    """The tensor types (``"F32"``, ``"BF16"``, …) of the safetensors files in one part's folder (headers only)."""
-    from safetensors import safe_open
-
-    types = set()
-    for file in sorted(Path(part_dir).glob("*.safetensors")):
-        with safe_open(file, "pt") as reader:
-            types |= {reader.get_slice(name).get_dtype() for name in reader.keys()}
-    return types
-
-
-def upcast_checkpoint(part_dir: Path, out_dir: Path, shard_bytes: int = 2**30) -> Path:
-    """Write an FP32 copy of a half-precision safetensors checkpoint, one tensor at a time, in shards.
-
-    Loading a bf16 T5-XXL "in fp32" makes 19 GB of anonymous memory; an FP32 file on disk is instead
-    memory-mapped by ``from_pretrained`` (file-backed pages the kernel can drop), so the conversion stays lean.
-    Only one shard of ``shard_bytes`` is ever in memory.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for extra in Path(part_dir).glob("*.json"):
-        if not extra.name.endswith(".index.json"):
-            shutil.copy(extra, out_dir / extra.name)
-    weight_map, shard, size, total = {}, {}, 0, 0
-
-    def flush() -> None:
-        name = f"model-{len(set(weight_map.values())) + 1:05d}.safetensors"
-        save_file(shard, out_dir / name, metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(shard, name))
-        shard.clear()
-
-    for file in sorted(Path(part_dir).glob("*.safetensors")):
-        with safe_open(file, "pt") as reader:
-            for key in reader.keys():
-                tensor = reader.get_tensor(key)
-                shard[key] = tensor.float() if tensor.is_floating_point() else tensor
-                size += shard[key].nbytes
-                total += shard[key].nbytes
-                if size >= shard_bytes:
-                    flush()
-                    size = 0
-    if shard:
-        flush()
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-    return out_dir
-
-
 @contextlib.contextmanager
 def float32_source(source: Path, part: str, scratch: Path) -> Iterator[Path]:
     """A diffusers folder from which ``part`` loads in FP32 without copying its weights into memory.
@@ -233,14 +180,9 @@ def convert_part(model: torch.nn.Module, part: str, out_dir: Path, folder_name: 
     if scale:
         ov_model.set_rt_info(scale, ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
     tables = sinusoid_tables(ov_model)
-    folder = Path(out_dir) / (folder_name or part)
-    with atomic_folder(folder) as tmp:
-        ov.save_model(ov_model, tmp / IR_NAME)
-        if tables:
-            restore_sinusoid_tables(tmp / IR_NAME, tables)
-        _save_config(model.config, tmp / "config.json")
-    del ov_model
-    return folder
+    config = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)
+    finish = (lambda xml: restore_sinusoid_tables(xml, tables)) if tables else None
+    return save_part(out_dir, folder_name or part, ov_model, config, finish=finish)
 
 
 def activations_scale_factor(part: str, config: Any) -> str | None:
@@ -250,11 +192,6 @@ def activations_scale_factor(part: str, config: Any) -> str | None:
     if part == "vae_decoder" and config.get("scaling_factor") == SDXL_VAE_SCALING_FACTOR and config.get("force_upcast", True):
         return SDXL_VAE_ACTIVATIONS_SCALE_FACTOR
     return None
-
-
-def _save_config(config: Any, path: Path) -> None:
-    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    path.write_text(json.dumps(data, indent=2, default=str))
 
 
 def sinusoid_tables(model: ov.Model, depth: int = 8) -> dict[str, np.ndarray]:
@@ -299,21 +236,22 @@ def restore_sinusoid_tables(xml_path: Path, tables: dict[str, np.ndarray]) -> in
 
 
 def convert_pipeline(
-    source: Path, out_dir: Path, parts: tuple[str, ...] = PARTS, progress: Callable[[str], None] = tqdm.write
+    source: Path, out_dir: Path, parts: tuple[str, ...] = PARTS, report: Callable[[str], None] = tqdm.write
 ) -> dict[str, float]:
     """Convert the parts of a diffusers folder into a variant folder, one torch module in memory at a time.
 
     Parts already converted are skipped. The tokenizer, the scheduler config and ``model_index.json`` (written
-    last: it marks the folder finished) go beside the IRs so the folder is self-contained. Returns seconds per part.
+    last: it marks the folder finished) go beside the IRs so the folder is self-contained. ``report`` gets a line per
+    part. Returns seconds per part.
     """
     source, out_dir = Path(source), Path(out_dir)
-    seconds = make_parts(out_dir, parts, lambda part: _convert_from(source, part, out_dir), "converted", progress)
+    seconds = make_parts(out_dir, parts, lambda part: _convert_from(source, part, out_dir), "converted", report)
     finish_variant(source, out_dir, {"variant": "FP16", "source": str(source)})
     return seconds
 
 
 def convert_downsampled(
-    source: Path, fp16_dir: Path, out_dir: Path, downsampling: TokenDownsampling, progress: Callable[[str], None] = tqdm.write
+    source: Path, fp16_dir: Path, out_dir: Path, downsampling: TokenDownsampling, report: Callable[[str], None] = tqdm.write
 ) -> dict[str, float]:
     """Make ``FP16-ToDo``: the FP16 variant plus its transformer converted again with token downsampling.
 
@@ -325,7 +263,7 @@ def convert_downsampled(
     for part in PARTS:
         link_part(fp16_dir, out_dir, part)
     make = lambda name: _convert_from(source, "transformer", out_dir, downsampling, name)  # noqa: E731
-    seconds = make_parts(out_dir, [DOWNSAMPLED_PART], make, "converted", progress)
+    seconds = make_parts(out_dir, [DOWNSAMPLED_PART], make, "converted", report)
     num_blocks = json.loads((out_dir / DOWNSAMPLED_PART / "config.json").read_text())["num_layers"]
     index = {"variant": out_dir.name, "source": str(source), "token_downsampling": downsampling.record(num_blocks)}
     finish_variant(source, out_dir, index)

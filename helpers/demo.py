@@ -12,9 +12,9 @@ from PIL import Image
 
 from .pipeline import OVPixArtPipeline
 from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, example_prompts
-from .sizes import parse_size, size_choices
+from .sizes import parse_size
 from .step_cache import StepCacheUnavailableError, describe
-from .variants import VARIANTS, VariantNotReadyError, available_variants, source_pipeline, variant_dir, variant_recipe
+from .variants import VARIANTS, VariantNotReadyError, available_variants
 
 EXAMPLE_SEEDS = (42, 42, 0, 0)
 
@@ -28,13 +28,12 @@ class DemoBackend:
 
     def __init__(self, model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_config: dict | None = None):
         self.model_id, self.device, self.root, self.ov_config = model_id, device, Path(root), ov_config
-        self.variants = available_variants(model_id, root)
+        self.variants = {variant.name: variant for variant in available_variants(model_id, root)}  # each read once
+        names = list(self.variants)
         # the most compressed of the regular variants; the opt-in ones (-ToDo) are listed, never preselected
-        self.default_variant = next((v for v in reversed(self.variants) if v in VARIANTS), self.variants[-1])
-        first = variant_dir(model_id, self.variants[0], root)
-        self.sizes = size_choices(first)
-        self.recipe = variant_recipe(first)
-        self.family = "PixArt-Σ" if source_pipeline(first) == "PixArtSigmaPipeline" else "PixArt-α"
+        self.default_variant = next((name for name in reversed(names) if name in VARIANTS), names[-1])
+        first = self.variants[names[0]]
+        self.sizes, self.recipe, self.family = first.sizes, first.recipe, first.family
         self._pipelines: dict[str, OVPixArtPipeline] = {}
         self._lock = threading.Lock()
 
@@ -43,7 +42,7 @@ class DemoBackend:
         if variant not in self.variants:
             raise ValueError(f"Unknown variant {variant!r}: choose one of {', '.join(self.variants)}.")
         if variant not in self._pipelines:
-            pipe = OVPixArtPipeline.from_variant(variant_dir(self.model_id, variant, self.root), self.device, self.ov_config)
+            pipe = OVPixArtPipeline.from_variant(self.variants[variant], self.device, self.ov_config)
             pipe.set_progress_bar_config(disable=True)
             self._pipelines[variant] = pipe
         return self._pipelines[variant]
@@ -130,7 +129,7 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
                     guidance = gr.Slider(0.0, 10.0, value=recipe.guidance_scale, step=0.5, label="Guidance scale")
                 with gr.Row():
                     size = gr.Dropdown(backend.sizes, value=backend.sizes[0], label="Size (W×H)", allow_custom_value=True)
-                    variant = gr.Dropdown(backend.variants, value=backend.default_variant, label="Variant")
+                    variant = gr.Dropdown(list(backend.variants), value=backend.default_variant, label="Variant")
                 step_cache = gr.Slider(
                     0.0, 0.5, value=0.0, step=0.05, label="Step cache threshold (0: off)",
                     info=f"Reuse the transformer's blocks while its first block barely changes: faster, a little less exact ({STEP_CACHE_THRESHOLD} is the measured default; turning it on or off compiles the transformer again)",

@@ -15,16 +15,9 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from .settings import Recipe, free_memory
+from .machine import bf16_instructions
+from .settings import SamplingRecipe, free_memory
 from .sources import diffusers_pipeline_class
-
-
-def cpu_flags() -> set[str]:
-    """The instruction-set flags of this machine's CPU (``/proc/cpuinfo``)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def reference_dtype() -> torch.dtype:
@@ -32,11 +25,11 @@ def reference_dtype() -> torch.dtype:
 
     Without them PyTorch emulates bf16 matrix multiplies, hundreds of times slower than fp32.
     """
-    return torch.bfloat16 if cpu_flags() & {"avx512_bf16", "amx_bf16"} else torch.float32
+    return torch.bfloat16 if bf16_instructions() else torch.float32
 
 
 def encode_prompts(
-    source: Path, prompts: Sequence[str], recipe: Recipe, dtype: torch.dtype, batch_size: int = 16
+    source: Path, prompts: Sequence[str], recipe: SamplingRecipe, dtype: torch.dtype, batch_size: int = 16
 ) -> tuple[list[dict[str, torch.Tensor]], float]:
     """The T5 embeddings of ``prompts`` (and of the recipe's negative prompt when it guides), in batches, and the
     seconds spent encoding (loading not counted).
@@ -67,7 +60,7 @@ def reference_images(
     source: Path,
     prompts: Sequence[str],
     seeds: Sequence[int],
-    recipe: Recipe,
+    recipe: SamplingRecipe,
     dtype: torch.dtype | None = None,
     batch_size: int = 16,
     **kwargs,
@@ -86,14 +79,8 @@ def reference_images(
     with torch.no_grad():
         for index, batch in enumerate(batches):
             chunk = seeds[index * batch_size : (index + 1) * batch_size]
-            images += pipe(
-                **batch,
-                negative_prompt=None,  # its embeddings are in the batch
-                num_inference_steps=recipe.num_inference_steps,
-                guidance_scale=recipe.guidance_scale,
-                generator=[torch.Generator().manual_seed(seed) for seed in chunk],
-                **kwargs,
-            ).images
+            generators = [torch.Generator().manual_seed(seed) for seed in chunk]
+            images += pipe(generator=generators, **recipe.call_arguments(**batch, **kwargs)).images
     seconds += time.perf_counter() - start
     del pipe
     free_memory()

@@ -68,17 +68,26 @@ def baseline_dir(model_id: str, root: Path = MODEL_ROOT) -> Path:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """How a checkpoint is meant to be sampled."""
+class SamplingRecipe:
+    """How a checkpoint is meant to be sampled (the one meaning of "recipe" here; compression has schemes)."""
 
     name: str
     num_inference_steps: int
     guidance_scale: float
     negative_prompt: str = ""
 
+    def call_arguments(self, **arguments: Any) -> dict[str, Any]:
+        """A pipeline call's arguments: ``arguments`` (``None`` values dropped) over this recipe's steps, guidance and
+        negative prompt; the one place a recipe becomes a call. Beside negative prompt embeddings, no negative prompt
+        (``None``: diffusers' default, "", would be refused beside them)."""
+        given = {name: value for name, value in arguments.items() if value is not None}
+        negative = None if "negative_prompt_embeds" in given else self.negative_prompt
+        defaults = {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale, "negative_prompt": negative}
+        return defaults | given
 
-LCM_RECIPE = Recipe("LCM", num_inference_steps=4, guidance_scale=0.0)
-STANDARD_RECIPE = Recipe("standard", num_inference_steps=20, guidance_scale=4.5, negative_prompt="blurry, low quality")
+
+LCM_RECIPE = SamplingRecipe("LCM", num_inference_steps=4, guidance_scale=0.0)
+STANDARD_RECIPE = SamplingRecipe("standard", num_inference_steps=20, guidance_scale=4.5, negative_prompt="blurry, low quality")
 
 
 # The step cache's default threshold (``helpers.step_cache``): the largest measured that kept the shapes model's
@@ -86,7 +95,7 @@ STANDARD_RECIPE = Recipe("standard", num_inference_steps=20, guidance_scale=4.5,
 STEP_CACHE_THRESHOLD = 0.2
 
 
-def recipe_for(scheduler: Any) -> Recipe:
+def recipe_for(scheduler: Any) -> SamplingRecipe:
     """The LCM recipe for an ``LCMScheduler`` (object or class name), the standard one (DPM-Solver, guided) otherwise."""
     name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
     return LCM_RECIPE if name == "LCMScheduler" else STANDARD_RECIPE

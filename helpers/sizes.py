@@ -27,7 +27,7 @@ def aspect_ratio_bins(sample_size: int) -> dict[str, list[float]]:
 
 
 def sample_size_of(folder: Path) -> int:
-    """The transformer's ``sample_size`` in a variant folder (``transformer/``) or a diffusers folder (the same)."""
+    """The transformer's ``sample_size`` in a diffusers folder (a variant's: ``Variant.sample_size``)."""
     return json.loads((Path(folder) / "transformer" / "config.json").read_text())["sample_size"]
 
 
@@ -45,20 +45,19 @@ def largest_side(sample_size: int) -> int:
     return int(max(max(hw) for hw in ASPECT_RATIO_BINS[sample_size].values()))
 
 
-def size_choices(folder: Path) -> list[str]:
-    """The image sizes a model makes, as "W×H" strings: its sample size's aspect-ratio bins, squarest first."""
-    return [f"{w}×{h}" for h, w in bin_sizes(sample_size_of(folder))]
+def size_choices(sample_size: int) -> list[str]:
+    """The picture sizes of a sample size, as "W×H" strings: its aspect-ratio bins, squarest first."""
+    return [f"{w}×{h}" for h, w in bin_sizes(sample_size)]
 
 
-def native_size(folder: Path) -> tuple[int, int]:
-    """``(height, width)`` of the model's square size: its sample size times the VAE's 8."""
-    side = sample_size_of(folder) * 8
-    return side, side
+def native_size(sample_size: int) -> tuple[int, int]:
+    """``(height, width)`` of a sample size's square picture: the latent side times the VAE's 8."""
+    return sample_size * 8, sample_size * 8
 
 
-def wide_size(folder: Path, ratio: float = 16 / 9) -> tuple[int, int]:
-    """``(height, width)`` of the model's landscape bin closest to ``ratio`` (16:9: 1344×768 on 1024² models)."""
-    landscape = [hw for hw in bin_sizes(sample_size_of(folder)) if hw[1] > hw[0]]
+def wide_size(sample_size: int, ratio: float = 16 / 9) -> tuple[int, int]:
+    """``(height, width)`` of the landscape bin closest to ``ratio`` (16:9: 1344×768 for sample size 128)."""
+    landscape = [hw for hw in bin_sizes(sample_size) if hw[1] > hw[0]]
     return min(landscape, key=lambda hw: abs(np.log(hw[1] / hw[0] / ratio)))
 
 

@@ -5,7 +5,7 @@ At each step the first block runs; when its residual (its output minus its input
 and the residual they added at that step is added again; otherwise they run and their residual is kept. The output
 head runs every step, with the step's own timestep. This is diffusers' ``FirstBlockCache`` (``diffusers.hooks``),
 decision for decision: :func:`torch_first_block_cache` applies diffusers' own hooks to the PyTorch transformer, and
-the OpenVINO transformer (``helpers.pipeline.OVTransformer``) runs the same rule over three pieces of its one IR.
+the OpenVINO transformer (``helpers.parts.OVTransformer``) runs the same rule over three pieces of its one IR.
 
 The conversion gives the transformer IR three extra outputs, the cut points: the patch embedding (block 0's input),
 block 0's output and the last block's output. :func:`cache_segments` cuts the IR there at load time into "first"

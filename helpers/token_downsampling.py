@@ -2,8 +2,8 @@
 
 Every picture token still asks its query, but the keys and values it attends to are computed from the tokens
 average-pooled ``factor``×``factor`` on their grid: ``factor``² times fewer keys, so ``factor``² times fewer
-softmax exponentials, which are the floor of an attention step on AMX (``../shared/FINDINGS.md``). Cross-attention
-(the text tokens) stays exact. ``factor=1`` is the exact model. On the shapes model only the early steps keep the
+softmax exponentials, which are the floor of an attention step on AMX (docs/amx.md). Cross-attention (the text
+tokens) stays exact. ``factor=1`` is the exact model. On the shapes model only the early steps keep the
 alignment score (``benchmarks/results/token-downsampling-shapes.md``): a ``-ToDo`` variant holds the downsampled
 transformer beside the exact one and runs it for the first ``steps`` fraction of each picture's steps.
 

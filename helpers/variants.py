@@ -1,11 +1,15 @@
-"""The variant folder, the one contract between stages: layout and names, the recipes compressed variants are made
-with, when a folder is finished, its check, its sizes on disk and the calibration sets kept beside it.
+"""The variant folder, the one contract between stages, and its one owner: this module writes it and reads it.
 
 ``model/<model-name>/<VARIANT>/`` holds ``text_encoder/``, ``transformer/``, ``vae_decoder/`` (an
 ``openvino_model.xml/.bin`` each, with its ``config.json``), ``tokenizer/``, ``scheduler/`` and
 ``model_index.json``. The index is written last: a folder without it is unfinished. It records every other file's
 size and SHA-256, so a folder damaged on its way to another machine is named as such when it is loaded (sizes,
 cheap) or verified (checksums), instead of failing inside OpenVINO.
+
+Writing: :func:`save_part` (one part's IR and config, atomically), :func:`link_part`, :func:`make_parts` and
+:func:`finish_variant` (the index, last). Reading: :meth:`Variant.load`, which checks the folder and reads its index
+once; every stage, the demo, the CLI and the benchmarks ask that object (parts, pipeline class, sampling recipe,
+sizes, compression, records).
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
-from .settings import MODEL_INDEX, MODEL_ROOT, Recipe, atomic_folder, model_name, recipe_for
+from .settings import MODEL_INDEX, MODEL_ROOT, SamplingRecipe, atomic_folder, model_name, recipe_for
+from .sizes import native_size, size_choices, wide_size
 
 PARTS = ("text_encoder", "transformer", "vae_decoder")
 IR_NAME = "openvino_model.xml"
-# The recipe each compressed variant is made with, per part (``helpers.compression`` applies it). INT8: nncf's
+# The compression scheme each compressed variant is made with: an NNCF method per part (``helpers.compression``
+# applies them; "recipe" is kept for the sampling recipe). INT8: nncf's
 # asymmetric per-channel weights. INT4 (T5 only, 80 % of the real pipeline's weights): symmetric groups of 128,
 # smaller groups where a layer is narrower. W8A8 (the transformer, where the time goes): INT8 weights and
 # activations, calibrated; what carries the conditioning and costs little stays float, and so does the attention,
-# which OpenVINO then keeps fused (README, "What the W8A8 figures say").
+# which OpenVINO then keeps fused (docs/amx.md, "What the W8A8 figures say").
 INT8_WEIGHTS = {"mode": "int8_asym"}
 INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "adjust"}
 W8A8_QUANTIZATION = {
@@ -40,13 +46,13 @@ W8A8_QUANTIZATION = {
     ),
     "ignored_types": ("ScaledDotProductAttention",),
 }
-COMPRESSION_RECIPES: dict[str, dict[str, dict]] = {
+COMPRESSION_SCHEMES: dict[str, dict[str, dict]] = {
     "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
     "INT4-T5": {"text_encoder": INT4_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
     "W8A8": {"text_encoder": INT8_WEIGHTS, "transformer": W8A8_QUANTIZATION, "vae_decoder": INT8_WEIGHTS},
 }
-# FP16 is converted (notebook 1), the others are compressed from it (notebook 3) with their recipe.
-VARIANTS = ("FP16", *COMPRESSION_RECIPES)
+# FP16 is converted (notebook 1), the others are compressed from it (notebook 3) with their scheme.
+VARIANTS = ("FP16", *COMPRESSION_SCHEMES)
 # Opt-in: a variant named after its base variant (``W8A8-ToDo``: W8A8), whose folder is the base's parts (linked) plus
 # DOWNSAMPLED_PART, the transformer with token downsampling (``helpers.token_downsampling``) for the first steps.
 DOWNSAMPLED_SUFFIX = "-ToDo"
@@ -63,9 +69,9 @@ class DamagedVariantError(VariantNotReadyError):
     """A finished variant folder whose files are not what was written: a copy cut short, a file edited or lost."""
 
 
-def needs_calibration(recipe: dict[str, dict]) -> bool:
-    """True when a recipe quantizes activations (W8A8), which needs a calibration set."""
-    return any(settings["mode"] == "w8a8" for settings in recipe.values())
+def needs_calibration(scheme: dict[str, dict]) -> bool:
+    """True when a compression scheme quantizes activations (W8A8), which needs a calibration set."""
+    return any(method["mode"] == "w8a8" for method in scheme.values())
 
 
 def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:
@@ -107,11 +113,11 @@ def file_checksum(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def file_records(folder: Path, progress: bool = False) -> dict[str, dict[str, Any]]:
+def file_records(folder: Path, show_progress: bool = False) -> dict[str, dict[str, Any]]:
     """Size and SHA-256 of every file of a variant folder but its index, by path relative to the folder."""
     folder = Path(folder)
     files = sorted(f for f in folder.rglob("*") if f.is_file() and f.name != MODEL_INDEX and not _is_temporary(f, folder))
-    bar = tqdm(files, desc="checksums", unit="file", disable=not progress)
+    bar = tqdm(files, desc="checksums", unit="file", disable=not show_progress)
     return {f.relative_to(folder).as_posix(): {"size": f.stat().st_size, "sha256": file_checksum(f)} for f in bar}
 
 
@@ -124,9 +130,11 @@ def damaged_files(folder: Path, checksums: bool = False) -> dict[str, str]:
 
     Sizes are compared always (cheap), checksums only when ``checksums`` is true (they read every byte).
     """
-    folder = Path(folder)
+    return _damaged(Path(folder), read_index(folder).get("files", {}), checksums)
+
+
+def _damaged(folder: Path, records: dict[str, dict[str, Any]], checksums: bool = False) -> dict[str, str]:
     problems = {}
-    records = read_index(folder).get("files", {})
     for name, record in tqdm(records.items(), desc="verify", unit="file", disable=not checksums):
         path = folder / name
         if not path.is_file():
@@ -144,29 +152,134 @@ def damage_message(folder: Path, problems: dict[str, str]) -> str:
     return f"The model at {folder} is damaged: {listed}. Copy the folder again, or {how_to_make(folder)} (it remakes what is damaged)."
 
 
-def check_variant(folder: Path) -> Path:
-    """Return ``folder`` if it is a finished, undamaged variant folder; else raise an error that names the fix.
+class Variant:
+    """A finished, undamaged variant folder, its index read once: what the stages, the demo, the CLI and the
+    benchmarks ask about a variant. :meth:`load` checks the folder; the rest reads what it holds (the part configs
+    and the scheduler config, each once)."""
 
-    Raises :class:`VariantNotReadyError` for a missing or unfinished folder and :class:`DamagedVariantError` when a
-    recorded file is missing or has another size than was written.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise VariantNotReadyError(f"No converted model at {folder}: {how_to_make(folder)} first.")
-    missing = [part for part in PARTS if not is_part_converted(folder, part)]
-    if missing or not (folder / MODEL_INDEX).is_file():
-        what = f"parts missing: {', '.join(missing)}" if missing else f"no {MODEL_INDEX}"
-        raise VariantNotReadyError(f"The model at {folder} is incomplete ({what}): {how_to_make(folder)}.")
-    problems = damaged_files(folder)
-    if problems:
-        raise DamagedVariantError(damage_message(folder, problems))
-    return folder
+    def __init__(self, folder: Path, index: dict[str, Any]):
+        self.folder, self.index = Path(folder), index
+        self._configs: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def load(cls, folder: Path) -> "Variant":
+        """The variant in ``folder``; :class:`VariantNotReadyError` for a missing or unfinished folder and
+        :class:`DamagedVariantError` when a recorded file is missing or has another size than was written (both
+        name the fix)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise VariantNotReadyError(f"No converted model at {folder}: {how_to_make(folder)} first.")
+        missing = [part for part in PARTS if not is_part_converted(folder, part)]
+        if missing or not (folder / MODEL_INDEX).is_file():
+            what = f"parts missing: {', '.join(missing)}" if missing else f"no {MODEL_INDEX}"
+            raise VariantNotReadyError(f"The model at {folder} is incomplete ({what}): {how_to_make(folder)}.")
+        index = read_index(folder)
+        problems = _damaged(folder, index.get("files", {}))
+        if problems:
+            raise DamagedVariantError(damage_message(folder, problems))
+        return cls(folder, index)
+
+    @classmethod
+    def of(cls, model_id: str, name: str = "FP16", root: Path = MODEL_ROOT) -> "Variant":
+        """The variant ``name`` of a model, from ``model/<model-name>/<name>``."""
+        return cls.load(variant_dir(model_id, name, root))
+
+    def __repr__(self) -> str:
+        return f"Variant({str(self.folder)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def pipeline_name(self) -> str:
+        """The diffusers pipeline its model comes from: ``PixArtAlphaPipeline`` (folders made before PixArt-Σ came
+        in record none) or ``PixArtSigmaPipeline``."""
+        return self.index.get("pipeline", "PixArtAlphaPipeline")
+
+    @property
+    def family(self) -> str:
+        return "PixArt-Σ" if self.pipeline_name == "PixArtSigmaPipeline" else "PixArt-α"
+
+    @property
+    def compression(self) -> dict[str, dict]:
+        """The compression scheme it was made with (NNCF method by part); empty for FP16."""
+        return self.index.get("compression", {})
+
+    @property
+    def token_downsampling(self) -> dict[str, Any] | None:
+        """The token downsampling record of a ``-ToDo`` variant (factor, blocks, steps); None for the others."""
+        return self.index.get("token_downsampling")
+
+    @property
+    def files(self) -> dict[str, dict[str, Any]]:
+        """Size and SHA-256 of each file, as recorded when the folder was finished."""
+        return self.index.get("files", {})
+
+    def part_dir(self, part: str) -> Path:
+        return self.folder / part
+
+    def ir(self, part: str) -> Path:
+        return ir_path(self.folder, part)
+
+    def part_config(self, part: str) -> dict[str, Any]:
+        """A part's ``config.json`` (the torch module's config), read once."""
+        if part not in self._configs:
+            self._configs[part] = json.loads((self.folder / part / "config.json").read_text())
+        return self._configs[part]
+
+    @property
+    def scheduler_config(self) -> dict[str, Any]:
+        if "scheduler" not in self._configs:
+            self._configs["scheduler"] = scheduler_config(self.folder)
+        return self._configs["scheduler"]
+
+    @property
+    def recipe(self) -> SamplingRecipe:
+        """How its checkpoint is sampled (LCM or standard), from the scheduler config: no model compiled."""
+        return recipe_for(self.scheduler_config["_class_name"])
+
+    @property
+    def sample_size(self) -> int:
+        """The transformer's latent side; times the VAE's 8, the native picture side."""
+        return self.part_config("transformer")["sample_size"]
+
+    @property
+    def sizes(self) -> list[str]:
+        """The picture sizes it draws, as "W×H": its sample size's aspect-ratio bins, squarest first."""
+        return size_choices(self.sample_size)
+
+    @property
+    def native_size(self) -> tuple[int, int]:
+        return native_size(self.sample_size)
+
+    @property
+    def wide_size(self) -> tuple[int, int]:
+        """``(height, width)`` of its landscape bin closest to 16:9 (1344×768 on 1024² models)."""
+        return wide_size(self.sample_size)
+
+    def part_sizes_mb(self) -> dict[str, float]:
+        return part_sizes_mb(self.folder)
+
+    def damaged_files(self, checksums: bool = False) -> dict[str, str]:
+        """Its recorded files that are missing, cut short or (``checksums``: read every byte) changed."""
+        return _damaged(self.folder, self.files, checksums)
+
+
+def as_variant(variant: Variant | Path) -> Variant:
+    """A :class:`Variant` as it is, or the one a folder holds (checked and read)."""
+    return variant if isinstance(variant, Variant) else Variant.load(variant)
+
+
+def check_variant(folder: Path) -> Path:
+    """Return ``folder`` if it is a finished, undamaged variant folder; else raise the error :meth:`Variant.load` does."""
+    return Variant.load(folder).folder
 
 
 def is_variant(folder: Path) -> bool:
     """True when ``folder`` is a finished, undamaged variant folder."""
     try:
-        check_variant(folder)
+        Variant.load(folder)
     except VariantNotReadyError:
         return False
     return True
@@ -182,28 +295,24 @@ def scheduler_config(folder: Path) -> dict[str, Any]:
     return json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())
 
 
-def source_pipeline(folder: Path) -> str:
-    """The diffusers pipeline class a variant folder's model comes from (``PixArtAlphaPipeline`` or
-    ``PixArtSigmaPipeline``); also for the diffusers folder it is converted from, whose index names it."""
-    index = read_index(folder)
-    if "parts" in index:  # a variant folder; those made before PixArt-Σ came in are α
-        return index.get("pipeline", "PixArtAlphaPipeline")
-    return index["_class_name"]  # a diffusers folder
-
-
-def variant_recipe(folder: Path) -> Recipe:
-    """The sampling recipe of a variant (or diffusers) folder, read from its scheduler config (no model compiled)."""
+def folder_recipe(folder: Path) -> SamplingRecipe:
+    """The sampling recipe of a diffusers folder (a variant's: ``Variant.recipe``), from its scheduler config."""
     return recipe_for(scheduler_config(folder)["_class_name"])
 
 
-def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[str]:
-    """The finished variant folders of a model on disk, in the order of :data:`VARIANTS`; an error when none is."""
+def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[Variant]:
+    """The finished variants of a model on disk, in the order of :data:`VARIANTS`; an error when there is none."""
     folder = Path(root) / model_name(model_id)
-    found = [p.name for p in folder.glob("*") if is_variant(p)] if folder.is_dir() else []
+    found = {}
+    for path in sorted(folder.glob("*")) if folder.is_dir() else ():
+        try:
+            found[path.name] = Variant.load(path)
+        except VariantNotReadyError:
+            continue
     if not found:
         raise VariantNotReadyError(f"No converted model for '{model_id}' under {folder}: {how_to_make(folder / 'FP16')} first.")
     order = (*VARIANTS, *DOWNSAMPLED_VARIANTS)
-    return sorted(found, key=lambda name: (order.index(name) if name in order else len(order), name))
+    return [found[name] for name in sorted(found, key=lambda name: (order.index(name) if name in order else len(order), name))]
 
 
 def remove_damaged(folder: Path) -> list[str]:
@@ -221,30 +330,46 @@ def remove_damaged(folder: Path) -> list[str]:
 
 
 def make_parts(
-    out_dir: Path, parts: Iterable[str], make: Callable[[str], Any], done: str, progress: Callable[[str], None] = tqdm.write
+    out_dir: Path, parts: Iterable[str], make: Callable[[str], Any], action: str, report: Callable[[str], None] = tqdm.write
 ) -> dict[str, float]:
     """Run ``make(part)`` for each part not yet finished in ``out_dir``, one part's weights in memory at a time.
 
-    Damaged parts of a finished folder are made again. Returns the seconds each part took; parts already there
-    are skipped (and reported as such).
+    Damaged parts of a finished folder are made again. ``action`` is what ``make`` does ("converted"), for the
+    lines ``report`` is given. Returns the seconds each part took; parts already there are skipped (and reported).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for sub in remove_damaged(out_dir):
-        progress(f"{sub}: damaged, made again")
+        report(f"{sub}: damaged, made again")
     seconds = {}
-    bar = tqdm(list(parts), desc=done, unit="part")
+    bar = tqdm(list(parts), desc=action, unit="part")
     for part in bar:
         bar.set_postfix_str(part)
         if is_part_converted(out_dir, part):
-            progress(f"{part}: already {done}, skipped")
+            report(f"{part}: already {action}, skipped")
             continue
         start = time.perf_counter()
         make(part)
         gc.collect()
         seconds[part] = time.perf_counter() - start
-        progress(f"{part}: {done} in {seconds[part]:.1f} s")
+        report(f"{part}: {action} in {seconds[part]:.1f} s")
     return seconds
+
+
+def save_part(
+    out_dir: Path, part: str, model: Any, config: dict[str, Any], compress_to_fp16: bool = True,
+    finish: Callable[[Path], Any] | None = None,
+) -> Path:
+    """Write one part into ``out_dir/part``: its IR (``ov.save_model``), then ``finish(xml)`` if given, and its
+    torch config, in a temporary folder renamed at the end."""
+    import openvino as ov
+
+    with atomic_folder(Path(out_dir) / part) as tmp:
+        ov.save_model(model, tmp / IR_NAME, compress_to_fp16=compress_to_fp16)
+        if finish is not None:
+            finish(tmp / IR_NAME)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    return Path(out_dir) / part
 
 
 def link_part(source: Path, out_dir: Path, part: str) -> Path:
@@ -262,22 +387,32 @@ def link_part(source: Path, out_dir: Path, part: str) -> Path:
     return Path(out_dir) / part
 
 
-def finish_variant(source: Path, out_dir: Path, index: dict, progress: bool = True) -> None:
+def finish_variant(source: Path, out_dir: Path, record: dict, show_progress: bool = True) -> Variant | None:
     """Copy the tokenizer and scheduler from ``source``; once every part is in place, write ``model_index.json``.
 
-    The index, written last (through a temporary file), records each file's size and SHA-256.
+    The index, written last (through a temporary file), holds ``record`` (what the folder was made from and how)
+    and each file's size and SHA-256. Returns the finished :class:`Variant` (None while parts are missing).
     """
     source, out_dir = Path(source), Path(out_dir)
     for sub in COPIED:
         if not (out_dir / sub).is_dir():
             with atomic_folder(out_dir / sub) as tmp:
                 shutil.copytree(source / sub, tmp, dirs_exist_ok=True)
-    if all(is_part_converted(out_dir, part) for part in PARTS):
-        files = file_records(out_dir, progress)
-        tmp = out_dir / f".{MODEL_INDEX}.partial"
-        pipeline = {"pipeline": source_pipeline(source)}
-        tmp.write_text(json.dumps({"_class_name": "OVPixArtPipeline", "parts": list(PARTS), **pipeline, **index, "files": files}, indent=2))
-        tmp.replace(out_dir / MODEL_INDEX)
+    if not all(is_part_converted(out_dir, part) for part in PARTS):
+        return None
+    files = file_records(out_dir, show_progress)
+    index = {"_class_name": "OVPixArtPipeline", "parts": list(PARTS), "pipeline": source_pipeline(source), **record, "files": files}
+    tmp = out_dir / f".{MODEL_INDEX}.partial"
+    tmp.write_text(json.dumps(index, indent=2))
+    tmp.replace(out_dir / MODEL_INDEX)
+    return Variant(out_dir, index)
+
+
+def source_pipeline(folder: Path) -> str:
+    """The diffusers pipeline class of the folder a variant is made from: a diffusers folder's index names it, a
+    variant folder's records it."""
+    index = read_index(folder)
+    return Variant(folder, index).pipeline_name if "parts" in index else index["_class_name"]
 
 
 def folder_size_mb(folder: Path) -> float:
@@ -288,26 +423,3 @@ def folder_size_mb(folder: Path) -> float:
 def part_sizes_mb(folder: Path) -> dict[str, float]:
     """Weights size (the IR's ``.bin``) of each part of a variant folder, in MB."""
     return {part: ir_path(folder, part).with_suffix(".bin").stat().st_size / 1e6 for part in PARTS}
-
-
-def save_calibration(calls: Iterable[dict[str, Any]], path: Path) -> Path:
-    """Keep a calibration set (one dict of named arrays per recorded call) in one ``.npz`` file, written atomically."""
-    import numpy as np
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial.npz")
-    np.savez(tmp, **{f"{index}/{name}": value for index, call in enumerate(calls) for name, value in call.items()})
-    tmp.replace(path)
-    return path
-
-
-def load_calibration(path: Path) -> list[dict[str, Any]]:
-    """The calibration set :func:`save_calibration` kept, in the order it was recorded."""
-    import numpy as np
-
-    calls: dict[int, dict[str, Any]] = {}
-    with np.load(path) as stored:
-        for key in stored.files:
-            index, name = key.split("/", 1)
-            calls.setdefault(int(index), {})[name] = stored[key]
-    return [calls[index] for index in sorted(calls)]

@@ -10,7 +10,7 @@ from helpers.conversion import convert_pipeline
 from helpers.pipeline import OVPixArtPipeline
 from helpers.settings import F32_CONFIG
 from helpers.sources import resolve_model_source
-from helpers.variants import COMPRESSION_RECIPES, variant_dir
+from helpers.variants import COMPRESSION_SCHEMES, variant_dir
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def sigma_source(model_root) -> Path:
 @pytest.fixture(scope="session")
 def sigma_variant(model_root, sigma_source) -> Path:
     folder = variant_dir("tiny-sigma", "FP16", root=model_root)
-    convert_pipeline(sigma_source, folder, progress=lambda message: None)
+    convert_pipeline(sigma_source, folder, report=lambda message: None)
     return folder
 
 
@@ -59,9 +59,9 @@ def tiny_compressed(model_root, tiny_variant) -> dict:
     """The INT8, INT4-T5 and W8A8 variants of the tiny model, by name (W8A8 calibrated on 2 prompts at 256²)."""
     calibration = collect_calibration_data(tiny_variant, calibration_prompts("tiny", 2), height=256, width=256)
     folders = {}
-    for name, recipe in COMPRESSION_RECIPES.items():
+    for name, scheme in COMPRESSION_SCHEMES.items():
         folders[name] = variant_dir("tiny", name, root=model_root)
-        compress_variant(tiny_variant, folders[name], recipe, progress=lambda message: None, calibration=calibration)
+        compress_variant(tiny_variant, folders[name], scheme, report=lambda message: None, calibration=calibration)
     return folders
 
 

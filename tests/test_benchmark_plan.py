@@ -21,20 +21,21 @@ from benchmarks.plan import (
     sigma_2k_plan,
 )
 from benchmarks.tasks import TASKS, example_inputs
-from helpers.sources import SIGMA_TRANSFORMER, full_size_configs
-from helpers.variants import COMPRESSION_RECIPES, PARTS, VARIANTS, needs_calibration
+from helpers import machine
+from helpers.building import SIGMA_TRANSFORMER, full_size_configs
+from helpers.variants import COMPRESSION_SCHEMES, PARTS, VARIANTS, needs_calibration
 
 EVERY_ONLY = [set(PARTS), {"transformer", "vae_decoder"}, {"text_encoder"}, {"transformer"}, {"vae_decoder"}]
 
 
 @pytest.fixture
 def no_bf16(monkeypatch):
-    monkeypatch.setattr(plan_module, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
 
 
 @pytest.fixture
 def bf16(monkeypatch):
-    monkeypatch.setattr(plan_module, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
 
 
 def keys(steps):
@@ -61,7 +62,7 @@ def test_order_of_the_full_plan(no_bf16):
     assert order[-1] == "convert pipeline, one process"
     position = order.index
     for part in PARTS:
-        for variant in COMPRESSION_RECIPES:
+        for variant in COMPRESSION_SCHEMES:
             assert position(f"convert {part}") < position(f"compress {variant} {part}")
     last_compress = max(position(key) for key in order if key.startswith("compress "))
     first_pipeline = min(position(key) for key in order if key.startswith("pipeline "))
@@ -82,12 +83,18 @@ def test_order_of_the_full_plan(no_bf16):
     assert position("latency ov-W8A8 transformer") < position("W8A8 vs FP16 side by side") < position("convert pipeline, one process")
 
 
-def test_the_retired_upcast_step_is_not_run_but_still_reported_after_the_build(no_bf16):
+def test_the_retired_upcast_step_is_not_run_but_still_reported_after_the_build(bf16):
     assert "upcast T5 checkpoint" not in keys(full_plan())
     order = report_order()
     assert RETIRED_STEPS == {"upcast T5 checkpoint": "build"}
     assert order[:3] == ["build", "upcast T5 checkpoint", "matmul peak"]
     assert set(order) - set(RETIRED_STEPS) == set(keys(full_plan()))
+
+
+def test_the_report_order_does_not_depend_on_this_cpu(bf16, monkeypatch):
+    with_bf16 = report_order()
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})
+    assert report_order() == with_bf16
 
 
 def test_torch_bf16_is_left_out_without_bf16_instructions(no_bf16):
@@ -123,7 +130,7 @@ def test_only_leaves_out_the_whole_pipeline_steps_and_the_other_parts(no_bf16):
 @pytest.mark.parametrize("only", EVERY_ONLY, ids=lambda only: "+".join(sorted(only)))
 def test_the_w8a8_steps_come_after_its_calibration(no_bf16, only):
     order = keys(full_plan(only=only))
-    calibrated = [part for part in PARTS if part in only and needs_calibration({part: COMPRESSION_RECIPES["W8A8"][part]})]
+    calibrated = [part for part in PARTS if part in only and needs_calibration({part: COMPRESSION_SCHEMES["W8A8"][part]})]
     assert ("calibrate W8A8" in order) == bool(calibrated)
     for part in calibrated:
         assert order.index(f"convert {part}") < order.index("calibrate W8A8") < order.index(f"compress W8A8 {part}")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import plan as plan_module
 from benchmarks.report import chart, derived, markdown, sigma_2k_markdown
+from helpers import machine
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -92,15 +92,24 @@ def test_markdown_lists_every_step_but_the_latencies_in_the_plans_order(results)
         assert rows[1] == "upcast T5 checkpoint"
 
 
-def test_full_markdown_is_the_committed_one(monkeypatch):
-    """The committed ``full.md`` is what the report makes of the committed ``full.json``."""
+def test_full_markdown_is_the_committed_one():
+    """The committed ``full.md`` is what the report makes of the committed ``full.json``, whatever machine renders it."""
     path = RESULTS / "full.json"
     if not path.is_file():
         pytest.skip("no committed full.json")
-    # full.json predates the machine's recorded bf16 instructions: the report then reads this machine's, and
-    # full.json's machine had none
-    monkeypatch.setattr(plan_module, "cpu_flags", lambda: {"avx2"})
     assert markdown(json.loads(path.read_text())) == path.with_suffix(".md").read_text()
+
+
+def test_the_report_reads_the_machine_from_the_results_only(monkeypatch):
+    """bf16 instructions the results did not record are said to be unrecorded, never read from the rendering machine."""
+    monkeypatch.setattr(machine, "cpu_flags", lambda: pytest.fail("the report read this machine's CPU flags"))
+    results = {"machine": {"cpu": "Old CPU", "cores": 2, "memory_gib": 16.0, "openvino": "2026.0", "torch": "2.9",
+                           "openvino_default_precision": "f32", "date": "2026-01-01"}, "steps": {}}
+    assert "whether this CPU has bf16 instructions was not recorded" in markdown(results)
+    results["machine"]["bf16_instructions"] = []
+    assert "this CPU has no bf16 instructions" in markdown(results)
+    results["machine"]["bf16_instructions"] = ["amx_bf16"]
+    assert "PyTorch bf16 not run" not in markdown(results)
 
 
 def test_chart_is_written(results, tmp_path):

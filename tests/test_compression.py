@@ -9,7 +9,7 @@ from helpers.compression import collect_calibration_data, compress_variant, weig
 from helpers.conversion import sinusoid_tables
 from helpers.pipeline import OVPixArtPipeline, generate
 from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
-from helpers.variants import COMPRESSION_RECIPES, IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
+from helpers.variants import COMPRESSION_SCHEMES, IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
 
 
 def _read(folder, part):
@@ -108,7 +108,7 @@ def test_calibration_records_every_transformer_call(tiny_variant):
 
 def test_w8a8_without_calibration_says_how_to_make_it(tiny_variant, tmp_path):
     with pytest.raises(ValueError, match="collect_calibration_data"):
-        compress_variant(tiny_variant, tmp_path / "W8A8", COMPRESSION_RECIPES["W8A8"])
+        compress_variant(tiny_variant, tmp_path / "W8A8", COMPRESSION_SCHEMES["W8A8"])
 
 
 def test_compressed_weights_are_smaller(tiny_variant, tiny_compressed):
@@ -130,7 +130,7 @@ def test_compressed_variant_is_complete_and_skipped_when_done(tiny_variant, tiny
     check_variant(folder)
     assert (folder / "tokenizer").is_dir() and (folder / "scheduler").is_dir()
     messages = []
-    assert compress_variant(tiny_variant, folder, COMPRESSION_RECIPES["INT8"], progress=messages.append) == {}
+    assert compress_variant(tiny_variant, folder, COMPRESSION_SCHEMES["INT8"], report=messages.append) == {}
     assert len(messages) == 3 and all("skipped" in m for m in messages)
 
 
@@ -140,7 +140,7 @@ def test_interrupted_compression_is_not_taken_as_done(tiny_variant, tmp_path, mo
 
     monkeypatch.setattr(ov, "save_model", killed)
     with pytest.raises(KeyboardInterrupt):
-        compress_variant(tiny_variant, tmp_path / "INT8", COMPRESSION_RECIPES["INT8"])
+        compress_variant(tiny_variant, tmp_path / "INT8", COMPRESSION_SCHEMES["INT8"])
     assert not is_part_converted(tmp_path / "INT8", "text_encoder")
     with pytest.raises(VariantNotReadyError):
         check_variant(tmp_path / "INT8")
@@ -148,7 +148,7 @@ def test_interrupted_compression_is_not_taken_as_done(tiny_variant, tmp_path, mo
 
 def test_compressing_without_fp16_says_run_notebook_1(tmp_path):
     with pytest.raises(VariantNotReadyError, match="run notebook 1"):
-        compress_variant(tmp_path / "FP16", tmp_path / "INT8", COMPRESSION_RECIPES["INT8"])
+        compress_variant(tmp_path / "FP16", tmp_path / "INT8", COMPRESSION_SCHEMES["INT8"])
 
 
 def test_compressed_pipeline_stays_close_to_fp16(tiny_variant, tiny_compressed):

@@ -7,15 +7,9 @@ import openvino as ov
 import pytest
 import torch
 
-from helpers.conversion import (
-    convert_pipeline,
-    float32_source,
-    load_torch_part,
-    sinusoid_tables,
-    stored_dtypes,
-    upcast_checkpoint,
-)
-from helpers.pipeline import OVTextEncoder, OVTransformer, OVVaeDecoder
+from helpers.checkpoints import stored_dtypes, upcast_checkpoint
+from helpers.conversion import convert_pipeline, float32_source, load_torch_part, sinusoid_tables
+from helpers.parts import OVTextEncoder, OVTransformer, OVVaeDecoder
 from helpers.settings import F32_CONFIG, MODEL_INDEX
 from helpers.variants import IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
 
@@ -34,7 +28,7 @@ def test_conversion_writes_a_self_contained_variant(tiny_variant):
 def test_converted_parts_are_skipped(tiny_source, tiny_variant):
     before = {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in PARTS}
     messages = []
-    assert convert_pipeline(tiny_source, tiny_variant, progress=messages.append) == {}
+    assert convert_pipeline(tiny_source, tiny_variant, report=messages.append) == {}
     assert all("skipped" in m for m in messages) and len(messages) == 3
     assert before == {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in PARTS}
 

@@ -10,8 +10,8 @@ from PIL import Image
 
 from helpers.demo import DemoBackend, build_demo, launch_demo
 from helpers.settings import LCM_RECIPE
-from helpers.sizes import parse_size, size_choices
-from helpers.variants import VariantNotReadyError, available_variants
+from helpers.sizes import parse_size
+from helpers.variants import Variant, VariantNotReadyError, available_variants
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (Playwright's own download can't run here)
@@ -25,7 +25,7 @@ def demo_url(model_root, tiny_compressed):
 
 
 def test_variants_on_disk_fp16_first(model_root, tiny_compressed):
-    assert available_variants("tiny", root=model_root) == ["FP16", "INT8", "INT4-T5", "W8A8"]
+    assert [variant.name for variant in available_variants("tiny", root=model_root)] == ["FP16", "INT8", "INT4-T5", "W8A8"]
 
 
 def test_no_variant_says_run_notebook_1(tmp_path):
@@ -34,7 +34,7 @@ def test_no_variant_says_run_notebook_1(tmp_path):
 
 
 def test_sizes_are_the_aspect_ratio_bins(tiny_variant):
-    sizes = size_choices(tiny_variant)
+    sizes = Variant.load(tiny_variant).sizes
     assert sizes[0] == "1024×1024" and "1344×768" in sizes and "768×1344" in sizes
     assert parse_size("1344x768", sizes) == (768, 1344)
     with pytest.raises(ValueError, match="can't make '1000×1000'.*1024×1024"):

@@ -1,9 +1,13 @@
-"""The notebook benchmark's harness: its markdown table and its process-tree memory sampler (no notebook runs)."""
+"""The notebook benchmark's harness: its markdown table, the process-tree memory sampler and the machine record it
+uses (no notebook runs)."""
 
+import os
 import subprocess
 import sys
+import time
 
 from benchmarks import notebooks as harness
+from helpers import machine
 
 
 def record(name, passed, seconds, anon, file, summary):
@@ -51,14 +55,30 @@ def test_sampler_measures_child_process_tree():
     # a shell whose child allocates 300 MB: the memory is a grandchild's, found only by walking the tree
     script = "import time; b = bytearray(300 * 2**20); time.sleep(2)"
     child = subprocess.Popen(["/bin/sh", "-c", f'"{sys.executable}" -c "{script}"; true'])
-    sampler = harness.TreeSampler(child.pid, interval=0.1)
+    sampler = machine.PeakMemory(child.pid, tree=True, interval=0.1)
     assert sampler.watch(child) == 0
     assert sampler.anon >= 0.25
     assert sampler.total >= sampler.anon and sampler.file > 0
     assert sampler.hwm >= 0.25
 
 
+def test_sampler_measures_this_process_in_the_background():
+    with machine.PeakMemory(interval=0.01) as sampler:
+        block = bytearray(200 * 2**20)
+        time.sleep(0.1)
+    del block
+    report = sampler.report()
+    assert report["anon_gib"] >= 0.19 and report["file_gib"] > 0
+    assert report["total_gib"] >= machine.status_kib(os.getpid())["VmHWM"] / 2**20  # the kernel's own peak at least
+
+
 def test_machine_reports_cores_and_memory():
     info = harness.machine()
     assert info["cores"] >= 1 and info["memory_gib"] > 0 and info["cpu"]
-    assert set(info["flags"]) <= set(harness.CPU_FLAGS)
+    assert set(info["instructions"]) <= set(machine.INSTRUCTIONS)
+    assert info["bf16_instructions"] == machine.bf16_instructions() and info["memory_gib"] == round(machine.memory_gib(), 1)
+
+
+def test_markdown_reads_the_instructions_the_machine_record_holds():
+    new = harness.markdown({"machine": {"cpu": "New CPU", "instructions": ["amx_bf16", "amx_tile"]}, "model": "m"})
+    assert "AMX" in new and "no AMX" not in new and "no bf16" not in new

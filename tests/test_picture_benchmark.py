@@ -1,7 +1,7 @@
 """The whole-picture benchmark's task and table on the tiny model (no timing assertions)."""
 
-from benchmarks.benchmark import machine
 from benchmarks.picture import markdown, picture_plan, task_picture, task_static_vs_dynamic
+from helpers.machine import machine
 
 
 def test_each_engine_times_a_whole_picture_split_into_its_parts(tmp_path, tiny_source, tiny_variant):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from helpers.comparison import psnr
-from helpers.pipeline import OVPixArtPipeline, compute_precision, generate
+from helpers.devices import compute_precision
+from helpers.pipeline import OVPixArtPipeline, generate
 from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
-from helpers.sizes import size_choices
 from helpers.variants import VariantNotReadyError
 
 # FP16-compressed weights against fp32 PyTorch, compiled with an f32 hint: the images differ by rounding only
@@ -61,7 +61,7 @@ def test_low_memory_gives_the_same_picture_with_one_part_compiled_at_a_time(tiny
 
 
 def test_low_memory_is_chosen_from_the_weights_in_memory(tiny_variant, monkeypatch):
-    from helpers import pipeline
+    from helpers import devices
 
     # the device's own answer (an ov.Type) and hints given as strings, named alike
     assert compute_precision("CPU") in ("f32", "bf16", "f16")
@@ -69,12 +69,12 @@ def test_low_memory_is_chosen_from_the_weights_in_memory(tiny_variant, monkeypat
     assert compute_precision("CPU", {"INFERENCE_PRECISION_HINT": "bf16"}) == "bf16"
     assert compute_precision("CPU", F32_CONFIG) == "f32"
 
-    f32, bf16 = pipeline.weights_in_memory_gib(tiny_variant, "f32"), pipeline.weights_in_memory_gib(tiny_variant, "bf16")
+    f32, bf16 = devices.weights_in_memory_gib(tiny_variant, "f32"), devices.weights_in_memory_gib(tiny_variant, "bf16")
     assert f32 == pytest.approx(2 * bf16)  # FP16 weights held in f32 take twice their file
-    assert pipeline.fits_in_memory(tiny_variant, "CPU", F32_CONFIG)
-    monkeypatch.setattr(pipeline, "memory_gib", lambda: f32 / pipeline.MEMORY_SHARE * 0.99)
-    assert not pipeline.fits_in_memory(tiny_variant, "CPU", F32_CONFIG)
-    assert pipeline.fits_in_memory(tiny_variant, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    assert devices.fits_in_memory(tiny_variant, "CPU", F32_CONFIG)
+    monkeypatch.setattr(devices, "memory_gib", lambda: f32 / devices.MEMORY_SHARE * 0.99)
+    assert not devices.fits_in_memory(tiny_variant, "CPU", F32_CONFIG)
+    assert devices.fits_in_memory(tiny_variant, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
     assert OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG).low_memory
 
 
@@ -84,6 +84,17 @@ def test_num_images_per_prompt_and_recipe_defaults(pipelines):
     images = ov_pipe("a red circle", num_images_per_prompt=2, height=256, width=256, use_resolution_binning=False).images
     assert [image.size for image in images] == [(256, 256)] * 2
     assert np.asarray(images[0]).std() > 0 and not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
+
+
+def test_the_call_and_generate_draw_the_same_picture_by_the_recipe(pipelines):
+    _, ov_pipe = pipelines["standard"]  # the recipe with a negative prompt, where the two once differed
+    assert ov_pipe.recipe.negative_prompt
+    size = dict(height=256, width=256, use_resolution_binning=False)
+    generated, _ = generate(ov_pipe, "a red circle", seed=3, **size)
+    called = ov_pipe("a red circle", generator=torch.Generator("cpu").manual_seed(3), **size).images[0]
+    assert np.array_equal(np.asarray(generated), np.asarray(called))
+    without = ov_pipe("a red circle", negative_prompt="", generator=torch.Generator("cpu").manual_seed(3), **size).images[0]
+    assert not np.array_equal(np.asarray(called), np.asarray(without))  # the negative prompt is in the picture
 
 
 @pytest.mark.parametrize(
@@ -150,6 +161,6 @@ def test_a_sample_size_without_alpha_bins_asks_for_binning_off(tiny_variant, tmp
     config = copy / "transformer" / "config.json"
     config.write_text(config.read_text().replace('"sample_size": 128', '"sample_size": 256'))
     pipe = OVPixArtPipeline.from_variant(copy, "CPU", low_memory=True)  # nothing compiled: refused first
-    assert size_choices(copy)[0] == "2048×2048"
+    assert pipe.variant.sizes[0] == "2048×2048"
     with pytest.raises(ValueError, match="no aspect-ratio bins for sample size 256.*use_resolution_binning=False"):
         pipe("a cat")

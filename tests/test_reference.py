@@ -27,9 +27,9 @@ def test_two_stages_give_the_pipelines_own_pictures(tiny_standard_source):
 
 
 def test_reference_precision_follows_the_cpu(monkeypatch):
-    from helpers import reference
+    from helpers import machine
 
-    monkeypatch.setattr(reference, "cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f"})
     assert reference_dtype() == torch.float32
-    monkeypatch.setattr(reference, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
     assert reference_dtype() == torch.bfloat16

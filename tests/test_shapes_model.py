@@ -22,7 +22,7 @@ def test_shipped_model_is_a_small_diffusers_folder(shapes_source):
 
 
 def test_shipped_model_draws_what_it_is_asked(shapes_source):
-    """16 of the evaluation prompts in PyTorch (the 64-prompt scores are in the README).
+    """16 of the evaluation prompts in PyTorch (the 64-prompt scores are in docs/shapes-model.md).
 
     The model shipped now draws all 16 right (1.0 on every attribute; 0.98 overall on the 64); the first model, with
     half its training, scored 0.19 overall here, and an untrained one about a fifth for position and an eighth for

@@ -7,14 +7,14 @@ import pytest
 import torch
 from diffusers import PixArtSigmaPipeline
 
+from helpers.building import build_random
 from helpers.comparison import psnr
 from helpers.compression import compress_variant
 from helpers.conversion import SDXL_VAE_ACTIVATIONS_SCALE_FACTOR
 from helpers.pipeline import OVPixArtPipeline, OVPixArtSigmaPipeline
 from helpers.settings import F32_CONFIG, STANDARD_RECIPE
-from helpers.sizes import size_choices
-from helpers.sources import build_random, pipeline_class_name
-from helpers.variants import COMPRESSION_RECIPES, read_index, variant_dir
+from helpers.sources import pipeline_class_name
+from helpers.variants import COMPRESSION_SCHEMES, Variant, variant_dir
 
 MIN_PSNR_DB = 40.0  # as for α (tests/test_pipeline.py): rounding alone gives ~65 dB on the tiny models
 LONG_PROMPT = " ".join(["a red circle at the top left on a blue background, flat colours, clean edges"] * 30)
@@ -27,10 +27,10 @@ def pipelines(sigma_source, sigma_variant):
 
 def test_tiny_sigma_is_a_sigma_checkpoint_and_its_variant_says_so(sigma_source, sigma_variant, pipelines):
     assert pipeline_class_name(sigma_source) == "PixArtSigmaPipeline"
-    assert read_index(sigma_variant)["pipeline"] == "PixArtSigmaPipeline"
+    assert Variant.load(sigma_variant).pipeline_name == "PixArtSigmaPipeline"
     _, ov_pipe = pipelines
     assert isinstance(ov_pipe, OVPixArtSigmaPipeline) and ov_pipe.recipe == STANDARD_RECIPE
-    assert size_choices(sigma_variant)[0] == "2048×2048"  # the 2048 bins of sample size 256
+    assert Variant.load(sigma_variant).sizes[0] == "2048×2048"  # the 2048 bins of sample size 256
 
 
 def test_its_sdxl_vae_decoder_carries_the_fp16_activation_scaling_as_optimum_gives_it(sigma_variant):
@@ -47,7 +47,8 @@ def test_transformer_ir_has_no_micro_conditions(sigma_variant):
 @pytest.mark.parametrize("height,width", [(512, 512), (384, 640)])
 def test_openvino_matches_pytorch_square_and_not(pipelines, height, width):
     reference, ov_pipe = pipelines
-    kwargs = dict(height=height, width=width, use_resolution_binning=False, num_inference_steps=8, output_type="np")
+    # both with the checkpoint's recipe (the negative prompt too), which the OpenVINO pipeline applies by itself
+    kwargs = ov_pipe.recipe.call_arguments(height=height, width=width, use_resolution_binning=False, num_inference_steps=8, output_type="np")
     expected = reference("a red circle", generator=torch.Generator().manual_seed(3), **kwargs).images
     actual = ov_pipe("a red circle", generator=torch.Generator().manual_seed(3), **kwargs).images
     assert actual.shape == expected.shape == (1, height, width, 3)
@@ -81,7 +82,7 @@ def test_a_longer_max_sequence_length_reaches_the_ir_whole_as_in_pytorch(pipelin
     assert actual.shape == expected.shape == (1, 600, reference.text_encoder.config.d_model)
     # the IR's weights are stored in FP16: about 2e-3 on values of standard deviation 1, as at 300 tokens
     torch.testing.assert_close(actual, expected, atol=5e-3, rtol=1e-2)
-    kwargs = dict(max_sequence_length=600, num_inference_steps=2, height=256, width=256, use_resolution_binning=False, output_type="np")
+    kwargs = ov_pipe.recipe.call_arguments(max_sequence_length=600, num_inference_steps=2, height=256, width=256, use_resolution_binning=False, output_type="np")
     image = ov_pipe(prompt, generator=torch.Generator().manual_seed(1), **kwargs).images[0]
     assert psnr(reference(prompt, generator=torch.Generator().manual_seed(1), **kwargs).images[0], image) > MIN_PSNR_DB
 
@@ -94,7 +95,7 @@ def test_binning_maps_to_the_2048_bins_and_back(pipelines):
 
 def test_compressed_sigma_variant_loads_as_sigma(model_root, sigma_variant):
     folder = variant_dir("tiny-sigma", "INT8", root=model_root)
-    compress_variant(sigma_variant, folder, COMPRESSION_RECIPES["INT8"], progress=lambda message: None)
+    compress_variant(sigma_variant, folder, COMPRESSION_SCHEMES["INT8"], report=lambda message: None)
     pipe = OVPixArtPipeline.from_variant(folder, "CPU")
     assert isinstance(pipe, OVPixArtSigmaPipeline)
     image = pipe("a red circle", num_inference_steps=2, height=256, width=256, use_resolution_binning=False).images[0]

@@ -4,8 +4,16 @@ import json
 
 import pytest
 
-from helpers.sizes import aspect_ratio_bins, format_size, native_size, parse_size, size_choices, wide_size
-from helpers.sources import build_random
+from helpers.building import build_random
+from helpers.sizes import (
+    aspect_ratio_bins,
+    format_size,
+    native_size,
+    parse_size,
+    sample_size_of,
+    size_choices,
+    wide_size,
+)
 
 # sample size -> (square native size, the bin closest to 16:9 as (height, width))
 EXPECTED = {32: (256, (192, 336)), 64: (512, (384, 672)), 128: (1024, (768, 1344)), 256: (2048, (1536, 2688))}
@@ -19,13 +27,13 @@ def model_folder(tmp_path, sample_size):
 
 @pytest.mark.parametrize("sample_size", sorted(EXPECTED))
 def test_sizes_come_from_the_models_own_bins(tmp_path, sample_size):
-    folder = model_folder(tmp_path, sample_size)
+    assert sample_size_of(model_folder(tmp_path, sample_size)) == sample_size
     side, wide = EXPECTED[sample_size]
-    choices = size_choices(folder)
+    choices = size_choices(sample_size)
     bins = {(int(h), int(w)) for h, w in aspect_ratio_bins(sample_size).values()}
     assert len(choices) == len(bins) and len(set(choices)) == len(choices)
-    assert choices[0] == f"{side}×{side}" and native_size(folder) == (side, side)
-    assert wide_size(folder) == wide and wide in bins
+    assert choices[0] == f"{side}×{side}" and native_size(sample_size) == (side, side)
+    assert wide_size(sample_size) == wide and wide in bins
     assert format_size(*wide) in choices
     assert parse_size(format_size(*wide), choices) == wide
     assert all(h % 16 == 0 and w % 16 == 0 for h, w in bins)  # every bin tiles into 2×2 patches of 8× latents
@@ -33,15 +41,14 @@ def test_sizes_come_from_the_models_own_bins(tmp_path, sample_size):
 
 @pytest.mark.parametrize("sample_size", [16, 48, 512])
 def test_a_sample_size_without_bins_is_named_with_the_ones_that_have_them(tmp_path, sample_size):
-    folder = model_folder(tmp_path, sample_size)
     with pytest.raises(ValueError, match=rf"sample_size {sample_size} has no aspect-ratio bins.*32 \(256²\), 64 \(512²\), 128 \(1024²\), 256 \(2048²\)"):
-        size_choices(folder)
+        size_choices(sample_size)
     with pytest.raises(ValueError, match="no aspect-ratio bins"):
         build_random(tmp_path / "random", preset="tiny", sample_size=sample_size)
     assert not (tmp_path / "random").exists()
 
 
 def test_a_size_the_model_does_not_make_is_refused_with_examples(tmp_path):
-    choices = size_choices(model_folder(tmp_path, 64))
+    choices = size_choices(64)
     with pytest.raises(ValueError, match=r"can't make '1344×768'.*512×512"):
         parse_size("1344×768", choices)

@@ -6,7 +6,16 @@ import pytest
 import torch
 from diffusers import PixArtAlphaPipeline
 
-from helpers.conversion import load_torch_part, stored_dtypes
+from helpers.building import (
+    TINY_T5_CONFIG,
+    TINY_TRANSFORMER_CONFIG,
+    TINY_VAE_CONFIG,
+    build_random,
+    build_random_pipeline,
+    build_tiny_pipeline,
+)
+from helpers.checkpoints import stored_dtypes
+from helpers.conversion import load_torch_part
 from helpers.settings import (
     DEFAULT_MODEL_ID,
     LCM_RECIPE,
@@ -16,17 +25,8 @@ from helpers.settings import (
     model_name,
     recipe_for,
 )
-from helpers.sizes import size_choices
-from helpers.sources import (
-    TINY_T5_CONFIG,
-    TINY_TRANSFORMER_CONFIG,
-    TINY_VAE_CONFIG,
-    ModelSourceError,
-    build_random,
-    build_random_pipeline,
-    build_tiny_pipeline,
-    resolve_model_source,
-)
+from helpers.sizes import sample_size_of, size_choices
+from helpers.sources import ModelSourceError, resolve_model_source
 from helpers.variants import variant_dir
 
 
@@ -118,7 +118,7 @@ def test_build_random_makes_a_512_bin_checkpoint_with_an_fp32_encoder_stored_lik
     pipe = PixArtAlphaPipeline.from_pretrained(folder)
     assert pipe.transformer.config.sample_size == 64 and not pipe.transformer.use_additional_conditions
     assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
-    assert size_choices(folder)[0] == "512×512"
+    assert size_choices(sample_size_of(folder))[0] == "512×512"
     assert stored_dtypes(folder / "text_encoder") == {"F32"}
 
 

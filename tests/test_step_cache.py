@@ -14,7 +14,7 @@ import torch
 
 from helpers.comparison import compare_step_cache, psnr
 from helpers.pipeline import OVPixArtPipeline
-from helpers.settings import EXAMPLE_PROMPTS, MODEL_INDEX
+from helpers.settings import EXAMPLE_PROMPTS, MODEL_INDEX, recipe_for
 from helpers.step_cache import (
     CUT_POINTS,
     FirstBlockCache,
@@ -33,8 +33,9 @@ MIXING_THRESHOLD = 0.1
 
 def draw(pipe, threshold=None, seed=7, **kwargs):
     """Pictures (as arrays) and step counts of an OpenVINO pipeline with the cache at ``threshold`` (None: off), or
-    of diffusers' PyTorch pipeline with diffusers' First Block Cache."""
-    kwargs.setdefault("output_type", "np")
+    of diffusers' PyTorch pipeline with diffusers' First Block Cache; both by the checkpoint's recipe where ``kwargs``
+    say nothing (the OpenVINO pipeline applies it by itself, diffusers' does not)."""
+    kwargs = recipe_for(pipe.scheduler).call_arguments(output_type="np", **kwargs)
     generator = torch.Generator().manual_seed(seed)
     if isinstance(pipe, OVPixArtPipeline):
         pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from helpers.comparison import psnr
-from helpers.pipeline import OVPixArtPipeline, OVVaeDecoder
+from helpers.parts import OVVaeDecoder
+from helpers.pipeline import OVPixArtPipeline
 from helpers.tiling import decode_in_tiles, ramp, tile_starts
 
 

@@ -11,7 +11,8 @@ import torch
 from helpers.cli import main as cli_main
 from helpers.compression import make_downsampled_variant
 from helpers.conversion import load_torch_part
-from helpers.pipeline import OVPixArtPipeline, OVTransformer
+from helpers.parts import OVTransformer
+from helpers.pipeline import OVPixArtPipeline
 from helpers.settings import F32_CONFIG
 from helpers.token_downsampling import (
     TokenDownsampling,
@@ -56,7 +57,7 @@ def fp16(tmp_path_factory, tiny_variant):
 def downsampled(tiny_source, fp16):
     """The tiny model's FP16-ToDo variant (factor 2, all blocks), made as the CLI makes it."""
     folder = fp16.with_name("FP16-ToDo")
-    make_downsampled_variant(tiny_source, fp16, folder, TokenDownsampling(2), progress=lambda message: None)
+    make_downsampled_variant(tiny_source, fp16, folder, TokenDownsampling(2), report=lambda message: None)
     return folder
 
 
@@ -115,7 +116,7 @@ def test_the_variant_is_its_base_plus_the_downsampled_transformer(fp16, downsamp
         assert os.path.samefile(downsampled / part / "openvino_model.bin", fp16 / part / "openvino_model.bin")
     assert (downsampled / DOWNSAMPLED_PART / "openvino_model.bin").is_file()
     assert f"{DOWNSAMPLED_PART}/openvino_model.bin" in index["files"]  # checked like the others
-    assert available_variants("tiny", root=fp16.parent.parent)[-1] == "FP16-ToDo"
+    assert available_variants("tiny", root=fp16.parent.parent)[-1].name == "FP16-ToDo"
 
 
 def draw(pipe, steps: int = 4):
@@ -186,8 +187,8 @@ def test_bad_settings_are_named():
 
 
 def test_the_speed_benchmark_times_steps_in_turns_and_compares_outputs(tmp_path, fp16, downsampled):
-    from benchmarks.benchmark import machine
     from benchmarks.token_downsampling import markdown, task_picture_distance, task_steps
+    from helpers.machine import machine
 
     work = tmp_path / "tiny"
     work.mkdir()
@@ -208,5 +209,5 @@ def test_the_demo_lists_the_variant_but_does_not_preselect_it(fp16, downsampled)
 
     backend = DemoBackend("tiny", "CPU", root=fp16.parent.parent)  # FP16 and FP16-ToDo; W8A8(-ToDo) after the CLI test
     regular = [variant for variant in backend.variants if not variant.endswith("-ToDo")]
-    assert "FP16-ToDo" in backend.variants and backend.variants[-1].endswith("-ToDo")
+    assert "FP16-ToDo" in backend.variants and list(backend.variants)[-1].endswith("-ToDo")
     assert backend.default_variant == regular[-1]

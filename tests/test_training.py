@@ -6,22 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import training
+from helpers import training, training_vae
 from helpers.settings import model_name
 from helpers.shapes import all_scenes, render
 from helpers.sources import resolve_model_source
-from helpers.training import (
-    TrainingSettings,
-    cache_features,
-    encode_captions,
-    encode_pictures,
-    fit_vae_once,
-    pictures_to_tensor,
-    save_pipeline,
-    start_pipeline,
+from helpers.training import continue_from, dataset_size_for, save_pipeline, start_pipeline
+from helpers.training_features import cache_features, encode_captions
+from helpers.training_transformer import (
+    DiffusionTerms,
+    TrainingPlan,
+    learning_rate_factor,
+    pixart_loss,
+    sample_batch,
     train_transformer,
-    train_vae,
 )
+from helpers.training_vae import encode_pictures, fit_vae_once, pictures_to_tensor, train_vae, vae_steps_for
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +44,7 @@ def test_start_pipeline_has_the_real_architecture_at_256(start):
 def _swapped_colour_distance(pipe) -> float:
     """How far apart, relative to their length, the token vectors of two captions that swap their colours are."""
     captions = ["a red circle at the center on a blue background", "a blue circle at the center on a red background"]
-    embeddings, masks = training.encode_captions(pipe, captions)
+    embeddings, masks = encode_captions(pipe, captions)
     count = int(masks[0].sum())
     nearest = torch.cdist(embeddings[0, :count], embeddings[1, :count]).min(dim=1).values
     return float((nearest / embeddings[0, :count].norm(dim=-1)).mean())
@@ -66,14 +65,14 @@ def test_frozen_t5_tells_the_shape_colour_from_the_background_colour(tmp_path):
 def test_noise_is_added_like_diffusers(start):
     from diffusers import DDPMScheduler
 
-    terms = training.DiffusionTerms(start.scheduler.config)
+    terms = DiffusionTerms(start.scheduler.config)
     x0, noise, t = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8), torch.tensor([0, 500, 999])
     expected = DDPMScheduler.from_config(start.scheduler.config).add_noise(x0, noise, t)
     assert torch.allclose(terms.add_noise(x0, noise, t), expected, atol=1e-5)
 
 
 def test_variance_loss_is_zero_only_for_the_true_posterior(start):
-    terms = training.DiffusionTerms(start.scheduler.config)
+    terms = DiffusionTerms(start.scheduler.config)
     x0, noise, t = torch.randn(4, 4, 8, 8), torch.randn(4, 4, 8, 8), torch.tensor([1, 10, 500, 999])
     xt = terms.add_noise(x0, noise, t)
     posterior = -torch.ones_like(x0)  # -1: the posterior's own variance
@@ -88,18 +87,62 @@ def test_caption_dropout_swaps_in_an_unconditional_caption():
         "null_embeddings": torch.zeros(2, 6, 32), "null_masks": torch.zeros(2, 6, dtype=torch.long),
     }
     generator = torch.Generator().manual_seed(0)
-    _, embeddings, masks = training.sample_batch(features, TrainingSettings(batch_size=8, caption_dropout=1.0), generator)
+    _, embeddings, masks = sample_batch(features, TrainingPlan(batch_size=8, caption_dropout=1.0), generator)
     assert embeddings.abs().sum() == 0 and masks.sum() == 0
-    _, embeddings, _ = training.sample_batch(features, TrainingSettings(batch_size=8, caption_dropout=0.0), generator)
+    _, embeddings, _ = sample_batch(features, TrainingPlan(batch_size=8, caption_dropout=0.0), generator)
     assert torch.all(embeddings == 1)
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
-    settings = TrainingSettings(steps=1000, warmup_steps=100)
-    factors = [training.learning_rate_factor(step, settings) for step in range(settings.steps + 1)]
+    plan = TrainingPlan(steps=1000, warmup_steps=100)
+    factors = [learning_rate_factor(step, plan) for step in range(plan.steps + 1)]
     assert factors[0] == pytest.approx(0.01) and factors[99] == pytest.approx(1.0) and factors[100] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[100:], factors[101:]))  # never rises after the warm-up
     assert factors[550] == pytest.approx(0.55) and factors[-1] == pytest.approx(0.1)
+
+
+def test_run_sizes_follow_the_transformer_steps():
+    """One rule each, for the command and notebook 6: 2048 pictures (256 for a short run), the VAE half as long."""
+    assert dataset_size_for(4000) == dataset_size_for(1000) == 2048 and dataset_size_for(100) == 256
+    assert vae_steps_for(4000) == 2000 and vae_steps_for(100) == 50 and vae_steps_for(10) == 20
+
+
+def test_whole_training_runs_the_notebooks_stages_in_order(tmp_path, monkeypatch):
+    """``train_shapes_model`` is the stages notebook 6's cells call, in their order, with the same arguments."""
+    calls, plan = [], TrainingPlan(steps=100, device="cpu", seed=3)
+    dataset = {"image": ["picture"] * 256}
+
+    def stage(name, result=None):
+        def record(*args, **kwargs):
+            calls.append((name, args, kwargs))
+            return result
+        monkeypatch.setattr(training, name, record)
+
+    stage("prepare_data", dataset)
+    stage("start_pipeline", "pipe")
+    stage("continue_from", "trained pipe")
+    stage("pictures_to_tensor", "pictures")
+    stage("fit_vae_once", [1.0])
+    stage("cache_features", "features")
+    stage("train_transformer", [{"loss": 1.0}])
+    stage("save_pipeline")
+    lines = []
+    training.train_shapes_model(tmp_path / "out", tmp_path, plan, report=lines.append)
+    assert [name for name, _, _ in calls] == [
+        "prepare_data", "start_pipeline", "pictures_to_tensor", "fit_vae_once", "cache_features", "train_transformer", "save_pipeline",
+    ]
+    arguments = {name: (args, kwargs) for name, args, kwargs in calls}
+    assert arguments["prepare_data"] == ((tmp_path, 256, 3), {})
+    assert arguments["fit_vae_once"] == (("pipe", "pictures", tmp_path / "vae", 50), {"device": "cpu", "seed": 3})
+    assert arguments["cache_features"] == (("pipe", dataset, tmp_path / "features.safetensors"), {"device": "cpu"})
+    assert arguments["train_transformer"] == (("pipe", "features", plan), {})
+    assert arguments["save_pipeline"] == (("pipe", tmp_path / "out"), {})
+    assert len(lines) == 3
+
+    calls.clear()
+    training.train_shapes_model(tmp_path / "out", tmp_path, plan, dataset_size=8, report=lines.append, resume=tmp_path / "trained")
+    assert [name for name, _, _ in calls] == ["prepare_data", "continue_from", "cache_features", "train_transformer", "save_pipeline"]
+    assert calls[0][1] == (tmp_path, 8, 3) and calls[-1][1] == ("trained pipe", tmp_path / "out")
 
 
 def test_vae_fit_sets_a_unit_variance_scaling_factor(start, pictures):
@@ -136,20 +179,19 @@ def test_fitted_vae_is_kept_and_reused(start, pictures, tmp_path, monkeypatch):
     import copy
 
     tensors = pictures_to_tensor(pictures[0])
-    settings = TrainingSettings()
     first = copy.deepcopy(start)
-    losses = fit_vae_once(first, tensors, tmp_path / "vae", 3, settings)
+    losses = fit_vae_once(first, tensors, tmp_path / "vae", 3)
     assert len(losses) == 3 and (tmp_path / "vae" / "fit.json").is_file()
 
     def no_fitting(*args, **kwargs):
         raise AssertionError("fitted again")
 
     second = copy.deepcopy(start)
-    monkeypatch.setattr(training, "train_vae", no_fitting)
-    assert fit_vae_once(second, tensors, tmp_path / "vae", 3, settings) == losses
+    monkeypatch.setattr(training_vae, "train_vae", no_fitting)
+    assert fit_vae_once(second, tensors, tmp_path / "vae", 3) == losses
     assert all(torch.equal(a, b) for a, b in zip(first.vae.state_dict().values(), second.vae.state_dict().values()))
     with pytest.raises(AssertionError, match="fitted again"):
-        fit_vae_once(second, tensors, tmp_path / "vae", 4, settings)
+        fit_vae_once(second, tensors, tmp_path / "vae", 4)
 
 
 def test_captions_longer_than_the_cache_length_are_refused(start):
@@ -165,16 +207,16 @@ def test_transformer_learns_a_batch(start, pictures):
     features = {"latents": latents, "embeddings": embeddings, "masks": masks, "null_embeddings": embeddings[:1], "null_masks": masks[:1]}
     transformer = type(start.transformer).from_config(start.transformer.config)
     pipe = type(start)(**{**start.components, "transformer": transformer})
-    terms = training.DiffusionTerms(start.scheduler.config)
+    terms = DiffusionTerms(start.scheduler.config)
 
     def fixed_loss() -> float:
         with torch.no_grad():
-            return training.pixart_loss(transformer, terms, latents, embeddings, masks, torch.Generator().manual_seed(7))[0].item()
+            return pixart_loss(transformer, terms, latents, embeddings, masks, torch.Generator().manual_seed(7))[0].item()
 
     before = fixed_loss()
-    settings = TrainingSettings(steps=30, batch_size=8, learning_rate=1e-3, warmup_steps=1, caption_dropout=0.0, sample_every=15)
+    plan = TrainingPlan(steps=30, batch_size=8, learning_rate=1e-3, warmup_steps=1, caption_dropout=0.0, sample_every=15)
     sampled = []
-    history = train_transformer(pipe, features, settings, on_sample=sampled.append)
+    history = train_transformer(pipe, features, plan, on_sample=sampled.append)
     assert [h["step"] for h in history] == list(range(1, 31)) and sampled == [15, 30]
     assert all(np.isfinite(h["loss"]) and h["vlb"] >= 0 for h in history)
     assert fixed_loss() < 0.8 * before
@@ -194,11 +236,11 @@ def test_training_resumes_from_a_saved_model(start, tmp_path):
         trained.transformer.proj_out.weight.add_(1.0)
         trained.vae.decoder.conv_out.weight.add_(1.0)
     folder = save_pipeline(trained, tmp_path / "trained" / "diffusers")
-    resumed = training.continue_from(folder)
+    resumed = continue_from(folder)
     assert torch.equal(resumed.transformer.proj_out.weight, trained.transformer.proj_out.weight)
     assert torch.equal(resumed.vae.decoder.conv_out.weight, trained.vae.decoder.conv_out.weight)
     t5_output = [pipe.text_encoder.encoder.block[0].layer[0].SelfAttention.o.weight for pipe in (resumed, start)]
     assert torch.equal(*t5_output), "the saved T5 (contextual once) is taken as it is"
     assert resumed.tokenizer("a red circle").input_ids == start.tokenizer("a red circle").input_ids
     with pytest.raises(FileNotFoundError, match="give the folder a training run saved"):
-        training.continue_from(tmp_path / "nothing")
+        continue_from(tmp_path / "nothing")

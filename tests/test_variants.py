@@ -77,7 +77,7 @@ def test_converting_again_remakes_only_the_damaged_part(tiny_source, copy):
     weights.write_bytes(weights.read_bytes()[:-8])
     text_encoder_time = (copy / "text_encoder" / "openvino_model.bin").stat().st_mtime_ns
     messages = []
-    seconds = convert_pipeline(tiny_source, copy, progress=messages.append)
+    seconds = convert_pipeline(tiny_source, copy, report=messages.append)
     assert list(seconds) == ["transformer"] and "transformer: damaged, made again" in messages
     assert check_variant(copy) == copy and damaged_files(copy, checksums=True) == {}
     assert (copy / "text_encoder" / "openvino_model.bin").stat().st_mtime_ns == text_encoder_time
