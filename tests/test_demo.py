@@ -3,11 +3,14 @@
 import os
 import re
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from helpers import variants
 from helpers.demo import DemoBackend, build_demo, launch_demo
 from helpers.settings import LCM_RECIPE
 from helpers.sizes import parse_size
@@ -31,6 +34,15 @@ def test_variants_on_disk_fp16_first(model_root, tiny_compressed):
 def test_no_variant_says_run_notebook_1(tmp_path):
     with pytest.raises(VariantNotReadyError, match="run notebook 1"):
         available_variants("tiny", root=tmp_path)
+
+
+def test_a_variant_folder_is_read_once_from_the_demo_to_the_pipeline(model_root, tiny_compressed, monkeypatch):
+    reads = Counter()
+    read_index = variants.read_index
+    monkeypatch.setattr(variants, "read_index", lambda folder: reads.update([Path(folder).name]) or read_index(folder))
+    backend = DemoBackend("tiny", "CPU", root=model_root)
+    backend.pipeline("INT8")
+    assert set(reads) == set(backend.variants) and set(reads.values()) == {1}, reads
 
 
 def test_sizes_are_the_aspect_ratio_bins(tiny_variant):
