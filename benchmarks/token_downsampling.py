@@ -96,7 +96,7 @@ def task_quality_openvino(work: Path, model: str, prompts: int, fractions: list[
     source, fp16 = resolve_model_source(model), variant_dir(model, "FP16")
     convert_pipeline(source, fp16)
     side = Variant.load(fp16).native_size[0]
-    calibrate = lambda folder: collect_calibration_data(folder, calibration_prompts(model, 8), height=side, width=side)  # noqa: E731
+    calibrate = lambda variant: collect_calibration_data(variant, calibration_prompts(model, 8), height=side, width=side)  # noqa: E731
     evaluation, rows = evaluation_scenes(prompts), {}
     for variant in ("FP16-ToDo", "W8A8-ToDo"):
         folder = variant_dir(model, variant)

@@ -213,14 +213,14 @@ def run_compress(args) -> None:
         variant_dir,
     )
 
-    variant = Variant.of(args.model, "FP16", args.model_root)
-    fp16, out = variant.folder, variant_dir(args.model, args.variant, args.model_root)
+    fp16 = Variant.of(args.model, "FP16", args.model_root)
+    out = variant_dir(args.model, args.variant, args.model_root)
     start = time.perf_counter()
 
-    def calibration(folder: Path):
+    def calibration(variant: Variant):
         side = args.calibration_side or variant.native_size[0]
         prompts = calibration_prompts(args.model, args.calibration_prompts)
-        return collect_calibration_data(folder, prompts, height=side, width=side, device=args.device)
+        return collect_calibration_data(variant, prompts, height=side, width=side, device=args.device)
 
     if args.variant in DOWNSAMPLED_VARIANTS:
         warnings.filterwarnings("ignore", module=r"(torch|diffusers|transformers)\b")  # tracing's shape notes, expected
@@ -230,7 +230,7 @@ def run_compress(args) -> None:
     else:
         scheme = COMPRESSION_SCHEMES[args.variant]
         compress_variant(fp16, out, scheme, calibration=calibration(fp16) if needs_calibration(scheme) else None)
-    print(f"Compressed {fp16} into {out} ({folder_size_mb(fp16):.1f} → {folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
+    print(f"Compressed {fp16.folder} into {out} ({folder_size_mb(fp16.folder):.1f} → {folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
 
 
 def run_generate(args) -> None:

@@ -23,8 +23,8 @@ from .variants import (
     PARTS,
     W8A8_QUANTIZATION,
     Variant,
+    as_variant,
     base_variant,
-    check_variant,
     finish_variant,
     ir_path,
     is_part_converted,
@@ -104,14 +104,14 @@ def calibration_prompts(model_id: str, count: int = 16) -> list[str]:
 
 
 def collect_calibration_data(
-    folder: Path, prompts: Sequence[str], height: int | None = None, width: int | None = None, device: str = "CPU", seed: int = 0
+    variant: Variant | Path, prompts: Sequence[str], height: int | None = None, width: int | None = None, device: str = "CPU", seed: int = 0
 ) -> list[dict[str, np.ndarray]]:
     """The transformer's inputs at every denoising step of the FP16 pipeline, over ``prompts`` (its own recipe).
 
     The VAE decoder is not run (latents out). ``height``/``width`` default to the model's size; calibrating
     smaller is cheaper, and the statistics are per channel, so they carry over to other sizes.
     """
-    pipe = OVPixArtPipeline.from_variant(folder, device)  # low memory where the weights need it
+    pipe = OVPixArtPipeline.from_variant(variant, device)  # low memory where the weights need it
     pipe.set_progress_bar_config(disable=True)
     with recorded_inputs(pipe.transformer) as calls:
         for index, prompt in enumerate(tqdm(prompts, desc="calibration")):
@@ -140,19 +140,19 @@ def recorded_inputs(part: OVModelPart) -> Iterator[list[dict[str, np.ndarray]]]:
 
 
 def compress_variant(
-    source: Path,
+    source: Variant | Path,
     out_dir: Path,
     scheme: dict[str, dict],
     report: Callable[[str], None] = tqdm.write,
     calibration: Calibration | None = None,
 ) -> dict[str, float]:
-    """Make a compressed variant folder from a finished FP16 one, part by part (one part's weights in memory).
+    """Make a compressed variant folder from the FP16 variant (or its folder), part by part (one part's weights in memory).
 
     ``scheme``: the NNCF method of each part (:data:`~helpers.variants.COMPRESSION_SCHEMES`). A W8A8 scheme needs
     ``calibration`` (``collect_calibration_data``). Parts already compressed are skipped; ``model_index.json`` is
     written last. ``report`` gets a line per part. Returns seconds per part.
     """
-    source, out_dir = check_variant(source), Path(out_dir)
+    source, out_dir = as_variant(source).folder, Path(out_dir)
     pending = {part: scheme[part] for part in PARTS if not is_part_converted(out_dir, part)}
     if needs_calibration(pending) and not calibration:  # said before T5 is compressed, not after
         raise ValueError(NO_CALIBRATION)
@@ -164,26 +164,26 @@ def compress_variant(
 
 def make_downsampled_variant(
     model_source: Path,
-    fp16_dir: Path,
+    fp16: Variant | Path,
     out_dir: Path,
     downsampling: TokenDownsampling,
-    calibration: Calibration | Callable[[Path], Calibration] | None = None,
+    calibration: Calibration | Callable[[Variant], Calibration] | None = None,
     report: Callable[[str], None] = tqdm.write,
 ) -> dict[str, float]:
     """Make ``<VARIANT>-ToDo``: the ``<VARIANT>`` folder (its parts linked) plus its transformer with token
     downsampling (``downsampled_transformer/``), which the pipeline runs for each picture's first steps.
 
-    ``FP16-ToDo`` comes first, beside ``fp16_dir``: the transformer converted again from ``model_source`` with the
+    ``FP16-ToDo`` comes first, beside the FP16 variant ``fp16`` (or its folder): the transformer converted again from ``model_source`` with the
     downsampling processor. For another variant, its own folder is made first when it is not there, then FP16-ToDo's
     downsampled transformer is compressed with that variant's transformer method. A W8A8 scheme calibrates both on
-    the FP16 pipeline's transformer inputs: ``calibration`` is the set, or a function of the FP16 folder that
+    the FP16 pipeline's transformer inputs: ``calibration`` is the set, or a function of the FP16 variant that
     records it (called only when something needs it). Returns seconds per part made.
     """
     from .conversion import convert_downsampled
 
-    out_dir, fp16_dir = Path(out_dir), check_variant(fp16_dir)
-    fp16_todo = fp16_dir.with_name("FP16" + DOWNSAMPLED_SUFFIX)
-    seconds = convert_downsampled(model_source, fp16_dir, fp16_todo, downsampling, report)
+    out_dir, fp16 = Path(out_dir), as_variant(fp16)
+    fp16_todo = fp16.folder.with_name("FP16" + DOWNSAMPLED_SUFFIX)
+    seconds = convert_downsampled(model_source, fp16, fp16_todo, downsampling, report)
     if out_dir == fp16_todo:
         return seconds
     base = out_dir.with_name(base_variant(out_dir.name))
@@ -192,9 +192,9 @@ def make_downsampled_variant(
     if not is_part_converted(out_dir, DOWNSAMPLED_PART):
         pending[DOWNSAMPLED_PART] = scheme["transformer"]
     if callable(calibration):
-        calibration = calibration(fp16_dir) if needs_calibration(pending) else None
+        calibration = calibration(fp16) if needs_calibration(pending) else None
     if not is_variant(base):
-        seconds |= compress_variant(fp16_dir, base, scheme, report, calibration)
+        seconds |= compress_variant(fp16, base, scheme, report, calibration)
     for part in PARTS:
         link_part(base, out_dir, part)
     make = lambda part: compress_part(fp16_todo, out_dir, part, scheme["transformer"], calibration)  # noqa: E731

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 from .checkpoints import SDXL_VAE_SCALING_FACTOR, stored_dtypes, upcast_checkpoint
 from .step_cache import CUT_POINTS, captured_cut_points
 from .token_downsampling import TokenDownsampling, enable_token_downsampling
-from .variants import DOWNSAMPLED_PART, PARTS, check_variant, finish_variant, link_part, make_parts, save_part
+from .variants import DOWNSAMPLED_PART, PARTS, Variant, as_variant, finish_variant, link_part, make_parts, save_part
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
@@ -251,20 +250,20 @@ def convert_pipeline(
 
 
 def convert_downsampled(
-    source: Path, fp16_dir: Path, out_dir: Path, downsampling: TokenDownsampling, report: Callable[[str], None] = tqdm.write
+    source: Path, fp16: Variant | Path, out_dir: Path, downsampling: TokenDownsampling, report: Callable[[str], None] = tqdm.write
 ) -> dict[str, float]:
-    """Make ``FP16-ToDo``: the FP16 variant plus its transformer converted again with token downsampling.
+    """Make ``FP16-ToDo``: the FP16 variant (or its folder) plus its transformer converted again with token downsampling.
 
     The FP16 variant's parts are linked (copied where links cannot be made); the downsampled transformer
     (``helpers.token_downsampling``) is converted from ``source`` into ``downsampled_transformer/``. The index records
     the factor, the blocks and the fraction of steps. Returns seconds per part converted.
     """
-    source, fp16_dir, out_dir = Path(source), check_variant(fp16_dir), Path(out_dir)
+    source, fp16, out_dir = Path(source), as_variant(fp16), Path(out_dir)
     for part in PARTS:
-        link_part(fp16_dir, out_dir, part)
+        link_part(fp16.folder, out_dir, part)
     make = lambda name: _convert_from(source, "transformer", out_dir, downsampling, name)  # noqa: E731
     seconds = make_parts(out_dir, [DOWNSAMPLED_PART], make, "converted", report)
-    num_blocks = json.loads((out_dir / DOWNSAMPLED_PART / "config.json").read_text())["num_layers"]
+    num_blocks = fp16.part_config("transformer")["num_layers"]
     index = {"variant": out_dir.name, "source": str(source), "token_downsampling": downsampling.record(num_blocks)}
     finish_variant(source, out_dir, index)
     return seconds
