@@ -262,8 +262,18 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     if address:
         ray.init(address=address, logging_level="WARNING")
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+    else:  # "local": a new instance, never one found running on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")
+
+
+def check_capacity(replicas: int, threads: int) -> None:
+    """Refuse a deployment the Ray cluster has not the CPUs for (its replicas would wait for them for ever)."""
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if replicas * threads > cpus:
+        raise ValueError(f"{replicas} replicas × {threads} threads need {replicas * threads} CPUs; the Ray cluster has "
+                         f"{cpus}: use fewer replicas or --threads-per-replica, or add machines (ray start --address).")
 
 
 def deploy(app, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME) -> str:

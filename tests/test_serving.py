@@ -80,7 +80,7 @@ def test_openai_client_generates_with_extra_fields(url):
     assert [model.id for model in client.models.list()] == ["tiny/FP16"]
     result = client.images.generate(prompt="a red circle", n=2, size="768x1344", response_format="b64_json",
                                     extra_body={"num_inference_steps": 2, "seed": 7, "guidance_scale": 0.0, "negative_prompt": ""})
-    images = [Image.open(io.BytesIO(base64.b64decode(item.b64_json))) for item in result.data]
+    images = pictures_of(result)
     assert result.created > 0 and [image.size for image in images] == [(768, 1344)] * 2
     assert result.data[0].b64_json != result.data[1].b64_json  # n pictures, not n copies
     again = client.images.generate(prompt="a red circle", size="768x1344", extra_body={"num_inference_steps": 2, "seed": 7, "n": 2})
@@ -182,3 +182,46 @@ def test_damaged_variant_is_not_deployed(tiny_variant, tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(DamagedVariantError, match=r"transformer/openvino_model.bin has 100 bytes.*Copy the folder again"):
         build_app(copy)
+
+
+def test_serve_command_refuses_a_damaged_folder_before_ray(tiny_variant, tmp_path, capsys):
+    from helpers.cli import main
+
+    copy = shutil.copytree(tiny_variant, tmp_path / "tiny" / "FP16")
+    (copy / "vae_decoder" / "config.json").unlink()
+    assert main(["serve", "--model", "tiny", "--model-root", str(tmp_path)]) == 1
+    assert "vae_decoder/config.json is missing. Copy the folder again" in capsys.readouterr().err
+
+
+def test_serve_command_answers_then_stops_on_ctrl_c(model_root, tiny_variant):
+    """``python -m helpers serve`` with a local Ray of its own: one picture through the openai client, then Ctrl-C
+    stops Serve and that Ray (no process of it left)."""
+    import signal
+    import subprocess
+    import sys
+
+    from openai import OpenAI
+
+    port = free_port()
+    command = [sys.executable, "-m", "helpers", "serve", "--model", "tiny", "--model-root", str(model_root),
+               "--replicas", "1", "--threads-per-replica", "1", "--port", str(port), "--api-key", KEY]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True)
+    try:
+        for line in server.stdout:  # its first line says where it serves
+            if line.startswith("Serving tiny/FP16"):
+                break
+        assert f"at http://127.0.0.1:{port}/v1" in line
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=TIMEOUT)
+        result = client.images.generate(prompt="a red circle", size="1024x1024", extra_body={"num_inference_steps": 2})
+        assert pictures_of(result)[0].size == (1024, 1024)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0 and "Stopped serving." in server.stdout.read()
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def pictures_of(result) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(item.b64_json))) for item in result.data]
