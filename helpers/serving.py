@@ -84,6 +84,13 @@ def png_base64(image) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def decode_picture(b64_json: str):
+    """A picture of an answer's ``data`` (its ``b64_json``), as a PIL image."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(b64_json)))
+
+
 def field_of(message: str) -> str | None:
     """The request field a check's message is about (its ``param`` in the error), from the name it starts with."""
     name = message.replace("=", " ").split(" ", 1)[0]  # "n=0 is ...", "prompt is missing ..."

@@ -3,8 +3,6 @@
 The tiny model draws 1024² pictures (its bins are the 1024 ones) in 2 steps: about a second each on one core.
 """
 
-import base64
-import io
 import os
 import shutil
 import socket
@@ -20,7 +18,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray starts: no usage repor
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
-from helpers.serving import MAX_IMAGES_PER_REQUEST, build_app, deploy, running_painters  # noqa: E402
+from helpers.serving import MAX_IMAGES_PER_REQUEST, build_app, decode_picture, deploy, running_painters  # noqa: E402
 from helpers.variants import DamagedVariantError  # noqa: E402
 
 KEY = "test-key"
@@ -70,7 +68,7 @@ def post(url: str, body, headers=AUTH, **options) -> httpx.Response:
 
 
 def pictures(response: httpx.Response) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))) for item in response.json()["data"]]
+    return [decode_picture(item["b64_json"]) for item in response.json()["data"]]
 
 
 def test_openai_client_generates_with_extra_fields(url):
@@ -224,4 +222,4 @@ def test_serve_command_answers_then_stops_on_ctrl_c(model_root, tiny_variant):
 
 
 def pictures_of(result) -> list[Image.Image]:
-    return [Image.open(io.BytesIO(base64.b64decode(item.b64_json))) for item in result.data]
+    return [decode_picture(item.b64_json) for item in result.data]
