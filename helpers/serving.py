@@ -285,11 +285,17 @@ def check_capacity(replicas: int, threads: int) -> None:
 
 def deploy(app, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME) -> str:
     """Run the application behind Ray's HTTP proxy (on the head node) at ``host:port``; returns its base URL for the
-    openai client (``.../v1``). Deploying again under the same name updates it (e.g. another replica count)."""
+    openai client (``.../v1``). Deploying again under the same name updates it (e.g. fewer replicas); replicas of
+    other threads start before the old ones stop, so on a full cluster :func:`undeploy` first."""
     serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     serve.run(app, name=name, route_prefix="/")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{shown}:{port}/v1"
+
+
+def undeploy(name: str = APP_NAME) -> None:
+    """Remove the application (its replicas stop, their CPUs are free again); Ray and the proxy keep running."""
+    serve.delete(name)
 
 
 def shutdown() -> None:
