@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, model_id_from_env
+from .settings import MAX_QUEUED_REQUESTS, MODEL_ROOT, STEP_CACHE_THRESHOLD, model_id_from_env
 
 EPILOG = """The route from nothing to a served demo, on the small model built offline:
   python -m helpers convert --model tiny
@@ -147,8 +147,6 @@ def _add_demo(commands) -> None:
 
 
 def _add_serve(commands) -> None:
-    from .serving import MAX_QUEUED_REQUESTS
-
     command = commands.add_parser(
         "serve",
         help="serve a variant to many clients: Ray Serve replicas behind an OpenAI-style images API (notebook 7)",

@@ -30,11 +30,11 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
+from .settings import MAX_QUEUED_REQUESTS
 from .variants import Variant
 
 APP_NAME = "pixart"
 MAX_IMAGES_PER_REQUEST = 4  # a request holds its painter for n pictures: larger batches go as more requests
-MAX_QUEUED_REQUESTS = 32  # requests waiting for a painter before more are refused with 503
 RETRY_HEADERS = {"Retry-After": "1"}  # on a 503: the openai client waits that long, then retries by itself
 PIPELINE_FIELDS = {"num_images_per_prompt": "n", "num_inference_steps": "num_inference_steps",
                    "guidance_scale": "guidance_scale", "height": "size", "width": "size"}
