@@ -129,10 +129,14 @@ class Painter:
         return {"replica": serve.get_replica_context().replica_id.unique_id, "node": ray.get_runtime_context().get_node_id()}
 
     async def draw(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The pictures a request asks for, base64 PNGs, with where they were drawn; ``ValueError`` for bad input.
+        """The pictures a request asks for, base64 PNGs, with where they were drawn; for bad input, ``{"error": the
+        check's message}`` (returned, not raised: Ray would log each as a failed request).
 
         The pipeline runs in a thread: the replica's event loop stays free for Ray's health checks."""
-        prompt, arguments, seed = generation_call(body, self.pipe)
+        try:
+            prompt, arguments, seed = generation_call(body, self.pipe)
+        except ValueError as error:
+            return {"error": str(error)}
         images = await asyncio.to_thread(self._paint, prompt, arguments, seed)
         return {"images": [png_base64(image) for image in images], **self.where()}
 
@@ -199,14 +203,14 @@ class ImagesAPI:
         if body.get("model") not in (None, self.model_id):
             raise APIError(404, f"The model {body['model']!r} is not served here: ask for {self.model_id!r} "
                            "(GET /v1/models), or leave model out.", param="model", code="model_not_found")
-        return images_response(await self._draw(body))
+        drawn = await self._draw(body)
+        if "error" in drawn:  # the pipeline's checks, run in the painter
+            raise APIError(400, drawn["error"], param=field_of(drawn["error"]))
+        return images_response(drawn)
 
     async def _draw(self, body: dict) -> dict:
         try:
             return await self.painter.draw.remote(body)
-        except ValueError as error:  # the pipeline's checks, raised in the painter
-            message = str(getattr(error, "cause", None) or error)
-            raise APIError(400, message, param=field_of(message)) from None
         except BackPressureError as error:
             raise APIError(503, f"The server is busy ({error}): retry in a moment; every replica is drawing and "
                            "the queue is full.", kind="server_error", headers=RETRY_HEADERS) from None
