@@ -20,7 +20,8 @@ nor Gradio). Each module imports only modules listed above it (``tests/test_layo
 - ``compression``  — NNCF weight compression and W8A8 quantization, variant folder to variant folder.
 - ``comparison``   — pictures, latency, sizes and similarity of variants side by side.
 - ``training`` (with ``training_vae``, ``training_features``, ``training_transformer``) — a small PixArt trained here.
-- ``demo``         — the Gradio app; ``cli`` — the terminal route (``python -m helpers --help``).
+- ``demo``         — the Gradio app; ``serving`` — Ray Serve replicas behind an OpenAI-style images API.
+- ``cli``          — the terminal route (``python -m helpers --help``).
 
 Nothing in this package knows whether the model is real or small.
 """

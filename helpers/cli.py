@@ -1,6 +1,6 @@
 """The terminal route, in the habits of ``optimum-cli export openvino``: ``python -m helpers <command> --help``.
 
-``convert`` → ``compress`` → ``generate`` (or ``demo``), ``verify`` for a copied folder, ``train`` and
+``convert`` → ``compress`` → ``generate`` (or ``demo``, or ``serve`` to many clients), ``verify`` for a copied folder, ``train`` and
 ``build-random`` for models made here. Each command calls the functions the notebooks call. It exits with 0 when it
 worked and 1 when not, with one line on standard error that names the problem and the fix.
 """
@@ -15,13 +15,14 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, model_id_from_env
+from .settings import MAX_QUEUED_REQUESTS, MODEL_ROOT, STEP_CACHE_THRESHOLD, model_id_from_env
 
 EPILOG = """The route from nothing to a served demo, on the small model built offline:
   python -m helpers convert --model tiny
   python -m helpers compress --model tiny --variant INT8
   python -m helpers generate --model tiny --variant INT8 --prompt "a red circle" --out circle.png
   python -m helpers demo --model tiny
+  python -m helpers serve --model tiny --replicas 2
 Models: a hub id (PixArt-alpha/PixArt-LCM-XL-2-1024-MS, PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, ...), a local\ndiffusers folder, tiny, tiny-standard, tiny-sigma, shapes."""
 
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_verify(commands)
     _add_demo(commands)
+    _add_serve(commands)
     _add_train(commands)
     _add_build_random(commands)
     return parser
@@ -142,6 +144,30 @@ def _add_demo(commands) -> None:
     command.add_argument("--device", default="AUTO", help="OpenVINO device (default: %(default)s)")
     command.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or the next free one)")
     command.set_defaults(run=run_demo)
+
+
+def _add_serve(commands) -> None:
+    command = commands.add_parser(
+        "serve",
+        help="serve a variant to many clients: Ray Serve replicas behind an OpenAI-style images API (notebook 7)",
+        description="Deploy --replicas replicas of a variant folder on Ray Serve, each compiled once with its own "
+        "threads, behind POST /v1/images/generations (the OpenAI images API: the openai client works with base_url), "
+        "GET /v1/models and GET /health. Without --address, a local Ray on this machine; with one, a running cluster "
+        "(ray start --head on one machine, ray start --address on the others; the variant folder copied to each, "
+        "checked with verify). Ctrl-C stops it. See docs/serving.md.",
+    )
+    _model_arguments(command)
+    command.add_argument("--variant", default="FP16", help="the variant folder to serve (default: %(default)s)")
+    command.add_argument("--replicas", type=int, default=1, help="replicas, each drawing one picture at a time (default: %(default)s)")
+    command.add_argument("--threads-per-replica", type=int, default=None, metavar="T",
+                         help="OpenVINO and torch threads of each replica, and the CPUs Ray reserves for it (default: this machine's cores / replicas)")
+    command.add_argument("--address", default=None, help="a running Ray cluster (e.g. 10.0.0.1:6379); default: a local Ray on this machine")
+    command.add_argument("--host", default="127.0.0.1", help="address the API listens on (default: %(default)s; 0.0.0.0 for other machines)")
+    command.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    command.add_argument("--api-key", default=None, help="refuse requests without 'Authorization: Bearer KEY' (401)")
+    command.add_argument("--max-queued", type=int, default=MAX_QUEUED_REQUESTS, help="requests that may wait for a replica; more get 503, retry (default: %(default)s)")
+    command.add_argument("--device", default="CPU", help="OpenVINO device of the replicas (default: %(default)s)")
+    command.set_defaults(run=run_serve)
 
 
 def _add_train(commands) -> None:
@@ -317,6 +343,27 @@ def run_demo(args) -> None:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     launch_demo(build_demo(args.model, args.device, root=args.model_root), port=args.port, block=True)
+
+
+def run_serve(args) -> None:
+    from .serving import build_app, check_capacity, deploy, served_model_id, shutdown, start_ray
+    from .variants import Variant
+
+    variant = Variant.of(args.model, args.variant, args.model_root)  # checked before Ray starts: which file, the fix
+    threads = args.threads_per_replica or max(1, (os.cpu_count() or 1) // max(1, args.replicas))
+    app = build_app(variant, args.replicas, threads, args.api_key, args.max_queued, args.device)
+    start_ray(args.address)
+    try:
+        check_capacity(args.replicas, threads)
+        url = deploy(app, args.host, args.port)
+        print(f"Serving {served_model_id(variant)}: {args.replicas} replica(s) × {threads} thread(s) at {url} "
+              f"(POST {url}/images/generations); Ctrl-C stops", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("Stopped serving.", file=sys.stderr)
+    finally:
+        shutdown()
 
 
 def run_train(args) -> None:

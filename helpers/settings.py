@@ -94,6 +94,9 @@ STANDARD_RECIPE = SamplingRecipe("standard", num_inference_steps=20, guidance_sc
 # alignment score (benchmarks/results/step-cache-shapes.md).
 STEP_CACHE_THRESHOLD = 0.2
 
+# Requests that may wait for a serving replica before more are refused with 503 (``helpers.serving``, ``serve --max-queued``).
+MAX_QUEUED_REQUESTS = 32
+
 
 def recipe_for(scheduler: Any) -> SamplingRecipe:
     """The LCM recipe for an ``LCMScheduler`` (object or class name), the standard one (DPM-Solver, guided) otherwise."""

@@ -86,6 +86,6 @@ def test_compress_before_convert_says_what_to_run(tmp_path):
 def test_usage_errors_exit_1_and_help_explains_each_command(tmp_path):
     result = run_cli("generate", "--model", "tiny", "--prompt", "a cat", "--size", "big", root=tmp_path)
     assert result.returncode == 1 and "'big' is not a size: write it as WIDTHxHEIGHT" in result.stderr
-    for command in ("convert", "compress", "generate", "verify", "demo", "train", "build-random"):
+    for command in ("convert", "compress", "generate", "verify", "demo", "serve", "train", "build-random"):
         result = subprocess.run([sys.executable, "-m", "helpers", command, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "--" in result.stdout and len(result.stdout.splitlines()) > 5, command

@@ -1,0 +1,225 @@
+"""Serving on Ray Serve (helpers/serving.py), on a cluster of 2 nodes the tests start on 127.0.0.1 and stop.
+
+The tiny model draws 1024² pictures (its bins are the 1024 ones) in 2 steps: about a second each on one core.
+"""
+
+import os
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from PIL import Image
+
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray starts: no usage report sent
+
+import ray  # noqa: E402
+from ray import serve  # noqa: E402
+
+from helpers.serving import MAX_IMAGES_PER_REQUEST, build_app, decode_picture, deploy, running_painters  # noqa: E402
+from helpers.variants import DamagedVariantError  # noqa: E402
+
+KEY = "test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+FAST = {"prompt": "a red circle", "num_inference_steps": 2, "size": "1024x1024"}
+TIMEOUT = 120  # seconds a client waits: a request that hangs fails the test instead of the run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes of one CPU each on this machine, so two one-thread replicas land on different nodes."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def port(cluster) -> int:
+    """The proxy's port: Serve's HTTP options are fixed once it has started, so every deployment here uses it."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def url(port, tiny_variant):
+    """The images API over 2 replicas of the tiny FP16 variant, with an API key; its base URL (``.../v1``)."""
+    return deploy(build_app(tiny_variant, replicas=2, threads=1, api_key=KEY, max_queued_requests=32), port=port)
+
+
+def post(url: str, body, headers=AUTH, **options) -> httpx.Response:
+    return httpx.post(f"{url}/images/generations", json=body, headers=headers, timeout=TIMEOUT, **options)
+
+
+def pictures(response: httpx.Response) -> list[Image.Image]:
+    return [decode_picture(item["b64_json"]) for item in response.json()["data"]]
+
+
+def test_openai_client_generates_with_extra_fields(url):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=TIMEOUT)
+    assert [model.id for model in client.models.list()] == ["tiny/FP16"]
+    result = client.images.generate(prompt="a red circle", n=2, size="768x1344", response_format="b64_json",
+                                    extra_body={"num_inference_steps": 2, "seed": 7, "guidance_scale": 0.0, "negative_prompt": ""})
+    images = pictures_of(result)
+    assert result.created > 0 and [image.size for image in images] == [(768, 1344)] * 2
+    assert result.data[0].b64_json != result.data[1].b64_json  # n pictures, not n copies
+    again = client.images.generate(prompt="a red circle", size="768x1344", extra_body={"num_inference_steps": 2, "seed": 7, "n": 2})
+    assert [item.b64_json for item in again.data] == [item.b64_json for item in result.data]  # the seed decides, whichever replica draws
+
+
+def test_health_says_ready_with_both_replicas(url):
+    health = httpx.get(url.removesuffix("/v1") + "/health", timeout=TIMEOUT)
+    assert health.status_code == 200 and health.json() == {"status": "ready", "model": "tiny/FP16", "replicas": 2}
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}], ids=["missing", "wrong"])
+def test_without_the_key_401(url, headers):
+    for response in (post(url, FAST, headers=headers), httpx.get(f"{url}/models", headers=headers)):
+        assert response.status_code == 401 and "Authorization: Bearer" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body, param, says",
+    [
+        ({**FAST, "prompt": "  "}, None, "A prompt is empty"),
+        ({**FAST, "prompt": None}, "prompt", "prompt is missing"),
+        ({**FAST, "n": 0}, "n", "at least 1 picture"),
+        ({**FAST, "n": MAX_IMAGES_PER_REQUEST + 1}, "n", f"at most {MAX_IMAGES_PER_REQUEST}"),
+        ({**FAST, "size": "1000x1000"}, None, "can't make '1000x1000': pick one of its sizes, e.g. 1024×1024"),
+        ({**FAST, "num_inference_steps": 0}, "num_inference_steps", "at least 1 step"),
+        ({**FAST, "guidance_scale": -1}, "guidance_scale", "use 0 or more"),
+        ({**FAST, "seed": "seven"}, "seed", "whole number"),
+        ({**FAST, "response_format": "url"}, "response_format", "ask for b64_json"),
+    ],
+    ids=["empty-prompt", "no-prompt", "n-0", "n-too-many", "size", "steps", "guidance", "seed", "url"],
+)
+def test_bad_input_400_names_the_fix(url, body, param, says):
+    response = post(url, body)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["type"] == "invalid_request_error", response.text
+    assert says in error["message"] and error["param"] == param
+
+
+def test_body_not_json_400(url):
+    response = post(url, None, content=b"prompt=a cat", headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400 and "not JSON" in response.json()["error"]["message"]
+    response = post(url, ["a cat"])
+    assert response.status_code == 400 and "not an object" in response.json()["error"]["message"]
+
+
+def test_16_concurrent_requests_over_2_nodes(url, cluster):
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda seed: post(url, {**FAST, "size": "1344x768", "seed": seed}), range(16)))
+    assert [response.status_code for response in responses] == [200] * 16
+    assert all([image.size for image in pictures(response)] == [(1344, 768)] for response in responses)
+    nodes = {response.headers["X-Node"] for response in responses}
+    assert len(nodes) == 2 and nodes <= {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+
+
+def painter_replicas() -> list:
+    names = ray.util.list_named_actors(all_namespaces=True)
+    return [ray.get_actor(actor["name"], namespace=actor["namespace"]) for actor in names if "SERVE_REPLICA::pixart#Painter" in actor["name"]]
+
+
+def test_killed_replica_is_replaced_and_no_request_lost(url):
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(post, url, {**FAST, "seed": seed}) for seed in range(8)]
+        time.sleep(2)  # requests in flight on both replicas
+        assert not all(future.done() for future in futures)
+        ray.kill(painter_replicas()[0], no_restart=True)
+        responses = [future.result() for future in futures]  # each within TIMEOUT: none hangs
+    answered = [r for r in responses if r.status_code == 200]
+    failed = [r for r in responses if r.status_code != 200]
+    assert len(answered) + len(failed) == 8  # none silently dropped
+    for response in failed:  # a clear error, which a retry answers
+        assert response.status_code == 503 and "retry" in response.json()["error"]["message"], response.text
+        assert response.headers["Retry-After"] == "1"
+    retried = [post(url, FAST) for _ in failed]
+    assert all(response.status_code == 200 for response in retried)
+    deadline = time.time() + 90
+    while running_painters() < 2 and time.time() < deadline:  # Ray Serve starts a replacement
+        time.sleep(1)
+    assert running_painters() == 2
+
+
+def test_full_queue_503_says_retry(port, tiny_variant):
+    """One replica, one request queued: of 6 at once, the ones beyond get 503 at once, and a retry answers."""
+    url = deploy(build_app(tiny_variant, replicas=1, threads=1, max_queued_requests=1), port=port)
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda seed: post(url, {**FAST, "seed": seed}, headers={}), range(6)))
+    refused = [response for response in responses if response.status_code == 503]
+    assert refused and sum(response.status_code == 200 for response in responses) + len(refused) == 6
+    for response in refused:
+        error = response.json()["error"]
+        assert "retry" in error["message"] and "max_queued_requests=1" in error["message"]
+        assert response.headers["Retry-After"] == "1"
+    assert post(url, FAST, headers={}).status_code == 200
+
+
+def test_damaged_variant_is_not_deployed(tiny_variant, tmp_path):
+    copy = shutil.copytree(tiny_variant, tmp_path / "tiny" / "FP16")
+    weights = copy / "transformer" / "openvino_model.bin"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(DamagedVariantError, match=r"transformer/openvino_model.bin has 100 bytes.*Copy the folder again"):
+        build_app(copy)
+
+
+def test_serve_command_refuses_a_damaged_folder_before_ray(tiny_variant, tmp_path, capsys):
+    from helpers.cli import main
+
+    copy = shutil.copytree(tiny_variant, tmp_path / "tiny" / "FP16")
+    (copy / "vae_decoder" / "config.json").unlink()
+    assert main(["serve", "--model", "tiny", "--model-root", str(tmp_path)]) == 1
+    assert "vae_decoder/config.json is missing. Copy the folder again" in capsys.readouterr().err
+
+
+def test_serve_command_answers_then_stops_on_ctrl_c(model_root, tiny_variant):
+    """``python -m helpers serve`` with a local Ray of its own: one picture through the openai client, then Ctrl-C
+    stops Serve and that Ray (no process of it left)."""
+    import signal
+    import subprocess
+    import sys
+
+    from openai import OpenAI
+
+    port = free_port()
+    command = [sys.executable, "-m", "helpers", "serve", "--model", "tiny", "--model-root", str(model_root),
+               "--replicas", "1", "--threads-per-replica", "1", "--port", str(port), "--api-key", KEY]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True)
+    try:
+        for line in server.stdout:  # its first line says where it serves
+            if line.startswith("Serving tiny/FP16"):
+                break
+        assert f"at http://127.0.0.1:{port}/v1" in line
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=TIMEOUT)
+        result = client.images.generate(prompt="a red circle", size="1024x1024", extra_body={"num_inference_steps": 2})
+        assert pictures_of(result)[0].size == (1024, 1024)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0 and "Stopped serving." in server.stdout.read()
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def pictures_of(result) -> list[Image.Image]:
+    return [decode_picture(item.b64_json) for item in result.data]
