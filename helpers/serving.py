@@ -31,7 +31,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from .settings import MAX_QUEUED_REQUESTS
-from .variants import Variant
+from .variants import Variant, as_variant
 
 APP_NAME = "pixart"
 MAX_IMAGES_PER_REQUEST = 4  # a request holds its painter for n pictures: larger batches go as more requests
@@ -246,7 +246,7 @@ def build_app(
     """The Ray Serve application over a variant folder: ``replicas`` painters of ``threads`` threads each behind the
     images API. The folder is checked here first (``Variant.load``): a damaged one raises its
     :class:`~helpers.variants.DamagedVariantError` (which file, and the fix) before anything is deployed."""
-    variant = folder if isinstance(folder, Variant) else Variant.load(folder)
+    variant = as_variant(folder)
     for name, value in (("replicas", replicas), ("threads", threads)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is not allowed: use 1 or more.")

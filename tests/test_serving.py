@@ -6,6 +6,7 @@ The tiny model draws 1024² pictures (its bins are the 1024 ones) in 2 steps: ab
 import os
 import shutil
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -205,16 +206,23 @@ def test_serve_command_answers_then_stops_on_ctrl_c(model_root, tiny_variant):
                "--replicas", "1", "--threads-per-replica", "1", "--port", str(port), "--api-key", KEY]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True)
+    lines: list[str] = []
+    # read all the time: Ray's logs would fill the pipe, and a server blocked writing to it never stops
+    reader = threading.Thread(target=lambda: [lines.append(line) for line in server.stdout], daemon=True)
+    reader.start()
     try:
-        for line in server.stdout:  # its first line says where it serves
-            if line.startswith("Serving tiny/FP16"):
-                break
-        assert f"at http://127.0.0.1:{port}/v1" in line
+        deadline = time.time() + TIMEOUT
+        while not any(line.startswith("Serving tiny/FP16") for line in lines) and time.time() < deadline:
+            time.sleep(0.5)  # its first line of its own says where it serves
+        serving = next(line for line in lines if line.startswith("Serving tiny/FP16"))
+        assert f"at http://127.0.0.1:{port}/v1" in serving
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0, timeout=TIMEOUT)
         result = client.images.generate(prompt="a red circle", size="1024x1024", extra_body={"num_inference_steps": 2})
         assert pictures_of(result)[0].size == (1024, 1024)
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=60) == 0 and "Stopped serving." in server.stdout.read()
+        assert server.wait(timeout=TIMEOUT) == 0
+        reader.join(timeout=10)
+        assert "Stopped serving.\n" in lines
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
