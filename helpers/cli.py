@@ -363,7 +363,7 @@ def run_serve(args) -> None:
     except KeyboardInterrupt:
         print("Stopped serving.", file=sys.stderr)
     finally:
-        shutdown()
+        shutdown(graceful=bool(args.address))  # a cluster keeps running: take the application off it
 
 
 def run_train(args) -> None:

@@ -302,10 +302,14 @@ def undeploy(name: str = APP_NAME) -> None:
     serve.delete(name)
 
 
-def shutdown() -> None:
-    """Stop Serve (every replica and the proxy), then this process's Ray (a local instance ends with it)."""
+def shutdown(graceful: bool = True) -> None:
+    """Stop Serve (every replica and the proxy), then this process's Ray (a local instance ends with it).
+
+    ``graceful=False`` skips Serve's own shutdown, which waits for its replicas: right for a local Ray only, whose
+    processes all end with ``ray.shutdown()`` (what Ctrl-C on ``serve`` does then)."""
     import ray
 
     if ray.is_initialized():
-        serve.shutdown()
+        if graceful:
+            serve.shutdown()
         ray.shutdown()

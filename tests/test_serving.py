@@ -204,8 +204,10 @@ def test_serve_command_answers_then_stops_on_ctrl_c(model_root, tiny_variant):
     port = free_port()
     command = [sys.executable, "-m", "helpers", "serve", "--model", "tiny", "--model-root", str(model_root),
                "--replicas", "1", "--threads-per-replica", "1", "--port", str(port), "--api-key", KEY]
+    # as from a terminal: Ctrl-C's default disposition (a SIGINT ignored by whoever started pytest would stay ignored)
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True)
+                              env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     # read all the time: Ray's logs would fill the pipe, and a server blocked writing to it never stops
     reader = threading.Thread(target=lambda: [lines.append(line) for line in server.stdout], daemon=True)
@@ -220,7 +222,11 @@ def test_serve_command_answers_then_stops_on_ctrl_c(model_root, tiny_variant):
         result = client.images.generate(prompt="a red circle", size="1024x1024", extra_body={"num_inference_steps": 2})
         assert pictures_of(result)[0].size == (1024, 1024)
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=TIMEOUT) == 0
+        try:
+            server.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail("serve did not stop on Ctrl-C; its last lines:\n" + "".join(lines[-30:]))
+        assert server.returncode == 0, "".join(lines[-30:])
         reader.join(timeout=10)
         assert "Stopped serving.\n" in lines
     finally:
