@@ -124,7 +124,7 @@ def load_engine(work: Path, engine: str):
     from helpers.pipeline import OVPixArtPipeline
 
     variant = ENGINES[engine]["variant"]
-    pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=not ENGINES[engine]["static"],
+    pipe = OVPixArtPipeline.from_pretrained(work / variant, "CPU", compile=not ENGINES[engine]["static"],
                                          downsampled_steps=ENGINES[engine].get("downsampled_steps"))
     about = {"precision": compute_precision("CPU"), "variant": variant, "static_shapes": ENGINES[engine]["static"]}
     if pipe.transformer.downsampling is not None:

@@ -34,7 +34,7 @@ def direct_pipeline(folder: Path, threads: int):
     from helpers.pipeline import OVPixArtPipeline
 
     torch.set_num_threads(threads)
-    pipe = OVPixArtPipeline.from_variant(folder, "CPU", ov_config={"INFERENCE_NUM_THREADS": threads})
+    pipe = OVPixArtPipeline.from_pretrained(folder, "CPU", ov_config={"INFERENCE_NUM_THREADS": threads})
     pipe.set_progress_bar_config(disable=True)
     direct_seconds(pipe, 0)
     return pipe

@@ -51,7 +51,7 @@ def quality(args) -> None:
     results = load(path)
     folder = variant_dir(args.model, "FP16")
     convert_pipeline(resolve_model_source(args.model), folder)
-    pipe = OVPixArtPipeline.from_variant(folder, args.device)
+    pipe = OVPixArtPipeline.from_pretrained(folder, args.device)
     pipe.set_progress_bar_config(disable=True)
     recipe = pipe.recipe
     evaluation = evaluation_scenes(args.prompts)
@@ -141,7 +141,7 @@ def speed(args) -> None:
     path = args.out / f"step-cache-{model_name(args.model)}.json"
     results = load(path)
     folder = variant_dir(args.model, args.variant)
-    pipe = OVPixArtPipeline.from_variant(folder, args.device)
+    pipe = OVPixArtPipeline.from_pretrained(folder, args.device)
     recipe = pipe.recipe
     size = dict(height=args.side, width=args.side)
     ways = {"uncached": None, **{f"cached {threshold:g}": threshold for threshold in args.thresholds}}

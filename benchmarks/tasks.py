@@ -93,7 +93,7 @@ def task_pipeline(work: Path, variant: str, cache: str | None, on_demand: bool =
     cache_dir = work / "cache" / variant
     start = time.perf_counter()
     config = {"CACHE_DIR": str(cache_dir)} if cache else {}
-    pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", config, low_memory=on_demand)
+    pipe = OVPixArtPipeline.from_pretrained(work / variant, "CPU", config, low_memory=on_demand)
     result = {"compile_seconds": time.perf_counter() - start}
     if cache == "cached":  # the cache holds the compiled models (GB at full size): measured, then freed
         result["cache_gib"] = folder_size_mb(cache_dir) * 1e6 / 1024**3

@@ -101,7 +101,7 @@ def task_quality_openvino(work: Path, model: str, prompts: int, fractions: list[
     for variant in ("FP16-ToDo", "W8A8-ToDo"):
         folder = variant_dir(model, variant)
         make_downsampled_variant(source, fp16, folder, TokenDownsampling(2), calibration=calibrate)
-        pipe = OVPixArtPipeline.from_variant(folder, "CPU")
+        pipe = OVPixArtPipeline.from_pretrained(folder, "CPU")
         pipe.set_progress_bar_config(disable=True)
         recipe, scores, pictures = pipe.variant.recipe, {}, {}
         exact = f"OpenVINO {variant.removesuffix('-ToDo')}"
@@ -178,7 +178,7 @@ def task_picture_distance(work: Path, side: int, variant: str, fractions: list[f
     from helpers.pipeline import OVPixArtPipeline, generate
     from helpers.settings import LCM_RECIPE
 
-    pipe = OVPixArtPipeline.from_variant(work / variant, "CPU", compile=False)
+    pipe = OVPixArtPipeline.from_pretrained(work / variant, "CPU", compile=False)
     pipe.scheduler = recipe_scheduler("LCM", pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     if side > 1024:  # a whole 2048² decode does not fit beside T5 in 24 GiB

@@ -48,7 +48,7 @@ def final_latents(folder: Path, side: int, prompts) -> list[np.ndarray]:
 
     from helpers.pipeline import OVPixArtPipeline
 
-    pipe = OVPixArtPipeline.from_variant(folder, "CPU", low_memory=True)
+    pipe = OVPixArtPipeline.from_pretrained(folder, "CPU", low_memory=True)
     pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     scale = pipe.vae.config["scaling_factor"]

@@ -98,13 +98,13 @@ def _add_generate(commands) -> None:
         "generate",
         help="draw pictures from prompts with a variant folder, saved as PNG",
         description="Draw one picture per prompt (and per --images-per-prompt) with the OpenVINO pipeline of a variant "
-        "folder. Steps, guidance and negative prompt default to the checkpoint's recipe (LCM: 4 steps, no guidance). "
+        "folder. Steps and guidance default to the checkpoint's recipe (LCM: 4 steps, no guidance; standard: 20, 4.5). "
         "One picture goes to --out; several go to <out>-1.png, <out>-2.png, … The n-th prompt is drawn with seed + n - 1.",
     )
     _model_arguments(command)
     command.add_argument("--variant", default="FP16", help="FP16, INT8, INT4-T5, W8A8, or an opt-in FP16-ToDo, W8A8-ToDo (default: %(default)s)")
     command.add_argument("--prompt", action="append", required=True, help="what to draw; repeat for several prompts")
-    command.add_argument("--negative-prompt", default=None, help="what not to draw (default: the recipe's)")
+    command.add_argument("--negative-prompt", default=None, help="what not to draw (default: none, as in diffusers)")
     command.add_argument("--seed", type=int, default=42, help="seed of the first prompt's noise (default: %(default)s)")
     command.add_argument("--size", type=parse_dimensions, default=None, metavar="WxH", help="picture size, e.g. 1344x768 (default: the model's native square)")
     command.add_argument("--no-binning", action="store_true", help="draw at exactly --size instead of the nearest aspect-ratio bin, resized")
@@ -269,7 +269,7 @@ def run_generate(args) -> None:
 
     static = args.static_shapes or needs_static_shapes(args.device)
     variant = Variant.of(args.model, args.variant, args.model_root)
-    pipe = OVPixArtPipeline.from_variant(variant, args.device, step_cache=args.step_cache, compile=not static,
+    pipe = OVPixArtPipeline.from_pretrained(variant, args.device, step_cache=args.step_cache, compile=not static,
                                          downsampled_steps=args.downsampled_steps)
     height, width = args.size or (None, None)
     options = pipe.recipe.call_arguments(  # the recipe where the command line says nothing

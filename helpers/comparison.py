@@ -117,7 +117,7 @@ def run_variant(
     ``encode_prompt``.
     """
     variant = as_variant(variant)
-    pipe = OVPixArtPipeline.from_variant(variant, device, ov_config)
+    pipe = OVPixArtPipeline.from_pretrained(variant, device, ov_config)
     pipe.set_progress_bar_config(disable=True)
     images, latents, embeddings = [], [], []
     prompts, seeds = list(prompts), list(seeds)
@@ -378,7 +378,7 @@ def alignment_of_variants(
     images, _ = reference_images(resolve_model_source(model_id), [scene.caption for scene in scenes], seeds, recipe, **kwargs)
     scores, pictures = {"PyTorch": alignment_score(images, scenes)}, {"PyTorch": images}
     for name, variant in loaded.items():
-        pipe = OVPixArtPipeline.from_variant(variant, device)
+        pipe = OVPixArtPipeline.from_pretrained(variant, device)
         pipe.set_progress_bar_config(disable=True)
         scores[name], pictures[name] = evaluate_alignment(pipe, evaluation, recipe, **kwargs)
         del pipe

@@ -111,7 +111,7 @@ def collect_calibration_data(
     The VAE decoder is not run (latents out). ``height``/``width`` default to the model's size; calibrating
     smaller is cheaper, and the statistics are per channel, so they carry over to other sizes.
     """
-    pipe = OVPixArtPipeline.from_variant(variant, device)  # low memory where the weights need it
+    pipe = OVPixArtPipeline.from_pretrained(variant, device)  # low memory where the weights need it
     pipe.set_progress_bar_config(disable=True)
     with recorded_inputs(pipe.transformer) as calls:
         for index, prompt in enumerate(tqdm(prompts, desc="calibration")):

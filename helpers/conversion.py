@@ -14,9 +14,21 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoints import SDXL_VAE_SCALING_FACTOR, stored_dtypes, upcast_checkpoint
+from .sources import resolve_model_source
 from .step_cache import CUT_POINTS, captured_cut_points
 from .token_downsampling import TokenDownsampling, enable_token_downsampling
-from .variants import DOWNSAMPLED_PART, PARTS, Variant, as_variant, finish_variant, link_part, make_parts, save_part
+from .variants import (
+    DOWNSAMPLED_PART,
+    PARTS,
+    Variant,
+    as_variant,
+    finish_variant,
+    is_variant,
+    link_part,
+    make_parts,
+    save_part,
+    variant_dir,
+)
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
@@ -247,6 +259,15 @@ def convert_pipeline(
     seconds = make_parts(out_dir, parts, lambda part: _convert_from(source, part, out_dir), "converted", report)
     finish_variant(source, out_dir, {"variant": "FP16", "source": str(source)})
     return seconds
+
+
+def export_variant(model_id: str, out_dir: Path | None = None, report: Callable[[str], None] = tqdm.write) -> Variant:
+    """The FP16 variant of a model id (what ``PIXART_MODEL_ID`` takes), converted into ``out_dir`` (default
+    ``model/<model-name>/FP16``, notebook 1's) unless a finished one is there: optimum-intel's ``export=True``."""
+    out_dir = Path(out_dir) if out_dir is not None else variant_dir(model_id, "FP16")
+    if not is_variant(out_dir):
+        convert_pipeline(resolve_model_source(model_id), out_dir, report=report)
+    return Variant.load(out_dir)
 
 
 def convert_downsampled(

@@ -42,7 +42,7 @@ class DemoBackend:
         if variant not in self.variants:
             raise ValueError(f"Unknown variant {variant!r}: choose one of {', '.join(self.variants)}.")
         if variant not in self._pipelines:
-            pipe = OVPixArtPipeline.from_variant(self.variants[variant], self.device, self.ov_config)
+            pipe = OVPixArtPipeline.from_pretrained(self.variants[variant], self.device, self.ov_config)
             pipe.set_progress_bar_config(disable=True)
             self._pipelines[variant] = pipe
         return self._pipelines[variant]
@@ -120,7 +120,7 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
         with gr.Row():
             with gr.Column():
                 prompt = gr.Textbox(label="Prompt", lines=2, placeholder="Describe the picture")
-                negative = gr.Textbox(label="Negative prompt", value=recipe.negative_prompt)
+                negative = gr.Textbox(label="Negative prompt", value="")
                 with gr.Row():
                     seed = gr.Number(label="Seed", value=42, precision=0, minimum=0)
                     randomize = gr.Checkbox(label="Randomize seed", value=False)
@@ -140,7 +140,7 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
                 info = gr.Textbox(label="Generation", interactive=False, elem_id="info")
         inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant, step_cache]
         gr.Examples(
-            [[p, recipe.negative_prompt, s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.default_variant, 0.0]
+            [[p, "", s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.default_variant, 0.0]
              for p, s in zip(example_prompts(model_id), EXAMPLE_SEEDS)],
             inputs=inputs,
         )

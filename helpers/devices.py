@@ -1,9 +1,10 @@
 """Devices and memory: the devices OpenVINO sees, the precision one computes in, and whether a variant fits in
-this machine's memory once compiled (what ``from_variant`` decides its low-memory mode by)."""
+this machine's memory once compiled (what ``from_pretrained`` decides its low-memory mode by)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import openvino as ov
 
@@ -15,6 +16,12 @@ from .variants import Variant, as_variant
 def available_devices(core: ov.Core | None = None) -> list[str]:
     """The devices OpenVINO sees here, plus ``AUTO`` (its own choice among them)."""
     return [*(core or ov.Core()).available_devices, "AUTO"]
+
+
+def openvino_device(device: Any) -> str:
+    """The OpenVINO name of a device as diffusers and optimum-intel users write it: ``"cpu"`` and
+    ``torch.device("cpu")`` are ``CPU``, and names are upper case (``"gpu"``: ``GPU``)."""
+    return str(getattr(device, "type", device)).upper()  # a torch.device names its kind in .type
 
 
 def check_device(device: str, core: ov.Core | None = None) -> str:

@@ -37,7 +37,7 @@ class OVModelPart:
     ``config`` is the part's torch config (read from its ``config.json`` when not given). ``compile_now=False``
     compiles the IR at its first call instead. Parts that share a ``low_memory_group`` list are compiled one at a
     time: compiling one frees the others, so only one part's weights are held (the low-memory mode of
-    :meth:`~helpers.pipeline.OVPixArtPipeline.from_variant`). A part may run as several compiled models cut from its IR
+    :meth:`~helpers.pipeline.OVPixArtPipeline.from_pretrained`). A part may run as several compiled models cut from its IR
     (the cached transformer's segments): :meth:`_models` names them.
     """
 
@@ -142,6 +142,11 @@ class OVModelPart:
             )
         return None
 
+    def move_to(self, device: str) -> None:
+        """Compile for ``device`` from now on: the compiled models are freed, and the next call compiles them."""
+        self.device_name = device
+        self.release()
+
     def release(self) -> None:
         """Free the compiled models (and their weights); the next call compiles them again."""
         if self._requests:
@@ -225,6 +230,11 @@ class OVTransformer(OVModelPart):
         super().release()
         if self.downsampled is not None:
             self.downsampled.release()
+
+    def move_to(self, device: str) -> None:
+        super().move_to(device)
+        if self.downsampled is not None:
+            self.downsampled.move_to(device)
 
     @property
     def has_step_cache(self) -> bool:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 import warnings
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch
 from PIL import Image
 
 from .checkpoints import scheduler_from_config
-from .devices import check_device, fits_in_memory
+from .conversion import export_variant
+from .devices import check_device, fits_in_memory, openvino_device
 from .parts import OVModelPart, OVTextEncoder, OVTransformer, OVVaeDecoder
 from .settings import SamplingRecipe, recipe_for
 from .sizes import ASPECT_RATIO_BINS, aspect_ratio_bins, largest_side
@@ -29,14 +31,14 @@ from .static_shapes import (
 )
 from .step_cache import DEFAULT_THRESHOLD, StepCacheUnavailableError
 from .token_downsampling import TokenDownsampling, check_steps
-from .variants import DOWNSAMPLED_PART, Variant, as_variant
+from .variants import DOWNSAMPLED_PART, Variant, VariantNotReadyError, how_to_make, read_index, save_variant
 
 
 class OVPixArtPipeline:
     """What the OpenVINO pipelines add to diffusers' PixArt-α and PixArt-Σ pipelines, whose ``__call__``, checks,
-    bins and loop they keep: loading from a variant folder, the checkpoint's recipe, clear errors for bad input.
+    bins and loop they keep: loading and saving in optimum-intel's habits, the device, clear errors for bad input.
 
-    ``OVPixArtPipeline.from_variant(variant)`` returns the pipeline of the variant's own kind: an
+    ``OVPixArtPipeline.from_pretrained(folder)`` returns the pipeline of the variant's own kind: an
     :class:`OVPixArtAlphaPipeline` or an :class:`OVPixArtSigmaPipeline`. No torch weights are loaded. Its
     ``variant`` is the :class:`~helpers.variants.Variant` it was loaded from.
     """
@@ -47,77 +49,125 @@ class OVPixArtPipeline:
     reshape_each_call = False  # reshape to every call's shapes (static-only devices): compiles when they change
 
     @classmethod
-    def from_variant(
+    def from_pretrained(
         cls,
-        variant: Variant | Path,
+        model_id_or_path: str | Path | Variant,
         device: str = "AUTO",
         ov_config: dict | None = None,
-        low_memory: bool | None = None,
-        step_cache: float | None = None,
+        *,
+        export: bool = False,
+        export_dir: Path | None = None,
         compile: bool = True,
+        low_memory: bool | None = None,
+        step_cache: float | bool | None = None,
         downsampled_steps: float | None = None,
     ) -> "OVPixArtPipeline":
-        """Compile the three IRs of a variant (a :class:`~helpers.variants.Variant`, or its folder, checked and read
-        here) for ``device`` and return the pipeline (α or Σ, as the variant's model is).
+        """Load a variant folder (or a :class:`~helpers.variants.Variant`) and compile its parts for ``device``, as
+        optimum-intel's ``OVDiffusionPipeline.from_pretrained`` does; returns the α or Σ pipeline, as its model is.
 
-        ``step_cache``: a threshold turns the step cache on (:meth:`enable_step_cache`); ``None`` leaves it off. A
-        folder converted before step caching loads without it, with a warning that says how to remake it.
+        ``export=True`` takes what ``PIXART_MODEL_ID`` takes (a hub id, a diffusers folder, ``tiny``, ``shapes``) and
+        converts it first (:func:`~helpers.conversion.export_variant`) into ``export_dir``, by default the FP16 folder
+        notebook 1 makes (``model/<model-name>/FP16``); a finished one is loaded as it is.
+
+        ``ov_config``: OpenVINO compile properties (``{"INFERENCE_PRECISION_HINT": "f32"}``, say). ``compile=False``
+        compiles each part at its first call instead (after a :meth:`reshape`, say); :meth:`compile` compiles now. A
+        device that compiles static shapes only (``NPU``) compiles nothing here: each call reshapes the parts to its
+        own shapes (``reshape_each_call``), compiling them again when they change; or call :meth:`reshape` once.
 
         ``low_memory=True`` keeps one part's weights in memory at a time: each part is compiled when it is called
         and frees the others (T5 once per prompt, the transformer once per picture). On a CPU without bf16,
         OpenVINO holds FP16 weights in f32, and T5-XXL alone then takes 18 GiB. It costs the parts' compile time at
         every picture. ``None`` (the default) turns it on when the variant's weights would not fit in memory
-        (:func:`fits_in_memory`).
+        (:func:`~helpers.devices.fits_in_memory`).
 
+        ``step_cache``: a threshold turns the step cache on (:meth:`enable_step_cache`), ``False`` leaves it off,
+        ``None`` does as the folder says (a folder saved from a cached pipeline records its threshold).
         ``downsampled_steps``: for a ``-ToDo`` variant, the fraction of each picture's first steps its downsampled
-        transformer runs (default: the folder's, as it was made; see :meth:`set_downsampled_steps`).
-
-        ``compile=False`` compiles each part at its first call instead (after a :meth:`reshape`, say, as optimum-intel's
-        ``compile=False``). A device that compiles static shapes only (``NPU``) compiles nothing here: each
-        call reshapes the parts to its own shapes (``reshape_each_call``), compiling them again when they change; or
-        call :meth:`reshape` once.
+        transformer runs (default: the folder's; see :meth:`set_downsampled_steps`).
         """
-        from transformers import AutoTokenizer
-
-        variant = as_variant(variant)
-        pipeline_class = OV_PIPELINES[variant.pipeline_name]
+        variant = variant_to_load(model_id_or_path, export, export_dir)
         core = ov.Core()
-        device = check_device(device, core)
+        device = check_device(openvino_device(device), core)
         if low_memory is None:
             low_memory = not fits_in_memory(variant, device, ov_config, core)
-        low_memory_group: list[OVModelPart] | None = [] if low_memory else None
-        compile_now = compile and not low_memory and not needs_static_shapes(device)
-        options = dict(core=core, device=device, ov_config=ov_config, compile_now=compile_now, low_memory_group=low_memory_group)
-
-        def part(cls: type[OVModelPart], name: str, **overrides: Any) -> OVModelPart:
-            return cls(variant.part_dir(name), config=variant.part_config(name), **(options | overrides))
-
-        parts = {
-            "text_encoder": part(OVTextEncoder, "text_encoder"),
-            # compiled below, once it is known whether it runs whole or cut for the step cache
-            "transformer": part(OVTransformer, "transformer", compile_now=False),
-            "vae": part(OVVaeDecoder, "vae_decoder"),
-        }
-        if variant.token_downsampling:  # a -ToDo variant: the transformer with token downsampling too, for the first steps
-            downsampled = part(OVTransformer, DOWNSAMPLED_PART, compile_now=False)
-            parts["transformer"].use_downsampled(downsampled, TokenDownsampling.from_record(variant.token_downsampling))
-        scheduler = scheduler_from_config(variant.scheduler_config)
-        tokenizer = AutoTokenizer.from_pretrained(variant.part_dir("tokenizer"))
-        pipe = pipeline_class(tokenizer=tokenizer, scheduler=scheduler, **parts)
-        pipe.variant = variant
-        pipe.low_memory = low_memory
+        pipe = OV_PIPELINES[variant.pipeline_name](**pipeline_components(variant, core, device, ov_config, low_memory))
+        pipe.variant, pipe.low_memory, pipe.step_cache_counts = variant, low_memory, None
         pipe.reshape_each_call = needs_static_shapes(device)
-        pipe.step_cache_counts = None
-        if downsampled_steps is not None:
-            pipe.set_downsampled_steps(downsampled_steps)
-        if step_cache is not None:
-            try:
-                pipe.enable_step_cache(step_cache)
-            except StepCacheUnavailableError as error:
-                warnings.warn(str(error), stacklevel=2)
-        if compile_now:
-            pipe.transformer.compile()
+        pipe.apply_settings(variant.step_cache_threshold if step_cache is None else step_cache, downsampled_steps)
+        if compile and not low_memory and not pipe.reshape_each_call:
+            pipe.compile()
         return pipe
+
+    def apply_settings(self, step_cache: float | bool | None, downsampled_steps: float | None) -> None:
+        """Turn the step cache on at a threshold (off for ``None`` or ``False``), and set the downsampled steps."""
+        if downsampled_steps is not None:
+            self.set_downsampled_steps(downsampled_steps)
+        if step_cache is None or step_cache is False:
+            return
+        try:
+            self.enable_step_cache(step_cache)
+        except StepCacheUnavailableError as error:
+            warnings.warn(str(error), stacklevel=3)
+
+    def save_pretrained(self, save_directory: str | Path) -> Variant:
+        """Write this pipeline as a variant folder that :meth:`from_pretrained` loads back to the same pictures: its
+        parts (hard links to the loaded folder's files), its scheduler as it is now, and what was set at run time
+        (the step cache's threshold, a ``-ToDo`` variant's downsampled steps), under a temporary name renamed at the
+        end. Returns the saved :class:`~helpers.variants.Variant`."""
+        return save_variant(self.variant, Path(save_directory), self.run_settings(), self.scheduler.save_pretrained)
+
+    def run_settings(self) -> dict[str, Any]:
+        """What was set on this pipeline beside its folder, as a variant index records it."""
+        settings: dict[str, Any] = {"step_cache": None}
+        if self.transformer.step_cache is not None:
+            settings["step_cache"] = {"threshold": self.transformer.step_cache.threshold}
+        if self.transformer.downsampled is not None:
+            settings["token_downsampling"] = self.transformer.downsampling.record(self.transformer.config.num_layers)
+        return settings
+
+    @property
+    def parts(self) -> tuple[OVModelPart, ...]:
+        return self.text_encoder, self.transformer, self.vae
+
+    def to(self, *args: Any, **kwargs: Any) -> "OVPixArtPipeline":
+        """Move the pipeline to another OpenVINO device, compiling its parts for it (now, if they were compiled), as
+        optimum-intel's ``to(device)``. ``"cpu"`` and ``torch.device("cpu")`` mean ``CPU``, so diffusers code that
+        calls ``pipe.to("cpu")`` keeps working; a torch dtype other than float32 is refused (OpenVINO's precision is
+        a compile property). Returns the pipeline."""
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
+        for arg in args:
+            if isinstance(arg, torch.dtype):
+                dtype = arg
+            else:
+                device = arg
+        if kwargs:
+            raise TypeError(f"to() takes a device and a dtype, not {', '.join(kwargs)}.")
+        if dtype not in (None, torch.float32):
+            raise ValueError(
+                f"to({dtype}) is not how an OpenVINO pipeline changes precision: load it with "
+                f"ov_config={{'INFERENCE_PRECISION_HINT': 'bf16'}} (or 'f16', 'f32')."
+            )
+        if device is None:
+            return self
+        device = check_device(openvino_device(device), self.transformer.core)
+        was_compiled = any(part.is_compiled for part in self.parts)
+        for part in self.parts:
+            part.move_to(device)
+        self.reshape_each_call = needs_static_shapes(device)
+        if was_compiled and not self.reshape_each_call:
+            self.compile()
+        return self
+
+    def compile(self) -> None:
+        """Compile every part now for its device and shapes, as optimum-intel's ``compile()`` (after
+        ``compile=False`` or :meth:`reshape`). A low-memory pipeline compiles each part at its call instead."""
+        if self.low_memory:
+            return
+        device = self.transformer.device_name
+        if needs_static_shapes(device) and self.static_shape is None:
+            raise ValueError(static_device_message(device, self.call_shape(None, {"prompt_embeds": None, "batch": 1})))
+        for part in self.parts:
+            part.compile()
 
     def reshape(
         self,
@@ -151,9 +201,7 @@ class OVPixArtPipeline:
         self.transformer.reshape(transformer_shapes(call, self.transformer.config, scale))
         self.vae.reshape(vae_decoder_shapes(call, self.vae.config, scale, tile))
         self.static_shape = call
-        if not self.low_memory:
-            for part in (self.text_encoder, self.transformer, self.vae):
-                part.compile()
+        self.compile()
         return self
 
     def reshape_for(self, prompt: str | list[str] | None, **kwargs: Any) -> "OVPixArtPipeline":
@@ -205,16 +253,18 @@ class OVPixArtPipeline:
         """The sampling recipe of this checkpoint (LCM: 4 steps, no guidance; standard: 20 steps, 4.5)."""
         return recipe_for(self.scheduler)
 
-    def __call__(self, prompt: str | list[str] | None = None, *args: Any, **kwargs: Any):
-        """diffusers' call; steps, guidance and the negative prompt default to the checkpoint's recipe (not 20, 4.5
-        and none): ``pipe(prompt)`` draws the picture ``generate(pipe, prompt)`` does."""
-        kwargs = self.recipe.call_arguments(**kwargs)
+    def __call__(self, *args: Any, **kwargs: Any):
+        """diffusers' call, its arguments and defaults, but for steps and guidance, which default to the checkpoint's
+        recipe (LCM: 4 steps, no guidance, as its model card gives; standard: diffusers' own 20 and 4.5)."""
+        given = dict(inspect.signature(super().__call__).bind(*args, **kwargs).arguments)
+        kwargs = self.recipe.defaults() | given | given.pop("kwargs", {})  # diffusers' **kwargs, flattened
+        prompt = kwargs.pop("prompt", None)
         self.check_call_inputs(prompt, **kwargs)
         if self.reshape_each_call:
             self.reshape_for(prompt, **kwargs)
         self.transformer.start_picture(kwargs["num_inference_steps"])  # its step count, its step cache
         cache = self.transformer.step_cache
-        output = super().__call__(prompt, *args, **kwargs)
+        output = super().__call__(prompt, **kwargs)
         # how many steps ran in full and how many reused the blocks (None with the cache off)
         self.step_cache_counts = cache.counts if cache is not None else None
         if not isinstance(output, tuple):  # return_dict=False gives a bare tuple, as in diffusers
@@ -282,6 +332,51 @@ class OVPixArtSigmaPipeline(OVPixArtPipeline, _diffusers_pipelines()[1]):
 
 # The OpenVINO pipeline of each diffusers pipeline a variant folder can come from.
 OV_PIPELINES = {"PixArtAlphaPipeline": OVPixArtAlphaPipeline, "PixArtSigmaPipeline": OVPixArtSigmaPipeline}
+
+
+def variant_to_load(model_id_or_path: str | Path | Variant, export: bool = False, export_dir: Path | None = None) -> Variant:
+    """The variant :meth:`OVPixArtPipeline.from_pretrained` loads: the folder given (checked), or with ``export`` the
+    FP16 folder a model id converts into."""
+    if isinstance(model_id_or_path, Variant):
+        return model_id_or_path
+    if export:
+        return export_variant(str(model_id_or_path), export_dir)
+    folder = Path(model_id_or_path)
+    if not folder.is_dir():
+        raise VariantNotReadyError(
+            f"No converted model at {folder}: pass export=True to convert a hub id, a diffusers folder, tiny or shapes "
+            f"into model/<name>/FP16, or {how_to_make(folder)} first."
+        )
+    index = read_index(folder)
+    if "_class_name" in index and "parts" not in index:  # a diffusers pipeline folder
+        raise VariantNotReadyError(
+            f"{folder} is a diffusers {index['_class_name']} folder, not an OpenVINO variant folder: pass export=True "
+            f"to convert it first (notebook 1 does the same)."
+        )
+    return Variant.load(folder)
+
+
+def pipeline_components(variant: Variant, core: ov.Core, device: str, ov_config: dict | None, low_memory: bool) -> dict[str, Any]:
+    """diffusers' components of a variant: its OpenVINO parts (compiled at their first call or by ``compile()``),
+    its tokenizer and its scheduler."""
+    from transformers import AutoTokenizer
+
+    low_memory_group: list[OVModelPart] | None = [] if low_memory else None
+
+    def part(cls: type[OVModelPart], name: str) -> OVModelPart:
+        return cls(variant.part_dir(name), core=core, device=device, ov_config=ov_config, compile_now=False,
+                   low_memory_group=low_memory_group, config=variant.part_config(name))
+
+    transformer = part(OVTransformer, "transformer")
+    if variant.token_downsampling:  # a -ToDo variant: the transformer with token downsampling too, for the first steps
+        transformer.use_downsampled(part(OVTransformer, DOWNSAMPLED_PART), TokenDownsampling.from_record(variant.token_downsampling))
+    return dict(
+        tokenizer=AutoTokenizer.from_pretrained(variant.part_dir("tokenizer")),
+        scheduler=scheduler_from_config(variant.scheduler_config),
+        text_encoder=part(OVTextEncoder, "text_encoder"),
+        transformer=transformer,
+        vae=part(OVVaeDecoder, "vae_decoder"),
+    )
 
 
 def check_generation_inputs(

@@ -31,8 +31,8 @@ def reference_dtype() -> torch.dtype:
 def encode_prompts(
     source: Path, prompts: Sequence[str], recipe: SamplingRecipe, dtype: torch.dtype, batch_size: int = 16
 ) -> tuple[list[dict[str, torch.Tensor]], float]:
-    """The T5 embeddings of ``prompts`` (and of the recipe's negative prompt when it guides), in batches, and the
-    seconds spent encoding (loading not counted).
+    """The T5 embeddings of ``prompts`` (and of diffusers' default negative prompt, none, when the recipe guides), in
+    batches, and the seconds spent encoding (loading not counted).
 
     Only the tokenizer and the text encoder are loaded, and freed before returning.
     """
@@ -44,7 +44,7 @@ def encode_prompts(
         for first in range(0, len(prompts), batch_size):
             chunk = list(prompts[first : first + batch_size])
             embeds, mask, negative, negative_mask = pipe.encode_prompt(
-                chunk, do_classifier_free_guidance=guided, negative_prompt=recipe.negative_prompt, clean_caption=True
+                chunk, do_classifier_free_guidance=guided, clean_caption=True
             )
             batch = {"prompt_embeds": embeds, "prompt_attention_mask": mask}
             if guided:
@@ -80,7 +80,8 @@ def reference_images(
         for index, batch in enumerate(batches):
             chunk = seeds[index * batch_size : (index + 1) * batch_size]
             generators = [torch.Generator().manual_seed(seed) for seed in chunk]
-            images += pipe(generator=generators, **recipe.call_arguments(**batch, **kwargs)).images
+            # the negative prompt's embeddings are given: diffusers refuses its default negative prompt beside them
+            images += pipe(generator=generators, negative_prompt=None, **recipe.call_arguments(**batch, **kwargs)).images
     seconds += time.perf_counter() - start
     del pipe
     free_memory()

@@ -113,7 +113,7 @@ class Painter:
         torch.set_num_threads(threads)  # torch's share of the work (the scheduler, the tensors between parts)
         variant = Variant.load(folder)  # this node's copy: a damaged one stops the replica with the file and the fix
         config = {"INFERENCE_NUM_THREADS": threads, **(ov_config or {})}
-        self.pipe = OVPixArtPipeline.from_variant(variant, device, ov_config=config, compile=False)
+        self.pipe = OVPixArtPipeline.from_pretrained(variant, device, ov_config=config, compile=False)
         if threads == 1 and device == "CPU":
             # OpenVINO 2026.4.1's CPU plugin dies (SIGFPE) compiling the T5 IR for one thread in bf16; T5 runs once
             # per request, so it computes in f32 there

@@ -74,20 +74,20 @@ class SamplingRecipe:
     name: str
     num_inference_steps: int
     guidance_scale: float
-    negative_prompt: str = ""
+
+    def defaults(self) -> dict[str, Any]:
+        """The call arguments this recipe fills where a call does not give them: steps and guidance, nothing else
+        (the negative prompt stays diffusers' default, none)."""
+        return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale}
 
     def call_arguments(self, **arguments: Any) -> dict[str, Any]:
-        """A pipeline call's arguments: ``arguments`` (``None`` values dropped) over this recipe's steps, guidance and
-        negative prompt; the one place a recipe becomes a call. Beside negative prompt embeddings, no negative prompt
-        (``None``: diffusers' default, "", would be refused beside them)."""
-        given = {name: value for name, value in arguments.items() if value is not None}
-        negative = None if "negative_prompt_embeds" in given else self.negative_prompt
-        defaults = {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale, "negative_prompt": negative}
-        return defaults | given
+        """A pipeline call's arguments from options that may be unset (the command line's, a form's): the given
+        ones (``None`` values dropped) over this recipe's :meth:`defaults`."""
+        return self.defaults() | {name: value for name, value in arguments.items() if value is not None}
 
 
 LCM_RECIPE = SamplingRecipe("LCM", num_inference_steps=4, guidance_scale=0.0)
-STANDARD_RECIPE = SamplingRecipe("standard", num_inference_steps=20, guidance_scale=4.5, negative_prompt="blurry, low quality")
+STANDARD_RECIPE = SamplingRecipe("standard", num_inference_steps=20, guidance_scale=4.5)  # diffusers' own defaults
 
 
 # The step cache's default threshold (``helpers.step_cache``): the largest measured that kept the shapes model's

@@ -11,8 +11,11 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .settings import STANDARD_RECIPE
 from .training_vae import encode_pictures, pictures_to_tensor
+
+# The captions that stand for "no caption" while training (one in ten is swapped for one of them), so that
+# classifier-free guidance has something to push away from; the shapes model was trained with these two.
+NULL_CAPTIONS = ("", "blurry, low quality")
 
 
 @torch.no_grad()
@@ -68,7 +71,7 @@ def cache_features(pipe, dataset, path: Path, batch_size: int = 32, device: str 
         embeddings.append(embedding)
         masks.append(mask)
     pipe.vae.to("cpu")
-    null_embeddings, null_masks = encode_captions(pipe, ["", STANDARD_RECIPE.negative_prompt])
+    null_embeddings, null_masks = encode_captions(pipe, list(NULL_CAPTIONS))
     features = {
         "latents": torch.cat(latents).contiguous(),
         "embeddings": torch.cat(embeddings).contiguous(),

@@ -212,6 +212,16 @@ class Variant:
         return self.index.get("token_downsampling")
 
     @property
+    def step_cache_threshold(self) -> float | None:
+        """The step cache's threshold a pipeline was saved with (``save_pretrained``); None: saved without it."""
+        return (self.index.get("step_cache") or {}).get("threshold")
+
+    @property
+    def subfolders(self) -> list[str]:
+        """The folders of its recorded files: the parts, the tokenizer, the scheduler, and what a variant adds."""
+        return sorted({name.split("/")[0] for name in self.files if "/" in name})
+
+    @property
     def files(self) -> dict[str, dict[str, Any]]:
         """Size and SHA-256 of each file, as recorded when the folder was finished."""
         return self.index.get("files", {})
@@ -406,6 +416,23 @@ def finish_variant(source: Path, out_dir: Path, record: dict, show_progress: boo
     tmp.write_text(json.dumps(index, indent=2))
     tmp.replace(out_dir / MODEL_INDEX)
     return Variant(out_dir, index)
+
+
+def save_variant(variant: Variant, out_dir: Path, settings: dict[str, Any], write_scheduler: Callable[[Path], Any]) -> Variant:
+    """A copy of ``variant`` in ``out_dir``: its folders as hard links to its files, but the scheduler, which
+    ``write_scheduler(folder)`` writes, and its index with ``settings`` over its record. Built under a temporary name,
+    renamed at the end (a folder there before is replaced)."""
+    out_dir = Path(out_dir)
+    if out_dir.resolve() == variant.folder.resolve():
+        raise ValueError(f"Can't save the pipeline into {out_dir}: it was loaded from there. Save it into another folder.")
+    record = {key: value for key, value in variant.index.items() if key not in ("_class_name", "parts", "pipeline", "files")}
+    with atomic_folder(out_dir) as tmp:
+        for sub in variant.subfolders:
+            if sub != "scheduler":
+                link_part(variant.folder, tmp, sub)
+        write_scheduler(tmp / "scheduler")
+        finish_variant(variant.folder, tmp, record | settings, show_progress=False)
+    return Variant.load(out_dir)
 
 
 def source_pipeline(folder: Path) -> str:

@@ -35,8 +35,9 @@ def sigma_source(model_root) -> Path:
 
 @pytest.fixture(scope="session")
 def sigma_variant(model_root, sigma_source) -> Path:
+    """Converted as optimum-intel users convert: ``from_pretrained(diffusers_folder, export=True)``."""
     folder = variant_dir("tiny-sigma", "FP16", root=model_root)
-    convert_pipeline(sigma_source, folder, report=lambda message: None)
+    OVPixArtPipeline.from_pretrained(sigma_source, export=True, export_dir=folder, compile=False)
     return folder
 
 
@@ -49,8 +50,9 @@ def tiny_variant(model_root, tiny_source) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_standard_variant(model_root, tiny_standard_source) -> Path:
+    """Converted by ``from_pretrained(diffusers_folder, export=True)``, as ``sigma_variant``."""
     folder = variant_dir("tiny-standard", "FP16", root=model_root)
-    convert_pipeline(tiny_standard_source, folder)
+    OVPixArtPipeline.from_pretrained(tiny_standard_source, export=True, export_dir=folder, compile=False)
     return folder
 
 
@@ -69,9 +71,9 @@ def tiny_compressed(model_root, tiny_variant) -> dict:
 def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_variant):
     """diffusers' PyTorch pipeline and the OpenVINO one (f32 hint) of tiny (LCM) and tiny-standard (DPM-Solver)."""
     return {
-        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)),
+        "LCM": (PixArtAlphaPipeline.from_pretrained(tiny_source), OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG)),
         "standard": (
             PixArtAlphaPipeline.from_pretrained(tiny_standard_source),
-            OVPixArtPipeline.from_variant(tiny_standard_variant, "CPU", F32_CONFIG),
+            OVPixArtPipeline.from_pretrained(tiny_standard_variant, "CPU", F32_CONFIG),
         ),
     }

@@ -154,10 +154,10 @@ def test_compressing_without_fp16_says_run_notebook_1(tmp_path):
 def test_compressed_pipeline_stays_close_to_fp16(tiny_variant, tiny_compressed):
     prompt = EXAMPLE_PROMPTS[0]
     kwargs = dict(height=256, width=384, use_resolution_binning=False)
-    fp16 = OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)
+    fp16 = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG)
     expected, _ = generate(fp16, prompt, **kwargs)
     for name, folder in tiny_compressed.items():
-        pipe = OVPixArtPipeline.from_variant(folder, "CPU", F32_CONFIG)
+        pipe = OVPixArtPipeline.from_pretrained(folder, "CPU", F32_CONFIG)
         actual, _ = generate(pipe, prompt, **kwargs)
         assert actual.size == (384, 256)
         # measured ~53 dB and SSIM 0.9998 on the tiny model; a broken compression gives noise-vs-noise (~10 dB)

@@ -43,7 +43,7 @@ def test_batch_of_two_prompts_with_guidance_matches_pytorch(pipelines):
 
 def test_low_memory_gives_the_same_picture_with_one_part_compiled_at_a_time(tiny_variant, pipelines):
     _, kept = pipelines["LCM"]
-    low = OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG, low_memory=True)
+    low = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG, low_memory=True)
     parts = (low.text_encoder, low.transformer, low.vae)
     assert low.low_memory and not any(part.is_compiled for part in parts)
     assert kept.text_encoder.is_compiled and not kept.low_memory
@@ -75,7 +75,7 @@ def test_low_memory_is_chosen_from_the_weights_in_memory(tiny_variant, monkeypat
     monkeypatch.setattr(devices, "memory_gib", lambda: f32 / devices.MEMORY_SHARE * 0.99)
     assert not devices.fits_in_memory(tiny_variant, "CPU", F32_CONFIG)
     assert devices.fits_in_memory(tiny_variant, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-    assert OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG).low_memory
+    assert OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG).low_memory
 
 
 def test_num_images_per_prompt_and_recipe_defaults(pipelines):
@@ -87,14 +87,14 @@ def test_num_images_per_prompt_and_recipe_defaults(pipelines):
 
 
 def test_the_call_and_generate_draw_the_same_picture_by_the_recipe(pipelines):
-    _, ov_pipe = pipelines["standard"]  # the recipe with a negative prompt, where the two once differed
-    assert ov_pipe.recipe.negative_prompt
+    _, ov_pipe = pipelines["LCM"]  # the recipe whose steps and guidance are not diffusers' defaults
     size = dict(height=256, width=256, use_resolution_binning=False)
     generated, _ = generate(ov_pipe, "a red circle", seed=3, **size)
     called = ov_pipe("a red circle", generator=torch.Generator("cpu").manual_seed(3), **size).images[0]
     assert np.array_equal(np.asarray(generated), np.asarray(called))
-    without = ov_pipe("a red circle", negative_prompt="", generator=torch.Generator("cpu").manual_seed(3), **size).images[0]
-    assert not np.array_equal(np.asarray(called), np.asarray(without))  # the negative prompt is in the picture
+    diffusers_defaults = ov_pipe("a red circle", num_inference_steps=20, guidance_scale=4.5,
+                                 generator=torch.Generator("cpu").manual_seed(3), **size).images[0]
+    assert not np.array_equal(np.asarray(called), np.asarray(diffusers_defaults))  # the recipe is in the picture
 
 
 @pytest.mark.parametrize(
@@ -132,19 +132,24 @@ def test_one_step_needs_the_lcm_scheduler(pipelines):
 
 def test_unknown_device_lists_the_devices(tiny_variant):
     with pytest.raises(ValueError, match=r"Unknown device 'NPU9'.*AUTO"):
-        OVPixArtPipeline.from_variant(tiny_variant, "NPU9")
+        OVPixArtPipeline.from_pretrained(tiny_variant, "NPU9")
 
 
-def test_missing_variant_says_run_notebook_1(tmp_path):
-    with pytest.raises(VariantNotReadyError, match=r"run notebook 1 \(01-convert\) or `python -m helpers convert --model .*` first"):
-        OVPixArtPipeline.from_variant(tmp_path / "nothing-here")
+def test_missing_variant_says_export_or_run_notebook_1(tmp_path):
+    with pytest.raises(VariantNotReadyError, match=r"pass export=True.*run notebook 1 \(01-convert\) or `python -m helpers convert --model .*` first"):
+        OVPixArtPipeline.from_pretrained(tmp_path / "nothing-here")
+
+
+def test_a_diffusers_folder_loads_with_export_only(tiny_standard_source):
+    with pytest.raises(VariantNotReadyError, match="is a diffusers PixArtAlphaPipeline folder, not an OpenVINO variant folder: pass export=True"):
+        OVPixArtPipeline.from_pretrained(tiny_standard_source)
 
 
 def test_half_written_variant_is_refused(tiny_variant, tmp_path):
     copy = shutil.copytree(tiny_variant, tmp_path / "FP16")
     (copy / "transformer" / "openvino_model.bin").unlink()
     with pytest.raises(VariantNotReadyError, match="incomplete.*transformer.*run notebook 1"):
-        OVPixArtPipeline.from_variant(copy)
+        OVPixArtPipeline.from_pretrained(copy)
 
 
 def test_psnr_on_known_arrays():
@@ -160,7 +165,7 @@ def test_a_sample_size_without_alpha_bins_asks_for_binning_off(tiny_variant, tmp
     copy = shutil.copytree(tiny_variant, tmp_path / "FP16")
     config = copy / "transformer" / "config.json"
     config.write_text(config.read_text().replace('"sample_size": 128', '"sample_size": 256'))
-    pipe = OVPixArtPipeline.from_variant(copy, "CPU", low_memory=True)  # nothing compiled: refused first
+    pipe = OVPixArtPipeline.from_pretrained(copy, "CPU", low_memory=True)  # nothing compiled: refused first
     assert pipe.variant.sizes[0] == "2048×2048"
     with pytest.raises(ValueError, match="no aspect-ratio bins for sample size 256.*use_resolution_binning=False"):
         pipe("a cat")

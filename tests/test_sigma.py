@@ -22,7 +22,7 @@ LONG_PROMPT = " ".join(["a red circle at the top left on a blue background, flat
 
 @pytest.fixture(scope="module")
 def pipelines(sigma_source, sigma_variant):
-    return PixArtSigmaPipeline.from_pretrained(sigma_source), OVPixArtPipeline.from_variant(sigma_variant, "CPU", F32_CONFIG)
+    return PixArtSigmaPipeline.from_pretrained(sigma_source), OVPixArtPipeline.from_pretrained(sigma_variant, "CPU", F32_CONFIG)
 
 
 def test_tiny_sigma_is_a_sigma_checkpoint_and_its_variant_says_so(sigma_source, sigma_variant, pipelines):
@@ -47,7 +47,7 @@ def test_transformer_ir_has_no_micro_conditions(sigma_variant):
 @pytest.mark.parametrize("height,width", [(512, 512), (384, 640)])
 def test_openvino_matches_pytorch_square_and_not(pipelines, height, width):
     reference, ov_pipe = pipelines
-    # both with the checkpoint's recipe (the negative prompt too), which the OpenVINO pipeline applies by itself
+    # both with the checkpoint's recipe, which the OpenVINO pipeline applies by itself
     kwargs = ov_pipe.recipe.call_arguments(height=height, width=width, use_resolution_binning=False, num_inference_steps=8, output_type="np")
     expected = reference("a red circle", generator=torch.Generator().manual_seed(3), **kwargs).images
     actual = ov_pipe("a red circle", generator=torch.Generator().manual_seed(3), **kwargs).images
@@ -96,7 +96,7 @@ def test_binning_maps_to_the_2048_bins_and_back(pipelines):
 def test_compressed_sigma_variant_loads_as_sigma(model_root, sigma_variant):
     folder = variant_dir("tiny-sigma", "INT8", root=model_root)
     compress_variant(sigma_variant, folder, COMPRESSION_SCHEMES["INT8"], report=lambda message: None)
-    pipe = OVPixArtPipeline.from_variant(folder, "CPU")
+    pipe = OVPixArtPipeline.from_pretrained(folder, "CPU")
     assert isinstance(pipe, OVPixArtSigmaPipeline)
     image = pipe("a red circle", num_inference_steps=2, height=256, width=256, use_resolution_binning=False).images[0]
     assert image.size == (256, 256) and np.asarray(image).std() > 0

@@ -29,7 +29,7 @@ def static_inputs(part) -> dict[str, list[int]]:
 @pytest.fixture(scope="module")
 def standard_static(tiny_standard_variant):
     """tiny-standard with static shapes for a guided batch of 2 prompts at the 16:9 bin (f32, as the dynamic one)."""
-    return OVPixArtPipeline.from_variant(tiny_standard_variant, "CPU", F32_CONFIG, compile=False).reshape(
+    return OVPixArtPipeline.from_pretrained(tiny_standard_variant, "CPU", F32_CONFIG, compile=False).reshape(
         batch_size=2, height=768, width=1344, guidance_scale=4.5
     )
 
@@ -77,8 +77,8 @@ def test_reshape_refuses_bad_arguments_with_the_fix(standard_static):
 def test_sigma_reshaped_with_the_step_cache_gives_the_dynamic_cached_picture(sigma_variant):
     size = dict(height=512, width=768, use_resolution_binning=False)
     kwargs = dict(prompt="a red circle", num_inference_steps=6, guidance_scale=4.5, output_type="np", **size)
-    dynamic = OVPixArtPipeline.from_variant(sigma_variant, "CPU", F32_CONFIG, step_cache=0.2)
-    static = OVPixArtPipeline.from_variant(sigma_variant, "CPU", F32_CONFIG, step_cache=0.2, compile=False)
+    dynamic = OVPixArtPipeline.from_pretrained(sigma_variant, "CPU", F32_CONFIG, step_cache=0.2)
+    static = OVPixArtPipeline.from_pretrained(sigma_variant, "CPU", F32_CONFIG, step_cache=0.2, compile=False)
     static.reshape(guidance_scale=4.5, **size)
     expected, actual = draw(dynamic, **kwargs), draw(static, **kwargs)
     assert static.static_shape.prompt_length == 300  # PixArt-Σ pads its prompts to 300 tokens
@@ -89,7 +89,7 @@ def test_sigma_reshaped_with_the_step_cache_gives_the_dynamic_cached_picture(sig
 def test_a_static_only_device_reshapes_at_each_call_whose_shapes_change(tiny_variant, monkeypatch):
     """An NPU compiles static shapes only; no NPU here, so the CPU stands in for one."""
     monkeypatch.setattr(pipeline_module, "needs_static_shapes", lambda device: True)
-    pipe = OVPixArtPipeline.from_variant(tiny_variant, "CPU", F32_CONFIG)
+    pipe = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG)
     assert pipe.reshape_each_call and not any(part.is_compiled for part in (pipe.text_encoder, pipe.transformer, pipe.vae))
     kwargs = dict(num_inference_steps=2, use_resolution_binning=False, output_type="np")
     assert pipe("a red circle", height=256, width=256, **kwargs).images.shape == (1, 256, 256, 3)

@@ -100,7 +100,7 @@ def test_cache_is_reset_between_pictures(pipelines):
 def test_compressed_variants_keep_the_cut_points_and_draw_cached(tiny_compressed):
     for name, folder in tiny_compressed.items():
         assert has_cut_points(ov.Core().read_model(ir_path(folder, "transformer"))), name
-        pipe = OVPixArtPipeline.from_variant(folder, "CPU", step_cache=MIXING_THRESHOLD)
+        pipe = OVPixArtPipeline.from_pretrained(folder, "CPU", step_cache=MIXING_THRESHOLD)
         output = pipe(EXAMPLE_PROMPTS[0], num_inference_steps=6, height=256, width=256, use_resolution_binning=False, output_type="np")
         assert output.images.shape == (1, 256, 256, 3) and sum(output.step_cache.values()) == 6, name
 
@@ -124,7 +124,7 @@ def old_folder(tiny_variant, tmp_path_factory):
 def test_folder_converted_before_step_caching_loads_without_it_and_says_why(old_folder):
     assert [output.get_names() for output in ov.Core().read_model(old_folder / "transformer" / IR_NAME).outputs] == [{"sample"}]
     with pytest.warns(UserWarning, match=r"converted before step caching: .* draws without the step cache.* run notebook 1"):
-        pipe = OVPixArtPipeline.from_variant(old_folder, "CPU", step_cache=0.1)
+        pipe = OVPixArtPipeline.from_pretrained(old_folder, "CPU", step_cache=0.1)
     assert pipe.transformer.step_cache is None
     output = pipe(EXAMPLE_PROMPTS[0], num_inference_steps=2, height=256, width=256, use_resolution_binning=False)
     assert output.images[0].size == (256, 256) and output.step_cache is None
@@ -132,7 +132,7 @@ def test_folder_converted_before_step_caching_loads_without_it_and_says_why(old_
         pipe.enable_step_cache()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        OVPixArtPipeline.from_variant(old_folder, "CPU")  # no cache asked for: no warning
+        OVPixArtPipeline.from_pretrained(old_folder, "CPU")  # no cache asked for: no warning
 
 
 def test_new_conversions_have_the_cut_points(tiny_variant):

@@ -61,7 +61,7 @@ def test_the_openvino_decoder_in_tiles_is_close_to_the_whole_decode(tiny_variant
 
 
 def test_the_pipeline_decodes_in_tiles_when_its_vae_is_told(tiny_variant):
-    pipe = OVPixArtPipeline.from_variant(tiny_variant, "CPU")
+    pipe = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU")
     pipe.set_progress_bar_config(disable=True)
     kwargs = dict(height=1024, width=768, num_inference_steps=2, output_type="np")
     whole = pipe("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images[0]

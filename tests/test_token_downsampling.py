@@ -125,8 +125,8 @@ def draw(pipe, steps: int = 4):
 
 
 def test_the_pipeline_runs_the_first_steps_downsampled(fp16, downsampled):
-    exact = draw(OVPixArtPipeline.from_variant(fp16, "CPU", F32_CONFIG))
-    pipe = OVPixArtPipeline.from_variant(downsampled, "CPU", F32_CONFIG)
+    exact = draw(OVPixArtPipeline.from_pretrained(fp16, "CPU", F32_CONFIG))
+    pipe = OVPixArtPipeline.from_pretrained(downsampled, "CPU", F32_CONFIG)
     pipe.set_progress_bar_config(disable=True)
     pictures, calls = {}, {}
     for fraction in (0.0, 0.5, 1.0):
@@ -143,19 +143,28 @@ def test_the_pipeline_runs_the_first_steps_downsampled(fp16, downsampled):
 
 
 def test_static_shapes_reshape_the_downsampled_transformer_too(downsampled):
-    pipe = OVPixArtPipeline.from_variant(downsampled, "CPU", F32_CONFIG, compile=False, downsampled_steps=1.0)
+    pipe = OVPixArtPipeline.from_pretrained(downsampled, "CPU", F32_CONFIG, compile=False, downsampled_steps=1.0)
     pipe.set_progress_bar_config(disable=True)
-    dynamic = draw(OVPixArtPipeline.from_variant(downsampled, "CPU", F32_CONFIG, downsampled_steps=1.0))
+    dynamic = draw(OVPixArtPipeline.from_pretrained(downsampled, "CPU", F32_CONFIG, downsampled_steps=1.0))
     pipe.reshape(height=256, width=256)
     assert pipe.transformer.downsampled.input_shapes == pipe.transformer.input_shapes
     assert np.abs(draw(pipe) - dynamic).max() < 1e-4
 
 
+def test_a_todo_pipeline_saves_its_downsampled_transformer_and_steps(downsampled, tmp_path):
+    pipe = OVPixArtPipeline.from_pretrained(downsampled, "CPU", F32_CONFIG, downsampled_steps=0.75)
+    saved = pipe.save_pretrained(tmp_path / "FP16-ToDo")
+    assert saved.token_downsampling == {"factor": 2, "blocks": [0, 1], "steps": 0.75}
+    assert os.path.samefile(saved.ir(DOWNSAMPLED_PART).with_suffix(".bin"), downsampled / DOWNSAMPLED_PART / "openvino_model.bin")
+    loaded = OVPixArtPipeline.from_pretrained(saved, "CPU", F32_CONFIG)
+    assert np.array_equal(draw(loaded), draw(pipe))
+
+
 def test_downsampled_steps_are_refused_where_they_make_no_sense(fp16, downsampled):
     with pytest.raises(ValueError, match="from 0 \\(none\\) to 1 \\(all\\)"):
-        OVPixArtPipeline.from_variant(downsampled, "CPU", compile=False, downsampled_steps=2)
+        OVPixArtPipeline.from_pretrained(downsampled, "CPU", compile=False, downsampled_steps=2)
     with pytest.raises(ValueError, match="no transformer with token downsampling: load a -ToDo variant"):
-        OVPixArtPipeline.from_variant(fp16, "CPU", compile=False, downsampled_steps=0.5)
+        OVPixArtPipeline.from_pretrained(fp16, "CPU", compile=False, downsampled_steps=0.5)
 
 
 def test_the_cli_makes_w8a8_todo_and_draws_with_it(fp16, downsampled, tmp_path, capsys):

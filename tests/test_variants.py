@@ -34,7 +34,7 @@ def test_truncated_bin_is_named_with_the_fix(copy):
     weights = copy / "transformer" / "openvino_model.bin"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(DamagedVariantError) as error:
-        OVPixArtPipeline.from_variant(copy, "CPU")
+        OVPixArtPipeline.from_pretrained(copy, "CPU")
     message = str(error.value)
     assert f"{weights} has 1,000 bytes where" in message and "cut short" in message
     assert "Copy the folder again" in message and "python -m helpers convert --model tiny" in message
@@ -48,7 +48,7 @@ def test_broken_xml_is_named_at_load_and_by_verify(copy):
     xml.write_bytes(bytes(text))
     assert damaged_files(copy) == {}
     with pytest.raises(DamagedVariantError, match=rf"OpenVINO can't read {xml}.*damaged.*verify --folder {copy}"):
-        OVPixArtPipeline.from_variant(copy, "CPU")
+        OVPixArtPipeline.from_pretrained(copy, "CPU")
     assert damaged_files(copy, checksums=True) == {"vae_decoder/openvino_model.xml": "has other contents than were written (its SHA-256 differs)"}
 
 
@@ -62,7 +62,7 @@ def test_shortened_xml_is_named_by_its_size(copy):
 def test_missing_file_is_named(copy):
     (copy / "tokenizer" / "tokenizer_config.json").unlink()
     with pytest.raises(DamagedVariantError, match=r"tokenizer_config.json is missing"):
-        OVPixArtPipeline.from_variant(copy, "CPU")
+        OVPixArtPipeline.from_pretrained(copy, "CPU")
 
 
 def test_a_damaged_compressed_folder_names_the_compress_command(tiny_compressed, tmp_path):
