@@ -40,7 +40,9 @@ def prepare_variants(model_id: str, variants: list[str]) -> None:
 def main() -> None:
     import numpy as np
 
+    from benchmarks.report import machine_line
     from helpers.comparison import alignment_of_variants, alignment_table, psnr, show_evaluation, ssim
+    from helpers.machine import machine
     from helpers.settings import model_name
     from helpers.shapes import evaluation_scenes
 
@@ -64,10 +66,11 @@ def main() -> None:
 
     name = f"alignment-{model_name(args.model)}"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps({"model": args.model, "prompts": args.prompts, "scores": scores,
-                                                       "table": table.to_dict(orient="index"), "seconds": time.perf_counter() - start}, indent=1))
-    (args.out / f"{name}.md").write_text(f"Model `{args.model}`, {args.prompts} evaluation prompts, "
-                                         f"{Variant.of(args.model, 'FP16').recipe}.\n\n{table.to_markdown()}\n")
+    results = {"machine": machine(), "model": args.model, "prompts": args.prompts, "scores": scores,
+               "table": table.to_dict(orient="index"), "seconds": time.perf_counter() - start}
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    (args.out / f"{name}.md").write_text(f"Model `{args.model}`, {args.prompts} evaluation prompts, {Variant.of(args.model, 'FP16').recipe} "
+                                         f"(no negative prompt).\n\n{machine_line(results)[0]}\n\n{table.to_markdown()}\n")
     figure = show_evaluation(pictures["PyTorch"], [scene for scene, _ in evaluation])
     figure.savefig(args.out / f"{name}.png", dpi=80, bbox_inches="tight")
     print(table.to_string())
