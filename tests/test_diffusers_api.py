@@ -23,6 +23,15 @@ def seeded(seed: int = 3) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
+def draw_with(pipe, prompt: str, seed: int, **kwargs) -> np.ndarray:
+    """3 guided steps of one prompt at 320×192, as an array."""
+    return pipe(prompt, generator=seeded(seed), output_type="np", **GUIDED, **SIZE, **kwargs).images
+
+
+def draw(pipe) -> np.ndarray:
+    return draw_with(pipe, "a red circle", 3)
+
+
 @pytest.fixture(scope="module")
 def families(tiny_standard_source, tiny_standard_variant, sigma_source, sigma_variant):
     """diffusers' own pipeline and the OpenVINO one (f32 hint), α and Σ, both guided by their scheduler's recipe."""
@@ -98,10 +107,6 @@ def test_export_converts_a_diffusers_folder_then_loads_it(request, families, fam
     reference, _ = families[family]
     expected = reference("a red circle", generator=seeded(), output_type="np", **GUIDED, **SIZE).images
     assert_same_pictures(expected, pipe("a red circle", generator=seeded(), output_type="np", **GUIDED, **SIZE).images)
-
-
-def draw(pipe: OVPixArtPipeline, prompt: str = "a red circle") -> np.ndarray:
-    return pipe(prompt, generator=seeded(), output_type="np", **GUIDED, **SIZE).images
 
 
 def test_save_pretrained_loads_back_to_the_same_pictures_bit_for_bit(tiny_standard_variant, tmp_path):
@@ -180,3 +185,56 @@ def test_compile_false_then_compile(tiny_standard_variant):
     assert all(part.is_compiled for part in pipe.parts)
     pipe.to("CPU")  # compiled again at once, as it was compiled
     assert all(part.is_compiled for part in pipe.parts)
+
+
+def test_a_batch_draws_the_pictures_of_its_prompts_one_by_one(families):
+    _, ov_pipe = families["α"]
+    batch = ov_pipe(["a red circle", "a blue square"], generator=[seeded(1), seeded(2)], output_type="np", **GUIDED, **SIZE).images
+    one_by_one = [draw_with(ov_pipe, prompt, seed) for prompt, seed in (("a red circle", 1), ("a blue square", 2))]
+    assert np.abs(batch - np.concatenate(one_by_one)).max() < 1e-4
+
+
+def test_return_dict_false_gives_diffusers_tuple(families):
+    _, ov_pipe = families["α"]
+    output = draw(ov_pipe)
+    as_tuple = ov_pipe("a red circle", generator=seeded(), output_type="np", return_dict=False, **GUIDED, **SIZE)
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 1 and np.array_equal(as_tuple[0], output)
+
+
+@pytest.mark.parametrize("family", ["α", "Σ"])
+def test_a_step_callback_that_edits_the_latents_edits_the_picture_as_in_diffusers(families, family):
+    reference, ov_pipe = families[family]
+    steps = {"diffusers": [], "OpenVINO": []}
+
+    def shift_latents_at_step_1(engine):
+        def callback(step, timestep, latents):
+            steps[engine].append(step)
+            if step == 1:
+                latents.add_(3.0)  # in place: the loop goes on from the edited latents
+        return callback
+
+    def latents(pipe, **kwargs):  # the denoised latents: the tiny VAE's pictures barely show an edit
+        return pipe("a red circle", generator=seeded(), output_type="latent", **GUIDED, **SIZE, **kwargs).images.numpy()
+
+    expected = latents(reference, callback=shift_latents_at_step_1("diffusers"))
+    actual = latents(ov_pipe, callback=shift_latents_at_step_1("OpenVINO"))
+    assert steps["OpenVINO"] == steps["diffusers"] == [0, 1, 2]
+    # the random tiny transformer's latents reach hundreds: FP16-stored weights round them by about 2e-4 of that
+    assert actual.shape == (1, 4, 24, 40) and np.abs(actual - expected).max() < 1e-3 * np.abs(expected).max()
+    assert np.abs(actual - latents(ov_pipe)).mean() > 1.0  # the edit is in the result
+
+
+def test_progress_bar_config_and_components_are_diffusers(families, capsys):
+    _, ov_pipe = families["α"]
+    ov_pipe.set_progress_bar_config(disable=False)
+    draw(ov_pipe)
+    assert "3/3" in capsys.readouterr().err  # diffusers' tqdm over the steps
+    ov_pipe.set_progress_bar_config(disable=True)
+    draw(ov_pipe)
+    assert "3/3" not in capsys.readouterr().err
+    components = ov_pipe.components
+    assert set(components) == {"tokenizer", "text_encoder", "transformer", "vae", "scheduler"}
+    # diffusers' own pipeline over the OpenVINO parts: the same picture, for the same arguments
+    plain = PixArtAlphaPipeline(**components)
+    plain.set_progress_bar_config(disable=True)
+    assert np.array_equal(draw(plain), draw(ov_pipe))
