@@ -90,9 +90,9 @@ LCM_RECIPE = SamplingRecipe("LCM", num_inference_steps=4, guidance_scale=0.0)
 STANDARD_RECIPE = SamplingRecipe("standard", num_inference_steps=20, guidance_scale=4.5)  # diffusers' own defaults
 
 
-# The step cache's default threshold (``helpers.step_cache``): it costs the shapes model at most two pictures of its
-# 64 (benchmarks/results/step-cache-shapes.md; docs/step-cache.md says why it is not lower).
-STEP_CACHE_THRESHOLD = 0.2
+# The step cache's default threshold (``helpers.step_cache``): the largest that kept the shapes model's alignment
+# score in both measured runs (benchmarks/results/step-cache-shapes.md, docs/step-cache.md).
+STEP_CACHE_THRESHOLD = 0.1
 
 # Requests that may wait for a serving replica before more are refused with 503 (``helpers.serving``, ``serve --max-queued``).
 MAX_QUEUED_REQUESTS = 32

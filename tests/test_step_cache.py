@@ -142,7 +142,7 @@ def test_new_conversions_have_the_cut_points(tiny_variant):
 
 @pytest.mark.parametrize("threshold", [-0.1, float("nan"), "0.1", True])
 def test_bad_thresholds_are_refused_with_the_fix(threshold):
-    with pytest.raises(ValueError, match=r"use 0 or more \(0: every step computed; default 0.2\)"):
+    with pytest.raises(ValueError, match=r"use 0 or more \(0: every step computed; default 0.1\)"):
         FirstBlockCache(threshold)
 
 
