@@ -18,14 +18,12 @@ def available_devices(core: ov.Core | None = None) -> list[str]:
     return [*(core or ov.Core()).available_devices, "AUTO"]
 
 
-def openvino_device(device: Any) -> str:
-    """The OpenVINO name of a device as diffusers and optimum-intel users write it: ``"cpu"`` and
-    ``torch.device("cpu")`` are ``CPU``, and names are upper case (``"gpu"``: ``GPU``)."""
-    return str(getattr(device, "type", device)).upper()  # a torch.device names its kind in .type
+def check_device(device: Any, core: ov.Core | None = None) -> str:
+    """The OpenVINO name of ``device`` if OpenVINO can compile for it, else a ``ValueError`` listing the devices.
 
-
-def check_device(device: str, core: ov.Core | None = None) -> str:
-    """Return ``device`` if OpenVINO can compile for it, else raise a ``ValueError`` listing the devices."""
+    Devices as diffusers and optimum-intel users write them are taken: ``"cpu"`` and ``torch.device("cpu")`` are
+    ``CPU``, and names are upper case (``"gpu"``: ``GPU``)."""
+    device = str(getattr(device, "type", device)).upper()  # a torch.device names its kind in .type
     devices = available_devices(core)
     if device not in devices and device.split(":")[0] not in ("AUTO", "MULTI", "HETERO"):
         raise ValueError(f"Unknown device '{device}': choose one of {', '.join(devices)}.")

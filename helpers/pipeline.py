@@ -16,7 +16,7 @@ from PIL import Image
 
 from .checkpoints import scheduler_from_config
 from .conversion import export_variant
-from .devices import check_device, fits_in_memory, openvino_device
+from .devices import check_device, fits_in_memory
 from .parts import OVModelPart, OVTextEncoder, OVTransformer, OVVaeDecoder
 from .settings import SamplingRecipe, recipe_for
 from .sizes import ASPECT_RATIO_BINS, aspect_ratio_bins, largest_side
@@ -87,7 +87,7 @@ class OVPixArtPipeline:
         """
         variant = variant_to_load(model_id_or_path, export, export_dir)
         core = ov.Core()
-        device = check_device(openvino_device(device), core)
+        device = check_device(device, core)
         if low_memory is None:
             low_memory = not fits_in_memory(variant, device, ov_config, core)
         pipe = OV_PIPELINES[variant.pipeline_name](**pipeline_components(variant, core, device, ov_config, low_memory))
@@ -149,7 +149,7 @@ class OVPixArtPipeline:
             )
         if device is None:
             return self
-        device = check_device(openvino_device(device), self.transformer.core)
+        device = check_device(device, self.transformer.core)
         was_compiled = any(part.is_compiled for part in self.parts)
         for part in self.parts:
             part.move_to(device)
@@ -165,7 +165,7 @@ class OVPixArtPipeline:
             return
         device = self.transformer.device_name
         if needs_static_shapes(device) and self.static_shape is None:
-            raise ValueError(static_device_message(device, self.call_shape(None, {"prompt_embeds": None, "batch": 1})))
+            raise ValueError(static_device_message(device, self.call_shape("a prompt", {})))
         for part in self.parts:
             part.compile()
 

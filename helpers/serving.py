@@ -118,8 +118,7 @@ class Painter:
             # OpenVINO 2026.4.1's CPU plugin dies (SIGFPE) compiling the T5 IR for one thread in bf16; T5 runs once
             # per request, so it computes in f32 there
             self.pipe.text_encoder.ov_config = {**config, "INFERENCE_PRECISION_HINT": "f32"}
-        for part in (self.pipe.text_encoder, self.pipe.transformer, self.pipe.vae):
-            part.compile()  # here, once: a replica is ready (and routed requests) only when compiled
+        self.pipe.compile()  # here, once: a replica is ready (and routed requests) only when compiled
         self.pipe.set_progress_bar_config(disable=True)
 
     def where(self) -> dict[str, str]:

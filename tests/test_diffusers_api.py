@@ -187,6 +187,15 @@ def test_compile_false_then_compile(tiny_standard_variant):
     assert all(part.is_compiled for part in pipe.parts)
 
 
+def test_compile_on_a_static_only_device_before_reshape_names_the_reshape(tiny_standard_variant):
+    pipe = OVPixArtPipeline.from_pretrained(tiny_standard_variant, "CPU", compile=False)
+    for part in pipe.parts:
+        part.move_to("NPU")  # no NPU here: what compile() says before it would compile for one
+    with pytest.raises(ValueError, match=r"NPU compiles static shapes only: .*pipe\.reshape\(batch_size=1, height=1024, width=1024"):
+        pipe.compile()
+    assert not any(part.is_compiled for part in pipe.parts)
+
+
 def test_a_batch_draws_the_pictures_of_its_prompts_one_by_one(families):
     _, ov_pipe = families["α"]
     batch = ov_pipe(["a red circle", "a blue square"], generator=[seeded(1), seeded(2)], output_type="np", **GUIDED, **SIZE).images
