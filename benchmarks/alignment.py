@@ -10,13 +10,12 @@ are from FP16's. Writes ``results/alignment-<model>.json``, ``.md`` and a pictur
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from helpers.variants import COMPRESSION_SCHEMES, VARIANTS, Variant, is_variant, needs_calibration, variant_dir
-
-HERE = Path(__file__).resolve().parent
+from benchmarks.runner import RESULTS, machine_line, save_results
+from helpers.schemes import COMPRESSION_SCHEMES, needs_calibration
+from helpers.variants import VARIANTS, Variant, is_variant, variant_dir
 
 
 def prepare_variants(model_id: str, variants: list[str]) -> None:
@@ -33,14 +32,13 @@ def prepare_variants(model_id: str, variants: list[str]) -> None:
         folder, scheme = variant_dir(model_id, variant), COMPRESSION_SCHEMES[variant]
         calibration = None
         if needs_calibration(scheme) and not is_variant(folder):
-            calibration = collect_calibration_data(fp16, calibration_prompts(model_id, 8))
+            calibration = collect_calibration_data(fp16, calibration_prompts(model_id))
         compress_variant(fp16, folder, scheme, calibration=calibration)
 
 
 def main() -> None:
     import numpy as np
 
-    from benchmarks.report import machine_line
     from helpers.comparison import alignment_of_variants, alignment_table, psnr, show_evaluation, ssim
     from helpers.machine import machine
     from helpers.settings import model_name
@@ -51,7 +49,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--prompts", type=int, default=64, help="evaluation prompts (at least 8)")
     parser.add_argument("--device", default="CPU")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     prepare_variants(args.model, args.variants)
@@ -65,12 +63,11 @@ def main() -> None:
     table = table.round(3)
 
     name = f"alignment-{model_name(args.model)}"
-    args.out.mkdir(parents=True, exist_ok=True)
     results = {"machine": machine(), "model": args.model, "prompts": args.prompts, "scores": scores,
                "table": table.to_dict(orient="index"), "seconds": time.perf_counter() - start}
-    (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
+    save_results(args.out / f"{name}.json", results)
     (args.out / f"{name}.md").write_text(f"Model `{args.model}`, {args.prompts} evaluation prompts, {Variant.of(args.model, 'FP16').recipe} "
-                                         f"(no negative prompt).\n\n{machine_line(results)[0]}\n\n{table.to_markdown()}\n")
+                                         f"(no negative prompt).\n\n{machine_line(results['machine'])}\n\n{table.to_markdown()}\n")
     figure = show_evaluation(pictures["PyTorch"], [scene for scene, _ in evaluation])
     figure.savefig(args.out / f"{name}.png", dpi=80, bbox_inches="tight")
     print(table.to_string())

@@ -21,22 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.machine import PeakMemory, bf16_instructions, has_amx, machine
+from benchmarks.runner import RESULTS, load_results, machine_line, save_results
+from helpers.machine import PeakMemory, machine
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def markdown(results: dict) -> str:
-    m = results.get("machine", {})
-    flags = m.get("instructions", m.get("flags", ()))  # "flags" in results written before machine() was shared
-    amx = "AMX" if has_amx(flags) else "no AMX"
-    bf16 = "bf16" if bf16_instructions(flags) else "no bf16"
     lines = [
         f"# Notebooks on {results.get('model', '?')}",
         "",
-        f"{m.get('cpu', '?')}, {amx}, {bf16}, {m.get('cores', '?')} cores, {m.get('memory_gib', '?')} GiB, "
-        f"OpenVINO {m.get('openvino')}, torch {m.get('torch')}, {m.get('date', '?')}",
+        machine_line(results["machine"]),
         "",
         "| notebook | result | minutes | peak anon GiB | peak file-backed GiB | peak total GiB | slowest cells | pytest summary |",
         "|---|---|---:|---:|---:|---:|---|---|",
@@ -78,10 +73,7 @@ def cell_seconds(lines: list[str]) -> dict[str, float]:
 
 
 def save(results: dict, json_path: Path) -> None:
-    # temp file and rename: a run stopped while writing keeps the previous results
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, json_path)
+    save_results(json_path, results)
     json_path.with_suffix(".md").write_text(markdown(results))
 
 
@@ -107,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     env = {**os.environ, "PIXART_MODEL_ID": model, **extra}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = json.loads(json_path.read_text()) if json_path.is_file() else {}
+    results = load_results(json_path)
     results.update(machine=machine(), model=args.model)
     all_passed = True
     for number in args.notebooks:

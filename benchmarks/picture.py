@@ -11,7 +11,7 @@ guidance (LCM: 4 steps, no guidance; standard: DPM-Solver, 20 steps, guidance 4.
 Each engine draws in its own process (PyTorch's T5-XXL and OpenVINO's do not fit 24 GiB together), after a warm-up
 picture: PyTorch in bf16 where the CPU has bf16 instructions (fp32 otherwise) with its VAE in ``channels_last``, and
 with its transformer ``torch.compile``d; OpenVINO's variants with dynamic and static shapes (``pipe.reshape``). The
-results go to ``results/picture[-quick].json`` after each engine (a stopped run resumes), then a markdown table.
+results go to ``results/picture-<model>-<side>.json`` after each engine (a stopped run resumes), then a markdown table.
 """
 
 from __future__ import annotations
@@ -20,10 +20,13 @@ import argparse
 import dataclasses
 import statistics
 import time
-from collections import Counter
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.inputs import PROMPT, example_inputs, part_call, sample_with
+from benchmarks.runner import RESULTS, in_child, machine_line, run_steps, timed_in_turns
+from helpers.record import CallRecord
+from helpers.settings import LCM_RECIPE, STANDARD_RECIPE
+
 # engine -> how it draws: PyTorch (eager or compiled), or an OpenVINO variant folder with dynamic or static shapes
 ENGINES = {
     "torch": {"torch": True, "compile": False},
@@ -43,8 +46,7 @@ DEFAULT_ENGINES = {
     "LCM": ("torch", "torch-compile", "ov-FP16", "ov-FP16-static", "ov-W8A8-static"),
     "standard": ("torch", "ov-FP16-static", "ov-W8A8-static"),
 }
-RECIPES = ("LCM", "standard")
-PROMPT = "a lighthouse on a rocky coast at sunset, oil painting"
+RECIPES = {"LCM": LCM_RECIPE, "standard": STANDARD_RECIPE}
 
 
 def picture_plan(engines: dict[str, tuple], side: int, runs: dict[str, int], warmup: int = 1, turns: bool = True) -> list[tuple[str, str, dict]]:
@@ -64,7 +66,6 @@ def task_static_vs_dynamic(work: Path, variant: str, side: int, runs: int) -> di
     import openvino as ov
     import torch
 
-    from benchmarks.tasks import example_inputs, part_call
     from helpers.comparison import latency_summary
     from helpers.parts import OVTransformer, OVVaeDecoder
 
@@ -73,13 +74,8 @@ def task_static_vs_dynamic(work: Path, variant: str, side: int, runs: int) -> di
         models = {shapes: cls(work / variant / component, ov.Core(), "CPU", compile_now=False) for shapes in ("dynamic", "static")}
         inputs = example_inputs(component, {"side": side // 8, "batch": 1}, models["static"].config, torch.float32)
         models["static"].reshape({name: list(value.shape) for name, value in inputs.items() if value is not None})
-        seconds, outputs = {"dynamic": [], "static": []}, {}
-        for turn in range(runs + 1):
-            for shapes, model in models.items():
-                start = time.perf_counter()
-                outputs[shapes] = part_call(component, model)(**inputs)
-                if turn:
-                    seconds[shapes].append(time.perf_counter() - start)
+        calls = {shapes: (lambda call=part_call(component, model): call(**inputs)) for shapes, model in models.items()}
+        seconds, outputs = timed_in_turns(calls, runs)
         result[component] = {shapes: latency_summary(times) for shapes, times in seconds.items()}
         result[component]["static speed-up"] = result[component]["dynamic"]["median"] / result[component]["static"]["median"]
         result[component]["max abs difference"] = float((outputs["static"] - outputs["dynamic"]).abs().max())
@@ -91,29 +87,37 @@ def task_picture(work: Path, engine: str, recipe: str, side: int, runs: int, war
     prepared), then ``runs`` timed ones; each picture's seconds and where they went (T5, the steps, the decode)."""
     import torch
 
-    from helpers.pipeline import generate
-    from helpers.settings import LCM_RECIPE, STANDARD_RECIPE
-
-    sampling = {"LCM": LCM_RECIPE, "standard": STANDARD_RECIPE}[recipe]
+    sampling = RECIPES[recipe]
     start = time.perf_counter()
     pipe, about = load_engine(work, engine)
-    pipe.scheduler = recipe_scheduler(recipe, pipe.scheduler.config)
+    sample_with(pipe, sampling)
     pipe.set_progress_bar_config(disable=True)
+    size = dict(height=side, width=side, use_resolution_binning=False)  # exactly side², not the nearest bin
     if ENGINES[engine].get("static"):
-        pipe.reshape(height=side, width=side, guidance_scale=sampling.guidance_scale)
+        pipe.reshape(guidance_scale=sampling.guidance_scale, **size)
     about["load_seconds"] = time.perf_counter() - start
-    clock = PartClock(pipe)
+    records = TorchRecords(pipe) if ENGINES[engine].get("torch") else None
     with torch.no_grad():
         short = dataclasses.replace(sampling, num_inference_steps=2)
-        first = [generate(pipe, PROMPT, seed=seed, recipe=short, height=side, width=side)[1] for seed in range(warmup)]
-        pictures = []
-        for seed in range(warmup, warmup + runs):
-            clock.reset()
-            image, seconds = generate(pipe, PROMPT, seed=seed, recipe=sampling, height=side, width=side)
-            pictures.append({"seconds": seconds, **clock.split(seconds)})
+        first = [timed_picture(pipe, records, short, seed, size)[1]["seconds"] for seed in range(warmup)]
+        drawn = [timed_picture(pipe, records, sampling, seed, size) for seed in range(warmup, warmup + runs)]
+    pictures = [split for _, split in drawn]
     median = {key: statistics.median(p[key] for p in pictures) for key in pictures[0]}
     return {**about, "recipe": recipe, "steps": sampling.num_inference_steps, "guidance_scale": sampling.guidance_scale,
-            "warmup_seconds": first, "pictures": pictures, "median": median, "image_size": list(image.size)}
+            "warmup_seconds": first, "pictures": pictures, "median": median, "image_size": list(drawn[-1][0].size)}
+
+
+def timed_picture(pipe, records: TorchRecords | None, recipe, seed: int, size: dict) -> tuple:
+    """One picture and its seconds split by its record (the OpenVINO pipeline's own, or PyTorch's ``records``):
+    T5, the decode, and the rest, the denoising loop (transformer and scheduler)."""
+    import torch
+
+    start = time.perf_counter()
+    output = pipe(PROMPT, generator=torch.Generator("cpu").manual_seed(seed), **recipe.defaults(), **size)
+    seconds = time.perf_counter() - start
+    record = records.take() if records else output.record
+    t5, vae = record.total_seconds("text_encoder"), record.total_seconds("vae_decoder")
+    return output.images[0], {"seconds": seconds, "T5 s": t5, "steps s": seconds - t5 - vae, "VAE s": vae}
 
 
 def load_engine(work: Path, engine: str):
@@ -127,8 +131,8 @@ def load_engine(work: Path, engine: str):
     pipe = OVPixArtPipeline.from_pretrained(work / variant, "CPU", compile=not ENGINES[engine]["static"],
                                          downsampled_steps=ENGINES[engine].get("downsampled_steps"))
     about = {"precision": compute_precision("CPU"), "variant": variant, "static_shapes": ENGINES[engine]["static"]}
-    if pipe.transformer.downsampling is not None:
-        about["downsampled_steps"] = pipe.transformer.downsampling.steps
+    if pipe.downsampled_steps is not None:
+        about["downsampled_steps"] = pipe.downsampled_steps
     return pipe, about
 
 
@@ -141,54 +145,42 @@ def torch_best(source: Path, compile: bool):
     from helpers.sources import diffusers_pipeline_class
 
     dtype = reference_dtype()
-    pipe = diffusers_pipeline_class(source).from_pretrained(source, torch_dtype=dtype)
+    pipe = diffusers_pipeline_class(source).from_pretrained(source, dtype=dtype)
     pipe.vae.to(memory_format=torch.channels_last)
     if compile:
         pipe.transformer.compile()  # inductor; the first picture pays the compile (reported as warmup_seconds)
     return pipe, {"precision": str(dtype).removeprefix("torch."), "vae": "channels_last", "torch_compile": compile}
 
 
-def recipe_scheduler(recipe: str, config: dict):
-    """The recipe's scheduler, from the folder's scheduler config (LCM for 4 steps, DPM-Solver for 20 guided)."""
-    from diffusers import DPMSolverMultistepScheduler, LCMScheduler
-
-    return (LCMScheduler if recipe == "LCM" else DPMSolverMultistepScheduler).from_config(config)
-
-
-class PartClock:
-    """Times the pipeline's prompt encoding and decode, the same way for both engines (wrapping the two calls diffusers
-    makes); the rest of a picture is the denoising loop."""
+class TorchRecords:
+    """For diffusers' PyTorch pipeline, which keeps no record: its prompt encoding and its decode timed (the two
+    calls diffusers makes) into a record with the OpenVINO pipeline's part names, one per picture."""
 
     def __init__(self, pipe):
-        self.seconds: Counter[str] = Counter()
-        pipe.encode_prompt = self._timed("T5 s", pipe.encode_prompt)
-        pipe.vae.decode = self._timed("VAE s", pipe.vae.decode)
+        self.record = CallRecord()
+        pipe.encode_prompt = self._timed("text_encoder", pipe.encode_prompt)
+        pipe.vae.decode = self._timed("vae_decoder", pipe.vae.decode)
 
-    def _timed(self, name: str, call):
+    def _timed(self, part: str, call):
         def timed(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return call(*args, **kwargs)
             finally:
-                self.seconds[name] += time.perf_counter() - start
+                self.record.add(part, time.perf_counter() - start)
 
         return timed
 
-    def reset(self) -> None:
-        self.seconds.clear()
-
-    def split(self, picture_seconds: float) -> dict[str, float]:
-        return {"T5 s": self.seconds["T5 s"], "steps s": picture_seconds - sum(self.seconds.values()), "VAE s": self.seconds["VAE s"]}
+    def take(self) -> CallRecord:
+        """The record of the picture just drawn; the next one starts empty."""
+        record, self.record = self.record, CallRecord()
+        return record
 
 
 def markdown(results: dict) -> str:
     """A table per recipe: each engine's picture (median) and its parts, against PyTorch's best (the faster of eager
     and compiled)."""
-    from benchmarks.report import machine_line
-
-    machine = results["machine"]
-    lines = ["# The whole picture against PyTorch's best\n", *machine_line(results),
-             f"CPU {machine.get('cpu_model', '?')}, instructions: {', '.join(machine.get('instructions', [])) or 'not recorded'}.\n"]
+    lines = ["# The whole picture against PyTorch's best\n", machine_line(results["machine"]) + "\n"]
     steps = results.get("steps", {})
     for recipe in RECIPES:
         rows = {key: value for key, value in steps.items() if value.get("recipe") == recipe and "median" in value}
@@ -232,13 +224,11 @@ def engine_label(key: str, value: dict) -> str:
 
 
 def main() -> None:
-    from benchmarks.benchmark import run
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="folder with diffusers/ and the variant folders (full size: build-random, convert, compress)")
     parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=None, help="engines for every recipe (default: "
                         + "; ".join(f"{recipe}: {' '.join(engines)}" for recipe, engines in DEFAULT_ENGINES.items()) + ")")
-    parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--side", type=int, default=1024, help="picture side")
     parser.add_argument("--runs", type=int, default=None, help="timed pictures per engine (default: LCM 2, standard 1)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -250,9 +240,8 @@ def main() -> None:
     runs = {"LCM": args.runs or 2, "standard": args.runs or 1}  # a standard 1024² picture takes minutes on 2 cores
     name = f"picture-{work.name}-{side}" + (f"-{args.tag}" if args.tag else "")
     results_path = args.out / f"{name}.json"
-    args.out.mkdir(parents=True, exist_ok=True)
     engines = {recipe: tuple(args.engines or DEFAULT_ENGINES[recipe]) for recipe in args.recipes}
-    results = run(results_path, work, picture_plan(engines, side, runs, turns=args.turns), args.timeout)
+    results = run_steps(results_path, picture_plan(engines, side, runs, turns=args.turns), in_child(work, args.timeout))
     results_path.with_suffix(".md").write_text(markdown(results))
     print(f"Results: {results_path}, {results_path.with_suffix('.md')}")
 

@@ -1,28 +1,25 @@
-"""The benchmark's plan: which steps run, in which order, on which engines, components and input sizes.
+"""The full-size benchmark's plan: which steps run, in which order, on which engines, components and input sizes.
 
 A step is ``(key, task, arguments)``: its key names it in the results JSON, its task is one of
-``benchmarks.tasks.TASKS``, run in a child process with those arguments.
+``benchmarks.registry.TASKS``, run with those arguments (``benchmarks.runner.run_steps``).
 """
 
 from __future__ import annotations
 
 from helpers.machine import bf16_instructions
-from helpers.variants import COMPRESSION_SCHEMES, PARTS, VARIANTS
+from helpers.schemes import CALIBRATION_PROMPTS, COMPRESSION_SCHEMES
+from helpers.variants import PARTS, VARIANTS
 
 TORCH_ENGINES = ("torch-fp32", "torch-bf16")
 ENGINES = (*TORCH_ENGINES, *(f"ov-{variant}" for variant in VARIANTS))
 # INT4 for the T5 encoder only, W8A8 for the transformer only: their other parts are INT8's
 ONLY_PART = {"ov-INT4-T5": "text_encoder", "ov-W8A8": "transformer"}
-# W8A8's calibration: the FP16 pipeline's transformer inputs over this many shipped prompts, at this size (512²
-# costs a fifth of 1024² per step; the statistics are per channel, so they carry over)
-CALIBRATION_PROMPTS, CALIBRATION_SIZE = 4, 512
-# Per component, the inputs each latency is timed on: keyword arguments of its example function in
-# ``helpers.conversion.PART_SPECS`` (a latent side of 128 is a 1024² picture)
-INPUT_SIZES = {
-    "text_encoder": {"120 tokens": {"batch": 1, "length": 120}},
-    "transformer": {"1024² b1": {"side": 128, "batch": 1}, "1024² b2": {"side": 128, "batch": 2}, "512² b1": {"side": 64, "batch": 1}},
-    "vae_decoder": {"1024²": {"side": 128, "batch": 1}},
-}
+# W8A8's calibration: the FP16 pipeline's transformer inputs over helpers' CALIBRATION_PROMPTS shipped prompts, at
+# this size (512² costs a fifth of 1024² per step; the statistics are per channel, so they carry over)
+CALIBRATION_SIZE = 512
+# The picture side the latencies and the whole pictures are measured at: full size, and the quick mode's (the small
+# model's VAE at 1024² alone would take most of a CI minute)
+PICTURE_SIDE = {False: 1024, True: 256}
 # PixArt-Sigma-XL-2-2K-MS: PixArt-XL's transformer at sample size 256 without micro-conditions, SDXL's VAE (the
 # same shapes as PixArt-α's, another latent scale). A 2048² step is 16 384 tokens, four times a 1024² step's, so
 # attention's share grows. Timed against FP16: the variants that change the transformer (INT4-T5's is INT8's).
@@ -40,9 +37,20 @@ GOALS = (
     ("INT8 variant: compile + generate", 12.0, ("pipeline INT8",)),
     ("FP16 variant: compile + generate", 24.0, ("pipeline FP16", "pipeline FP16, T5 on demand")),
 )
-# Steps older results files hold that the plan no longer makes, and the step each is reported after: the build
-# now stores T5 in FP32 itself, so upcasting it had nothing left to do.
-RETIRED_STEPS = {"upcast T5 checkpoint": "build"}
+
+
+def input_sizes(quick: bool) -> dict[str, dict[str, dict]]:
+    """Per component, the inputs each latency is timed on, by label: keyword arguments of its example function in
+    ``helpers.conversion.PART_SPECS``. T5: 120 tokens; the transformer: the picture's latent (side / 8) at batch 1
+    and 2 (a guided step), and at half the side; the VAE: the picture's decode."""
+    side = PICTURE_SIDE[quick]
+    latent = side // 8
+    return {
+        "text_encoder": {"120 tokens": {"batch": 1, "length": 120}},
+        "transformer": {f"{side}² b1": {"side": latent, "batch": 1}, f"{side}² b2": {"side": latent, "batch": 2},
+                        f"{side // 2}² b1": {"side": latent // 2, "batch": 1}},
+        "vae_decoder": {f"{side}²": {"side": latent, "batch": 1}},
+    }
 
 
 def part_engine(engine: str, part: str) -> str:
@@ -67,12 +75,16 @@ def _steps(only: set[str], engines: set[str], quick: bool, runs: int, warmup: in
     steps = [("build", "build", {"quick": quick}), ("matmul peak", "matmul", {"side": 512 if quick else 2048})]
     steps += _variant_steps(parts, quick)
     if only == set(PARTS):  # the whole-pipeline steps need every part
-        steps += _pipeline_steps()
-    steps += _latency_steps(parts, engines, runs, warmup)
+        steps += _pipeline_steps(PICTURE_SIDE[quick])
+    steps += _latency_steps(parts, engines, input_sizes(quick), runs, warmup)
     if "transformer" in only:
-        steps.append(("W8A8 vs FP16 side by side", "side_by_side", {"variants": ["FP16", "W8A8"], "runs": runs, "warmup": warmup}))
+        size, shape = next(iter(input_sizes(quick)["transformer"].items()))  # the picture's step, batch 1
+        steps.append(("W8A8 vs FP16 side by side", "side_by_side", {"variants": ["FP16", "W8A8"], "runs": runs, "warmup": warmup,
+                                                                     "size": size, "shape": shape}))
     if only == set(PARTS):
-        steps.append(("convert pipeline, one process", "convert_all", {}))
+        # quick: T5 alone, the cheapest part: the parts were converted already, and this process's peak memory is
+        # not the step's own (so not what the full-size step measures) in the quick mode anyway
+        steps.append(("convert pipeline, one process", "convert_all", {"parts": ["text_encoder"]} if quick else {}))
     return steps
 
 
@@ -85,24 +97,26 @@ def _variant_steps(parts: list[str], quick: bool) -> list[tuple[str, str, dict]]
     return steps
 
 
-def _pipeline_steps() -> list[tuple[str, str, dict]]:
-    """Each variant compiled and run whole: cold, then filling OpenVINO's model cache, then compiled from it."""
+def _pipeline_steps(side: int) -> list[tuple[str, str, dict]]:
+    """Each variant compiled and run whole (one LCM picture of ``side``²): cold, then filling OpenVINO's model
+    cache, then compiled from it."""
     steps = []
     for variant in VARIANTS:
         steps += [
-            (f"pipeline {variant}", "pipeline", {"variant": variant, "cache": None}),
-            (f"pipeline {variant} fill cache", "pipeline", {"variant": variant, "cache": "fill"}),
-            (f"pipeline {variant} cached", "pipeline", {"variant": variant, "cache": "cached"}),
+            (f"pipeline {variant}", "pipeline", {"variant": variant, "cache": None, "side": side}),
+            (f"pipeline {variant} fill cache", "pipeline", {"variant": variant, "cache": "fill", "side": side}),
+            (f"pipeline {variant} cached", "pipeline", {"variant": variant, "cache": "cached", "side": side}),
         ]
         if variant == "FP16":  # FP16 weights are held in f32 on CPUs without bf16: T5-XXL alone is then 18 GiB
-            steps.append(("pipeline FP16, T5 on demand", "pipeline", {"variant": "FP16", "cache": None, "on_demand": True}))
+            steps.append(("pipeline FP16, T5 on demand", "pipeline", {"variant": "FP16", "cache": None, "side": side, "on_demand": True}))
     return steps
 
 
-def _latency_steps(parts: list[str], engines: set[str], runs: int, warmup: int) -> list[tuple[str, str, dict]]:
-    """Each component timed on each engine that has its own version of it."""
+def _latency_steps(parts: list[str], engines: set[str], sizes: dict, runs: int, warmup: int) -> list[tuple[str, str, dict]]:
+    """Each component timed on each engine that has its own version of it, at its ``sizes``."""
     return [
-        (f"latency {engine} {part}", "latency", {"engine": engine, "component": part, "runs": runs, "warmup": warmup})
+        (f"latency {engine} {part}", "latency", {"engine": engine, "component": part, "runs": runs, "warmup": warmup,
+                                                  "sizes": sizes[part]})
         for part in parts
         for engine in ENGINES
         if engine in engines and part_engine(engine, part) == engine
@@ -130,9 +144,6 @@ def sigma_2k_plan(quick: bool, runs: int, warmup: int) -> list[tuple[str, str, d
 
 
 def report_order() -> list[str]:
-    """Every step key a results file may hold, in the order the report lists them (the full plan's, retired included)."""
+    """Every step key the plan makes, in the order the report lists them (a results file's other keys come after)."""
     # every engine, PyTorch bf16 included: the report depends on the results only, not on the machine rendering them
-    order = [key for key, _, _ in _steps(set(PARTS), set(ENGINES), False, 1, 1)]
-    for key, after in RETIRED_STEPS.items():
-        order.insert(order.index(after) + 1, key)
-    return order
+    return [key for key, _, _ in _steps(set(PARTS), set(ENGINES), False, 1, 1)]

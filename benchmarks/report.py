@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.plan import ENGINES, GOALS, part_engine, report_order
+from benchmarks.plan import ENGINES, GOALS, PICTURE_SIDE, input_sizes, part_engine, report_order
+from benchmarks.runner import machine_line
 from helpers.settings import LCM_RECIPE, STANDARD_RECIPE
 
-ENGINE_COLUMNS = ("T5 encode s", "step 1024² b1 s", "step 1024² b2 s", "step 512² b1 s", "VAE 1024² s", "LCM image s",
-                  "standard image s", "LCM vs fp32", "step TFLOP/s")
+WHOLE_IMAGE_COLUMNS = ("LCM image s", "standard image s", "LCM vs fp32", "step TFLOP/s")
 
 
 def engine_name(engine: str) -> str:
@@ -16,28 +16,36 @@ def engine_name(engine: str) -> str:
     return engine.replace("torch-", "PyTorch ").replace("ov-", "OpenVINO ")
 
 
+def part_columns(results: dict) -> dict[str, tuple[str, str]]:
+    """The engine table's columns of part times: column → (component, size label), at the results' sizes (the
+    quick mode's are smaller): T5, the transformer's step at batch 1 and 2 and at half the side, the VAE."""
+    sizes = input_sizes(results.get("quick", False))
+    columns = {"T5 encode s": ("text_encoder", "120 tokens")}
+    columns |= {f"step {size} s": ("transformer", size) for size in sizes["transformer"]}
+    return columns | {f"VAE {size} s": ("vae_decoder", size) for size in sizes["vae_decoder"]}
+
+
 def derived(results: dict) -> dict:
-    """Whole-image times per engine (LCM: encode + its steps + decode; standard: encode ×2 + its guided steps + decode)."""
-    steps = results.get("steps", {})
+    """Each engine's part times, and whole-image times from them (LCM: encode + its steps + decode; standard:
+    encode ×2 + its guided steps + decode)."""
+    steps, columns = results.get("steps", {}), part_columns(results)
+    encode, step1, step2, _, decode = columns  # the column names, in part_columns' order
 
     def median(engine, component, size):
         entry = steps.get(f"latency {part_engine(engine, component)} {component}", {}).get(size)
         return entry["median"] if entry else None
 
+    flops = steps.get("latency torch-fp32 transformer", {}).get(columns[step1][1], {}).get("flops")
     table = {}
     for engine in ENGINES:
-        encode, step1, step2, decode = (median(engine, "text_encoder", "120 tokens"), median(engine, "transformer", "1024² b1"),
-                                        median(engine, "transformer", "1024² b2"), median(engine, "vae_decoder", "1024²"))
-        row = {"T5 encode s": encode, "step 1024² b1 s": step1, "step 1024² b2 s": step2,
-               "step 512² b1 s": median(engine, "transformer", "512² b1"), "VAE 1024² s": decode}
-        if None not in (step1, decode):
-            row["LCM image s"] = (encode or 0) + LCM_RECIPE.num_inference_steps * step1 + decode
+        row = {column: median(engine, *where) for column, where in columns.items()}
+        if None not in (row[step1], row[decode]):
+            row["LCM image s"] = (row[encode] or 0) + LCM_RECIPE.num_inference_steps * row[step1] + row[decode]
         # guided: the prompt and the negative prompt are encoded apart and denoised together, as a batch of 2
-        if None not in (step2, decode):
-            row["standard image s"] = 2 * (encode or 0) + STANDARD_RECIPE.num_inference_steps * step2 + decode
-        flops = steps.get("latency torch-fp32 transformer", {}).get("1024² b1", {}).get("flops")
-        if flops and step1:
-            row["step TFLOP/s"] = flops / step1 / 1e12
+        if None not in (row[step2], row[decode]):
+            row["standard image s"] = 2 * (row[encode] or 0) + STANDARD_RECIPE.num_inference_steps * row[step2] + row[decode]
+        if flops and row[step1]:
+            row["step TFLOP/s"] = flops / row[step1] / 1e12
         table[engine_name(engine)] = row
     base = table[engine_name("torch-fp32")]
     for row in table.values():
@@ -48,22 +56,16 @@ def derived(results: dict) -> dict:
 
 
 def markdown(results: dict) -> str:
-    sections = (machine_line(results), engine_table(results), matmul_peak_note(results), bf16_note(results),
+    sections = ([machine_line(results["machine"])], engine_table(results), matmul_peak_note(results), bf16_note(results),
                 side_by_side_table(results), goals_table(results), steps_table(results))
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
-def machine_line(results: dict) -> list[str]:
-    m = results["machine"]
-    return [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; OpenVINO {m['openvino']} (CPU default "
-            f"precision {m['openvino_default_precision']}), PyTorch {m['torch']}; {m['date']}."]
-
-
 def engine_table(results: dict) -> list[str]:
     """Each engine's component times and the whole-image times derived from them."""
-    table = derived(results)
-    lines = ["| engine | " + " | ".join(ENGINE_COLUMNS) + " |", "|---" * (len(ENGINE_COLUMNS) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in ENGINE_COLUMNS) + " |" for name, row in table.items()]
+    table, columns = derived(results), (*part_columns(results), *WHOLE_IMAGE_COLUMNS)
+    lines = ["| engine | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for name, row in table.items()]
     if any(row.get("T5 encode s") is None and row.get("LCM image s") for row in table.values()):
         lines += ["", "Image times leave out the T5 encode where its column has no figure."]
     return lines
@@ -79,19 +81,16 @@ def matmul_peak_note(results: dict) -> list[str]:
 
 def bf16_note(results: dict) -> list[str]:
     """Why PyTorch bf16 has no figures, from the machine the results recorded (never the machine rendering them)."""
-    recorded = results["machine"].get("bf16_instructions")
-    if recorded is None:  # results written before the benchmark recorded them
-        ran = any(key.startswith("latency torch-bf16 ") for key in results.get("steps", {}))
-        return [] if ran else ["PyTorch bf16 not run; whether this CPU has bf16 instructions was not recorded."]
-    if recorded:
+    if results["machine"]["bf16_instructions"]:
         return []
     return ["PyTorch bf16 not run: this CPU has no bf16 instructions (AVX512-BF16 or AMX), so PyTorch emulates "
             "bf16 matrix multiplies (see the peak above); a full-size step would take hours."]
 
 
-def side_by_side_table(results: dict, key: str = "W8A8 vs FP16 side by side", title: str = "Transformer step at 1024², batch 1") -> list[str]:
+def side_by_side_table(results: dict, key: str = "W8A8 vs FP16 side by side", title: str | None = None) -> list[str]:
     """The variants' transformer step timed in turns (the step ``key``), with where the time goes."""
     side = results.get("steps", {}).get(key, {})
+    title = title or f"Transformer step at {PICTURE_SIDE[results.get('quick', False)]}², batch 1"
     variants = [name for name, row in side.items() if isinstance(row, dict) and "median" in row]
     if len(variants) < 2:
         return []
@@ -113,7 +112,8 @@ def sigma_2k_markdown(results: dict) -> str:
     steps = results.get("steps", {})
     key = next((key for key in steps if key.startswith("Σ-2K step ")), None)
     title = f"PixArt-Σ-2K transformer (PixArt-XL shapes, sample size 256, no micro-conditions), one step at {key.removeprefix('Σ-2K step ') if key else ''}"
-    sections = (machine_line(results), side_by_side_table(results, key, title) if key else [], decode_lines(steps), steps_table(results))
+    sections = ([machine_line(results["machine"])], side_by_side_table(results, key, title) if key else [], decode_lines(steps),
+                steps_table(results))
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
 
 
@@ -150,7 +150,8 @@ def goals_table(results: dict) -> list[str]:
 
 
 def steps_table(results: dict) -> list[str]:
-    """Every step but the latencies (in the engine table), in the plan's order: its time and peak memory."""
+    """Every step but the latencies (in the engine table), in the plan's order (steps the plan does not make after
+    them, in the file's order): its time and peak memory."""
     lines = ["| step | seconds | peak anon GiB | peak file GiB | peak total GiB | note |", "|---|---|---|---|---|---|"]
     order = report_order()
     steps = results.get("steps", {})
@@ -177,9 +178,9 @@ def chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = derived(results)
+    table, columns = derived(results), list(part_columns(results))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for ax, key in zip(axes, ("step 1024² b1 s", "VAE 1024² s")):
+    for ax, key in zip(axes, (columns[1], columns[-1])):  # the picture's step at batch 1, its decode
         names = [n for n, row in table.items() if row.get(key)]
         ax.barh(names, [table[n][key] for n in names], color="#1f77b4")
         ax.set_xlabel("seconds")

@@ -11,7 +11,6 @@ while the direct call runs, and the other way round).
 """
 
 import argparse
-import json
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.runner import RESULTS, machine_line, save_results
 from helpers.machine import machine
 from helpers.settings import MODEL_ROOT
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LAYOUTS = ((1, 2), (2, 1))  # (replicas, threads per replica): the same 2 cores
 PROMPT = "a red circle at the top left on a blue background"
 
@@ -90,13 +89,11 @@ def measure(folder: Path, requests: int, clients: int, runs: int) -> dict:
 
 
 def markdown(results: dict) -> str:
-    m = results["machine"]
     direct, ray = statistics.median(results["direct_seconds"]), statistics.median(results["ray_seconds"])
     first = next(iter(results["layouts"].values()))
     lines = [
         f"# Serving the {results['model']} model ({results['variant']}) on Ray Serve\n",
-        f"{m['cpu']} ({m.get('cpu_model', '?')}; {', '.join(m.get('instructions', []))}), {m['cores']} cores; OpenVINO "
-        f"{m['openvino']}, default precision {m['openvino_default_precision']}; {m['date']}. Local Ray with 2 CPUs.\n",
+        f"{machine_line(results['machine'])} Local Ray with 2 CPUs.\n",
         f"256² pictures, the shapes model's recipe (20 guided steps); {first['requests']} requests from "
         f"{first['clients']} concurrent clients after one warm-up request.\n",
         "| replicas × threads | pictures / min | p50 s | p95 s | wall s |",
@@ -122,9 +119,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = measure(args.folder, args.requests, args.clients, args.runs)
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"serving-{results['model']}.json"
-    path.write_text(json.dumps(results, indent=1))
+    save_results(path, results)
     path.with_suffix(".md").write_text(markdown(results))
     print(path.with_suffix(".md").read_text())
 

@@ -17,30 +17,29 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
-from helpers.machine import machine
+from benchmarks.runner import RESULTS, in_turns, load_results, machine_line, save_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
 
 
-def load(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {"machine": machine(), "runs": {}}
+def drawn(pipe, prompt: str, seed: int, threshold: float | None, **kwargs) -> tuple:
+    """One picture (the checkpoint's recipe) with the step cache at ``threshold`` (None: off), and what its record
+    says: its seconds, the transformer's, the steps computed and reused."""
+    from helpers.comparison import draw, set_step_cache
 
-
-def save(path: Path, results: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
+    set_step_cache(pipe, threshold)  # compiles when the cache is switched: before the picture's clock starts
+    image, seconds, record = draw(pipe, prompt, seed, **kwargs)
+    return image, {"picture_s": seconds, "transformer_s": record.total_seconds("transformer"),
+                   "counts": {"computed": record.computed, "reused": record.reused or 0}}
 
 
 def quality(args) -> None:
     import numpy as np
 
-    from helpers.comparison import draw_with_step_cache, psnr, ssim
+    from helpers.comparison import psnr, ssim
     from helpers.conversion import convert_pipeline
     from helpers.pipeline import OVPixArtPipeline
     from helpers.shapes import alignment_score, evaluation_scenes
@@ -48,7 +47,7 @@ def quality(args) -> None:
     from helpers.variants import variant_dir
 
     path = args.out / "step-cache-shapes.json"
-    results = load(path)
+    results = load_results(path, runs={})
     folder = variant_dir(args.model, "FP16")
     convert_pipeline(resolve_model_source(args.model), folder)
     pipe = OVPixArtPipeline.from_pretrained(folder, args.device)
@@ -59,8 +58,7 @@ def quality(args) -> None:
     pictures = {}
     for threshold in (None, *args.thresholds):  # uncached first: the others are compared with it
         key = "uncached" if threshold is None else f"{threshold:g}"
-        draws = [draw_with_step_cache(pipe, scene.caption, seed, threshold) for scene, seed in evaluation]
-        pictures[key] = [d["image"] for d in draws]
+        pictures[key], draws = zip(*(drawn(pipe, scene.caption, seed, threshold) for scene, seed in evaluation))
         results["runs"][key] = {
             "threshold": threshold,
             "alignment": alignment_score(pictures[key], scenes),
@@ -73,7 +71,7 @@ def quality(args) -> None:
         }
         print(key, json.dumps(results["runs"][key])[:300], flush=True)
     results |= {"model": args.model, "prompts": args.prompts, "recipe": f"{recipe.num_inference_steps} steps, guidance {recipe.guidance_scale}"}
-    save(path, results)
+    save_results(path, results)
     path.with_suffix(".md").write_text(quality_markdown(results))
     quality_chart(results).savefig(path.with_suffix(".png"), dpi=90, bbox_inches="tight")
 
@@ -101,11 +99,10 @@ def quality_markdown(results: dict) -> str:
     rows = quality_rows(results)
     head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
     body = "".join("| " + " | ".join(str(v) for v in row.values()) + " |\n" for row in rows)
-    m = results["machine"]
     return (
         f"# Step cache on the shapes model: quality against speed\n\n"
         f"`{results['model']}`, FP16 variant, {results['prompts']} evaluation prompts, one picture per call, {results['recipe']} "
-        f"(DPM-Solver), 256². CPU: {m['cpu']}, {m['cores']} cores, OpenVINO {m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n\n"
+        f"(DPM-Solver), 256².\n\n{machine_line(results['machine'])}\n\n"
         f"{head}{body}\n"
         "The shapes model is small (its transformer's blocks take little of a step at 256²), so its measured speed-up "
         "understates what the full-size transformer gains; the last speed column is what skipping costs nothing would give. "
@@ -133,13 +130,13 @@ def quality_chart(results: dict):
 
 
 def speed(args) -> None:
-    from helpers.comparison import draw_with_step_cache, set_step_cache
+    from helpers.comparison import set_step_cache
     from helpers.pipeline import OVPixArtPipeline
     from helpers.settings import EXAMPLE_PROMPTS, model_name
     from helpers.variants import variant_dir
 
     path = args.out / f"step-cache-{model_name(args.model)}.json"
-    results = load(path)
+    results = load_results(path, runs={})
     folder = variant_dir(args.model, args.variant)
     pipe = OVPixArtPipeline.from_pretrained(folder, args.device)
     recipe = pipe.recipe
@@ -150,16 +147,14 @@ def speed(args) -> None:
         pipe(EXAMPLE_PROMPTS[0], num_inference_steps=2, output_type="latent", **size)
     results |= {"model": args.model, "variant": args.variant, "side": args.side,
                 "recipe": f"{recipe.num_inference_steps} steps, guidance {recipe.guidance_scale}"}
-    for turn in range(args.runs):
-        for way, threshold in ways.items():
-            key = f"{way} #{turn + 1}"
-            if key in results["runs"]:
-                continue
-            run = draw_with_step_cache(pipe, EXAMPLE_PROMPTS[turn % len(EXAMPLE_PROMPTS)], turn, threshold, **size)
-            run.pop("image")
-            results["runs"][key] = run
-            save(path, results)
-            print(key, run, flush=True)
+    for turn in range(args.runs):  # a prompt and seed per turn; the ways not drawn yet in it, in turns
+        prompt = EXAMPLE_PROMPTS[turn % len(EXAMPLE_PROMPTS)]
+        pending = {way: partial(drawn, pipe, prompt, turn, threshold, **size) for way, threshold in ways.items()
+                   if f"{way} #{turn + 1}" not in results["runs"]}
+        for _, way, _, (_, run) in in_turns(pending, runs=1, warmup=0):
+            results["runs"][f"{way} #{turn + 1}"] = run
+            save_results(path, results)
+            print(f"{way} #{turn + 1}", run, flush=True)
     path.with_suffix(".md").write_text(speed_markdown(results))
 
 
@@ -182,12 +177,10 @@ def speed_markdown(results: dict) -> str:
         f"- {way}: transformer {statistics.median(r[0] for r in speedups):.2f}×, whole picture {statistics.median(r[1] for r in speedups):.2f}×\n"
         for way, speedups in ratios.items() if way != "uncached"
     )
-    m = results["machine"]
     return (
         f"# Step cache at full size: {results['side']}², {results['recipe']}\n\n"
         f"`{results['model']}` ({results['variant']}, random weights), {len(turns)} turns of one picture each way, in one "
-        f"process after a warm-up. CPU: {m['cpu']}, {m['cores']} cores, bf16 instructions: {m['bf16_instructions']}, "
-        f"OpenVINO {m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n\n"
+        f"process after a warm-up.\n\n{machine_line(results['machine'])}\n\n"
         "| | turn | steps computed + reused | transformer s | speed-up | picture s | speed-up |\n|---|---|---|---|---|---|---|\n"
         + "\n".join(rows) + f"\n\nMedian speed-up against the uncached picture of the same turn:\n{summary}\n"
         "Random weights decide which steps are reused differently from trained ones: the step counts here are the "
@@ -205,16 +198,15 @@ def steps(args) -> None:
     from helpers.conversion import transformer_example
     from helpers.parts import OVTransformer
     from helpers.settings import model_name
-    from helpers.step_cache import FIRST_BLOCK, LAST_BLOCK
+    from helpers.step_cache import FIRST_BLOCK, LAST_BLOCK, CachedTransformer
     from helpers.variants import variant_dir
 
     path = args.out / f"step-cache-steps-{model_name(args.model)}-{args.side}.json"
-    results = load(path)
+    results = load_results(path, runs={})
     results |= {"model": args.model, "variant": args.variant, "side": args.side, "batch": args.batch}
     folder = variant_dir(args.model, args.variant) / "transformer"
     core = ov.Core()
-    whole, cut = OVTransformer(folder, core, args.device), OVTransformer(folder, core, args.device, compile_now=False)
-    cut.enable_step_cache()
+    whole, cut = OVTransformer(folder, core, args.device), CachedTransformer(folder, core, args.device)
     torch.manual_seed(0)
     inputs = transformer_example(whole.config, batch=args.batch, side=args.side // 8)
     inputs["timestep"] = inputs["timestep"].float()
@@ -228,26 +220,20 @@ def steps(args) -> None:
         cut.run("head", **{LAST_BLOCK: first_block}, **inputs)
 
     ways = {"uncached step": lambda: whole.infer(**inputs), "computed step": computed, "reused step": reused}
-    for way in ways.values():  # warm-up
-        way()
-    for turn in range(args.runs):
-        for name, way in ways.items():
-            start = time.perf_counter()
-            way()
-            results["runs"].setdefault(name, []).append(time.perf_counter() - start)
-            save(path, results)
-            print(name, results["runs"][name][-1], flush=True)
+    for _, name, seconds, _ in in_turns(ways, args.runs):
+        results["runs"].setdefault(name, []).append(seconds)
+        save_results(path, results)
+        print(name, seconds, flush=True)
     path.with_suffix(".md").write_text(steps_markdown(results))
 
 
 def steps_markdown(results: dict) -> str:
     step = {name: statistics.median(seconds) for name, seconds in results["runs"].items()}
-    m = results["machine"]
     lines = [
         f"# Step cache: one step at {results['side']}² (batch {results['batch']}), computed and reused\n",
         f"`{results['model']}` ({results['variant']}, random weights), median of {len(results['runs']['uncached step'])} "
-        f"runs in turns. CPU: {m['cpu']}, {m['cores']} cores, bf16 instructions: {m['bf16_instructions']}, OpenVINO "
-        f"{m['openvino']} ({m['openvino_default_precision']}), {m['date']}.\n",
+        f"runs in turns.\n",
+        machine_line(results["machine"]) + "\n",
         "| step | s | vs uncached |\n|---|---|---|",
         *(f"| {name} | {s:.2f} | {s / step['uncached step']:.3f} |" for name, s in step.items()),
         f"\nA 20-step guided picture's transformer time (batch 2: {2 // results['batch']}× these steps), estimated from "

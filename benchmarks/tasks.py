@@ -1,4 +1,5 @@
-"""The benchmark's tasks: each runs in a child process and returns a JSON-able dict (the runner adds its peak memory).
+"""The full-size benchmark's tasks: each returns a JSON-able dict (the runner adds its peak memory), in a child
+process of its own or, in the quick mode, in the runner's.
 
 Each task imports what it uses when it runs, so that a child's peak memory is its own task's, not that of every
 stage's libraries.
@@ -9,11 +10,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 
-from benchmarks.plan import INPUT_SIZES, TORCH_ENGINES
-from helpers.machine import PeakMemory
+from benchmarks.inputs import example_inputs, part_call
+from benchmarks.plan import TORCH_ENGINES
+from benchmarks.runner import op_profile, timed_in_turns
 
 
 def configs(quick: bool) -> dict[str, dict]:
@@ -45,13 +46,15 @@ def task_convert(work: Path, part: str) -> dict:
     return {"seconds": seconds.get(part)}
 
 
-def task_convert_all(work: Path) -> dict:
-    """The whole pipeline converted in one process, as notebook 1 does it (into a scratch folder, then removed)."""
+def task_convert_all(work: Path, parts: list[str] | None = None) -> dict:
+    """The whole pipeline (or ``parts`` of it) converted in one process, as notebook 1 does it (into a scratch folder,
+    then removed)."""
     from helpers.conversion import convert_pipeline
+    from helpers.variants import PARTS
 
     scratch = work / "FP16-one-process"
     shutil.rmtree(scratch, ignore_errors=True)
-    seconds = convert_pipeline(work / "source", scratch, report=lambda m: None)
+    seconds = convert_pipeline(work / "source", scratch, parts=tuple(parts or PARTS), report=lambda m: None)
     shutil.rmtree(scratch)
     return {"seconds": sum(seconds.values()), "parts": seconds}
 
@@ -69,7 +72,8 @@ def task_calibrate(work: Path, prompts: int, size: int) -> dict:
 def task_compress(work: Path, variant: str, part: str) -> dict:
     """Compress one part of the FP16 variant into ``variant``; the folder is marked finished once all parts are in."""
     from helpers.compression import compress_part, load_calibration
-    from helpers.variants import COMPRESSION_SCHEMES, finish_variant, is_part_converted, needs_calibration
+    from helpers.schemes import COMPRESSION_SCHEMES, needs_calibration
+    from helpers.variants import finish_variant, is_part_converted
 
     start = time.perf_counter()
     if not is_part_converted(work / variant, part):
@@ -80,8 +84,9 @@ def task_compress(work: Path, variant: str, part: str) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
-def task_pipeline(work: Path, variant: str, cache: str | None, on_demand: bool = False) -> dict:
-    """Compile a whole variant and make one 1024² LCM picture; with ``cache``, compile only, filling or reading it.
+def task_pipeline(work: Path, variant: str, cache: str | None, side: int, on_demand: bool = False) -> dict:
+    """Compile a whole variant and make one LCM picture of ``side``² (exactly: no resolution binning); with ``cache``,
+    compile only, filling or reading it.
 
     OpenVINO's CPU plugin prepares (decompresses, repacks) the weights at the first inference, not at compile time:
     the cold picture's time includes that, and its peak memory is the variant's in use.
@@ -101,32 +106,12 @@ def task_pipeline(work: Path, variant: str, cache: str | None, on_demand: bool =
     if cache:
         return result
     pipe.set_progress_bar_config(disable=True)
-    image, seconds = generate(pipe, EXAMPLE_PROMPTS[0], recipe=LCM_RECIPE, height=1024, width=1024)
+    image, seconds = generate(pipe, EXAMPLE_PROMPTS[0], recipe=LCM_RECIPE, height=side, width=side, use_resolution_binning=False)
     return {**result, "image_seconds": seconds, "image_size": list(image.size)}
 
 
-def example_inputs(component: str, shape: dict, config, dtype) -> dict:
-    """The inputs of one latency: the conversion's example inputs at ``shape`` (one of ``INPUT_SIZES``), floats in ``dtype``."""
-    import torch
-
-    from helpers.conversion import PART_SPECS
-
-    torch.manual_seed(0)
-    inputs = PART_SPECS[component].example(config, **shape)
-    return {name: value.to(dtype) if value.is_floating_point() else value for name, value in inputs.items()}
-
-
-def part_call(component: str, model):
-    """``model`` called on named example inputs the way diffusers calls it: the conversion's export wrapper does
-    exactly that, and the OpenVINO parts are called like the torch modules, so this serves both engines."""
-    from helpers.conversion import PART_SPECS
-
-    return PART_SPECS[component].wrapper(model)
-
-
-def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int, sizes: dict | None = None,
-                 tiling: bool = False) -> dict:
-    """Median seconds of one call per input size (``INPUT_SIZES``, or ``sizes``: label → example shape); for
+def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int, sizes: dict, tiling: bool = False) -> dict:
+    """Median seconds of one call per input size (``sizes``: label → example shape, ``plan.input_sizes``); for
     PyTorch fp32's transformer also the FLOPs of one call. ``tiling``: the VAE decodes in tiles."""
     import openvino as ov
     import torch
@@ -146,34 +131,29 @@ def task_latency(work: Path, engine: str, component: str, runs: int, warmup: int
         model.enable_tiling()
     call = part_call(component, model)
     result = {}
-    for size, shape in (sizes or INPUT_SIZES[component]).items():
+    for size, shape in sizes.items():
         inputs = example_inputs(component, shape, model.config, dtype)
         with torch.no_grad():
-            for _ in range(warmup):
-                call(**inputs)
-            seconds = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                call(**inputs)
-                seconds.append(time.perf_counter() - start)
-            entry = latency_summary(seconds)
+            seconds, _ = timed_in_turns({size: lambda: call(**inputs)}, runs, warmup)
+            result[size] = latency_summary(seconds[size])
             if engine == "torch-fp32" and component == "transformer":
-                from torch.utils.flop_counter import FlopCounterMode
-
-                with FlopCounterMode(display=False) as counter:
-                    call(**inputs)
-                entry["flops"] = counter.get_total_flops()
-        result[size] = entry
+                result[size]["flops"] = flops(call, inputs)
     return result
 
 
-def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int, size: str = "1024² b1", shape: dict | None = None) -> dict:
-    """One transformer step of each variant (``size``: 1024², or ``shape``), timed in turns in one process, and where its time goes.
+def flops(call, inputs: dict) -> int:
+    """The floating-point operations of one call (PyTorch's counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    The variants run alternately (A, B, A, B …) so that a slower or faster spell of the machine hits both alike.
-    Each is compiled with ``PERF_COUNT``; the last run's per-node times are summed by operation type and by the
-    kernel OpenVINO chose (its ``exec_type``, e.g. ``brgemm_avx2_I8``).
-    """
+    with FlopCounterMode(display=False) as counter:
+        call(**inputs)
+    return counter.get_total_flops()
+
+
+def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int, size: str, shape: dict) -> dict:
+    """One transformer step of each variant (``size``: its label, ``shape``: its example shape), timed in turns in
+    one process, and where its time goes: each is compiled with ``PERF_COUNT``, and its last run's per-node times
+    are summed by operation type and by kernel."""
     import openvino as ov
     import torch
 
@@ -181,26 +161,13 @@ def task_side_by_side(work: Path, variants: list[str], runs: int, warmup: int, s
     from helpers.parts import OVTransformer
 
     models = {v: OVTransformer(work / v / "transformer", ov.Core(), "CPU", {"PERF_COUNT": True}) for v in variants}
-    calls = {v: part_call("transformer", model) for v, model in models.items()}
-    shape = shape or INPUT_SIZES["transformer"][size]
     inputs = example_inputs("transformer", shape, next(iter(models.values())).config, torch.float32)
-    seconds: dict[str, list[float]] = {v: [] for v in variants}
-    outputs = {}
-    for turn in range(warmup + runs):
-        for variant, call in calls.items():
-            start = time.perf_counter()
-            outputs[variant] = call(**inputs)
-            if turn >= warmup:
-                seconds[variant].append(time.perf_counter() - start)
+    calls = {v: (lambda call=part_call("transformer", model): call(**inputs)) for v, model in models.items()}
+    seconds, outputs = timed_in_turns(calls, runs, warmup)
     result = {}
     for variant, model in models.items():
-        by_type, by_kernel = Counter(), Counter()
-        for info in model.request.profiling_info:
-            ms = info.real_time.total_seconds() * 1e3
-            by_type[info.node_type] += ms
-            by_kernel[f"{info.node_type} {info.exec_type}"] += ms
-        result[variant] = {**latency_summary(seconds[variant]), "ms by op type": dict(by_type.most_common(12)),
-                           "ms by kernel": dict(by_kernel.most_common(12))}
+        result[variant] = {**latency_summary(seconds[variant]), "ms by op type": op_profile(model.request),
+                           "ms by kernel": op_profile(model.request, by_kernel=True)}
     first, *rest = variants
     result["size"] = size
     for variant in rest:
@@ -217,7 +184,7 @@ def task_build_sigma_part(work: Path, quick: bool, part: str) -> dict:
 
     from helpers.building import TINY_SIGMA_TRANSFORMER_CONFIG, TINY_SIGMA_VAE_CONFIG, random_configs
     from helpers.conversion import PART_SPECS
-    from helpers.settings import atomic_folder
+    from helpers.folders import atomic_folder
 
     # full size: the configs of `build-random --family sigma --sample-size 256`; quick: tiny-sigma's
     transformer, vae, _ = (TINY_SIGMA_TRANSFORMER_CONFIG, TINY_SIGMA_VAE_CONFIG, None) if quick else random_configs("full", 256, "sigma")
@@ -261,7 +228,8 @@ def task_calibrate_examples(work: Path, count: int, side: int) -> dict:
 def task_compress_transformer(work: Path, variant: str) -> dict:
     """``FP16/transformer`` compressed with ``variant``'s method for it into ``<variant>/transformer``."""
     from helpers.compression import compress_part, load_calibration
-    from helpers.variants import COMPRESSION_SCHEMES, ir_path, needs_calibration
+    from helpers.schemes import COMPRESSION_SCHEMES, needs_calibration
+    from helpers.variants import ir_path
 
     method = COMPRESSION_SCHEMES[variant]["transformer"]
     calibration = load_calibration(work / "calibration.npz") if needs_calibration({"transformer": method}) else None
@@ -274,69 +242,7 @@ def task_matmul_peak(work: Path, side: int) -> dict:
     """Best TFLOP/s of a square matrix multiply in PyTorch, bf16 and fp32, on this machine's cores."""
     import torch
 
-    peaks = {}
-    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-        a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
-        a @ b
-        best = min(_timed(lambda: a @ b) for _ in range(3))
-        peaks[name] = 2 * side**3 / best / 1e12
-    return {"tflops": peaks, "side": side}
-
-
-def task_picture(work: Path, **kwargs) -> dict:
-    from benchmarks.picture import task_picture
-
-    return task_picture(work, **kwargs)
-
-
-def task_static_vs_dynamic(work: Path, **kwargs) -> dict:
-    from benchmarks.picture import task_static_vs_dynamic
-
-    return task_static_vs_dynamic(work, **kwargs)
-
-
-def task_todo_quality_torch(work: Path, **kwargs) -> dict:
-    from benchmarks.token_downsampling import task_quality_torch
-
-    return task_quality_torch(work, **kwargs)
-
-
-def task_todo_quality_openvino(work: Path, **kwargs) -> dict:
-    from benchmarks.token_downsampling import task_quality_openvino
-
-    return task_quality_openvino(work, **kwargs)
-
-
-def task_todo_steps(work: Path, **kwargs) -> dict:
-    from benchmarks.token_downsampling import task_steps
-
-    return task_steps(work, **kwargs)
-
-
-def task_todo_picture_distance(work: Path, **kwargs) -> dict:
-    from benchmarks.token_downsampling import task_picture_distance
-
-    return task_picture_distance(work, **kwargs)
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-TASKS = {"build": task_build, "convert": task_convert, "convert_all": task_convert_all, "calibrate": task_calibrate,
-         "compress": task_compress, "pipeline": task_pipeline, "latency": task_latency, "side_by_side": task_side_by_side,
-         "matmul": task_matmul_peak, "build_sigma_part": task_build_sigma_part,
-         "convert_part": task_convert_part, "calibrate_examples": task_calibrate_examples,
-         "compress_transformer": task_compress_transformer, "picture": task_picture,
-         "static_vs_dynamic": task_static_vs_dynamic, "todo_quality_torch": task_todo_quality_torch,
-         "todo_quality_openvino": task_todo_quality_openvino, "todo_steps": task_todo_steps,
-         "todo_picture_distance": task_todo_picture_distance}
-
-
-def run_child(task: str, kwargs: dict) -> None:
-    """In the child process: run one task under the memory sampler and print its result as JSON."""
-    with PeakMemory() as memory:
-        result = TASKS[task](**kwargs)
-    print("RESULT " + json.dumps({**result, "memory": memory.report()}))
+    matrices = {name: (torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype))
+                for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    seconds, _ = timed_in_turns({name: (lambda a=a, b=b: a @ b) for name, (a, b) in matrices.items()}, runs=3)
+    return {"tflops": {name: 2 * side**3 / min(times) / 1e12 for name, times in seconds.items()}, "side": side}

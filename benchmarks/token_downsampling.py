@@ -17,12 +17,11 @@ each step's output against the exact variant's, and an LCM picture's PSNR agains
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from collections import defaultdict
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.inputs import PROMPT, example_inputs, sample_with
+from benchmarks.runner import RESULTS, in_child, machine_line, op_profile, run_steps, save_results, timed_in_turns
+
 # (name, blocks, steps): which blocks downsample, and at which denoising steps (None: all)
 QUALITY_CHOICES = (
     ("all blocks, all steps", None, None),
@@ -34,7 +33,6 @@ QUALITY_CHOICES = (
 )
 # (side, the variants timed in turns)
 SPEED_SIZES = ((1024, ("W8A8", "FP16")), (2048, ("FP16",)))
-PROMPT = "a lighthouse on a rocky coast at sunset, oil painting"
 
 
 def part_of(count: int, which: str | None) -> list[int] | None:
@@ -96,7 +94,7 @@ def task_quality_openvino(work: Path, model: str, prompts: int, fractions: list[
     source, fp16 = resolve_model_source(model), variant_dir(model, "FP16")
     convert_pipeline(source, fp16)
     side = Variant.load(fp16).native_size[0]
-    calibrate = lambda variant: collect_calibration_data(variant, calibration_prompts(model, 8), height=side, width=side)  # noqa: E731
+    calibrate = lambda variant: collect_calibration_data(variant, calibration_prompts(model), height=side, width=side)  # noqa: E731
     evaluation, rows = evaluation_scenes(prompts), {}
     for variant in ("FP16-ToDo", "W8A8-ToDo"):
         folder = variant_dir(model, variant)
@@ -135,7 +133,6 @@ def task_steps(work: Path, side: int, variants: list[str], runs: int) -> dict:
     import openvino as ov
     import torch
 
-    from benchmarks.tasks import example_inputs
     from helpers.comparison import cosine_similarity, latency_summary
     from helpers.parts import OVTransformer
     from helpers.variants import DOWNSAMPLED_PART
@@ -144,15 +141,9 @@ def task_steps(work: Path, side: int, variants: list[str], runs: int) -> dict:
     models = {name: OVTransformer(folder, ov.Core(), "CPU", {"PERF_COUNT": "YES"}, compile_now=False) for name, folder in folders.items()}
     inputs = example_inputs("transformer", {"side": side // 8, "batch": 1}, next(iter(models.values())).config, torch.float32)
     inputs["timestep"] = torch.full((1,), 500.0)  # a middle step: where the picture's structure is settled
-    seconds, outputs = defaultdict(list), {}
     for model in models.values():
         model.reshape({name: list(value.shape) for name, value in inputs.items()})
-    for turn in range(runs + 1):
-        for name, model in models.items():
-            start = time.perf_counter()
-            outputs[name] = model.run("model", **inputs)[0]
-            if turn:
-                seconds[name].append(time.perf_counter() - start)
+    seconds, outputs = timed_in_turns({name: (lambda model=model: model.run("model", **inputs)[0]) for name, model in models.items()}, runs)
     result = {"side": side, "tokens": (side // 16) ** 2, "steps": {name: latency_summary(times) for name, times in seconds.items()}}
     result["profile ms"] = {name: profile_by_type(model.request) for name, model in models.items()}
     result["cosine vs exact"] = {f"{name}-ToDo": cosine_similarity(outputs[f"{name}-ToDo"], outputs[name]) for name in variants}
@@ -161,10 +152,8 @@ def task_steps(work: Path, side: int, variants: list[str], runs: int) -> dict:
 
 def profile_by_type(request, top: int = 8) -> dict[str, float]:
     """Milliseconds per executed-op type in the request's last inference, the ``top`` largest and the total."""
-    totals: dict[str, float] = defaultdict(float)
-    for info in request.profiling_info:
-        totals[info.node_type] += info.real_time.total_seconds() * 1e3
-    ranked = dict(sorted(totals.items(), key=lambda item: -item[1])[:top])
+    totals = op_profile(request, top=None)
+    ranked = dict(list(totals.items())[:top])
     return {**{name: round(ms, 1) for name, ms in ranked.items()}, "total": round(sum(totals.values()), 1)}
 
 
@@ -173,13 +162,12 @@ def task_picture_distance(work: Path, side: int, variant: str, fractions: list[f
     (0 first: the exact picture); each one's PSNR and SSIM against it."""
     import numpy as np
 
-    from benchmarks.picture import recipe_scheduler
     from helpers.comparison import psnr, ssim
     from helpers.pipeline import OVPixArtPipeline, generate
     from helpers.settings import LCM_RECIPE
 
     pipe = OVPixArtPipeline.from_pretrained(work / variant, "CPU", compile=False)
-    pipe.scheduler = recipe_scheduler("LCM", pipe.scheduler.config)
+    sample_with(pipe, LCM_RECIPE)
     pipe.set_progress_bar_config(disable=True)
     if side > 1024:  # a whole 2048² decode does not fit beside T5 in 24 GiB
         pipe.vae.enable_tiling()
@@ -248,11 +236,7 @@ def speed_markdown(steps: dict) -> list[str]:
 
 
 def markdown(results: dict) -> str:
-    from benchmarks.report import machine_line
-
-    machine = results["machine"]
-    lines = ["# Token downsampling: fewer keys in self-attention\n", *machine_line(results),
-             f"CPU {machine.get('cpu_model', '?')}, instructions: {', '.join(machine.get('instructions', [])) or 'not recorded'}.\n"]
+    lines = ["# Token downsampling: fewer keys in self-attention\n", machine_line(results["machine"]) + "\n"]
     steps = dict(results.get("steps", {}))
     torch_quality, openvino_quality = steps.pop("quality PyTorch", None), steps.pop("quality OpenVINO", None)
     if torch_quality and "rows" in torch_quality:
@@ -262,7 +246,6 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    from benchmarks.benchmark import run
     from helpers.settings import model_name
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,7 +256,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=float, default=3 * 3600)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "quality":
         path, work = args.out / f"token-downsampling-{model_name(args.model)}.json", Path(".").resolve()
         plan = [("quality PyTorch", "todo_quality_torch", {"model": args.model, "prompts": args.prompts}),
@@ -281,9 +263,9 @@ def main() -> None:
     else:
         work = Path(args.model).resolve()
         path, plan = args.out / f"token-downsampling-{work.name}.json", speed_plan(args.runs)
-    results = run(path, work, plan, args.timeout)
+    results = run_steps(path, plan, in_child(work, args.timeout))
     results["model"] = args.model
-    path.write_text(json.dumps(results, indent=1))
+    save_results(path, results)
     path.with_suffix(".md").write_text(markdown(results))
     print(f"Results: {path}, {path.with_suffix('.md')}")
 

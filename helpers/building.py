@@ -12,11 +12,13 @@ from typing import Iterator
 import torch
 
 from .checkpoints import SDXL_VAE_SCALING_FACTOR, scheduler_from_config, store_in_float32
-from .settings import ASSETS, MODEL_INDEX, atomic_folder
+from .folders import atomic_folder
+from .settings import ASSETS, LCM_RECIPE, MODEL_INDEX, STANDARD_RECIPE
 
-# The scheduler configurations of the two real checkpoints, so that a small model samples like the one it stands for.
+# The scheduler configurations of the two real checkpoints, so that a small model samples like the one it stands for;
+# each one's class is its sampling recipe's.
 LCM_SCHEDULER_CONFIG = {
-    "_class_name": "LCMScheduler",
+    "_class_name": LCM_RECIPE.scheduler,
     "beta_start": 0.0001,
     "beta_end": 0.02,
     "beta_schedule": "linear",
@@ -31,7 +33,7 @@ LCM_SCHEDULER_CONFIG = {
     "timestep_spacing": "leading",
 }
 DPM_SCHEDULER_CONFIG = {
-    "_class_name": "DPMSolverMultistepScheduler",
+    "_class_name": STANDARD_RECIPE.scheduler,
     "algorithm_type": "dpmsolver++",
     "beta_start": 0.0001,
     "beta_end": 0.02,

@@ -1,11 +1,14 @@
 """Diffusers checkpoints on disk, below the stages that read them: the tensor types a part is stored in, an FP32
-copy written one tensor at a time, the scheduler a saved config describes, and the facts of the checkpoints' kinds."""
+copy written one tensor at a time, the scheduler a saved config describes (or a sampling recipe's, with that config's
+noise schedule), and the facts of the checkpoints' kinds."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+
+from .settings import SamplingRecipe
 
 SDXL_VAE_SCALING_FACTOR = 0.13025  # PixArt-Σ decodes with SDXL's VAE, whose latents are scaled by this
 
@@ -75,3 +78,9 @@ def scheduler_from_config(config: dict):
 
     config = dict(config)
     return getattr(diffusers, config.pop("_class_name")).from_config(config)
+
+
+def recipe_scheduler(recipe: SamplingRecipe, config: dict):
+    """The scheduler ``recipe`` samples with, with the noise schedule (betas, training steps) of ``config``, a
+    checkpoint's scheduler config: how one checkpoint is sampled with either recipe."""
+    return scheduler_from_config({**config, "_class_name": recipe.scheduler})

@@ -71,6 +71,7 @@ def _add_convert(commands) -> None:
 
 
 def _add_compress(commands) -> None:
+    from .schemes import CALIBRATION_PROMPTS
     from .token_downsampling import DEFAULT_FACTOR
     from .variants import DOWNSAMPLED_VARIANTS, VARIANTS
 
@@ -87,7 +88,7 @@ def _add_compress(commands) -> None:
     command.add_argument("--variant", required=True, choices=[*VARIANTS[1:], *DOWNSAMPLED_VARIANTS], help="the variant to make (its compression scheme)")
     command.add_argument("--downsampling-factor", type=int, default=DEFAULT_FACTOR, help="-ToDo: pool the token grid by this factor per side (default: %(default)s)")
     command.add_argument("--downsampled-blocks", default="all", help='-ToDo: the transformer blocks that downsample, "all" or e.g. "0-13,20" (default: %(default)s)')
-    command.add_argument("--calibration-prompts", type=int, default=8, help="W8A8: prompts to record the transformer's inputs on (default: %(default)s)")
+    command.add_argument("--calibration-prompts", type=int, default=CALIBRATION_PROMPTS, help="W8A8: prompts to record the transformer's inputs on (default: %(default)s)")
     command.add_argument("--calibration-side", type=int, default=None, help="W8A8: picture side to calibrate at (default: the model's native side)")
     command.add_argument("--device", default="CPU", help="OpenVINO device for the W8A8 calibration run (default: %(default)s)")
     command.set_defaults(run=run_compress)
@@ -106,7 +107,7 @@ def _add_generate(commands) -> None:
     command.add_argument("--prompt", action="append", required=True, help="what to draw; repeat for several prompts")
     command.add_argument("--negative-prompt", default=None, help="what not to draw (default: none, as in diffusers)")
     command.add_argument("--seed", type=int, default=42, help="seed of the first prompt's noise (default: %(default)s)")
-    command.add_argument("--size", type=parse_dimensions, default=None, metavar="WxH", help="picture size, e.g. 1344x768 (default: the model's native square)")
+    command.add_argument("--size", type=size_argument, default=None, metavar="WxH", help="picture size, e.g. 1344x768 (default: the model's native square)")
     command.add_argument("--no-binning", action="store_true", help="draw at exactly --size instead of the nearest aspect-ratio bin, resized")
     command.add_argument("--steps", type=int, default=None, help="denoising steps (default: the recipe's)")
     command.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
@@ -204,13 +205,14 @@ def _add_build_random(commands) -> None:
     command.set_defaults(run=run_build_random)
 
 
-def parse_dimensions(text: str) -> tuple[int, int]:
-    """``(height, width)`` from "WxH" (or "W×H"), for ``--size``."""
+def size_argument(text: str) -> tuple[int, int]:
+    """``--size`` read by :func:`helpers.sizes.parse_size`; its message is what argparse shows."""
+    from .sizes import parse_size
+
     try:
-        width, height = (int(value) for value in text.lower().replace("×", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write it as WIDTHxHEIGHT, e.g. 1024x1024") from None
-    return height, width
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_convert(args) -> None:
@@ -228,16 +230,10 @@ def run_convert(args) -> None:
 
 def run_compress(args) -> None:
     from .compression import calibration_prompts, collect_calibration_data, compress_variant, make_downsampled_variant
+    from .schemes import COMPRESSION_SCHEMES, needs_calibration
     from .sources import resolve_model_source
     from .token_downsampling import TokenDownsampling, parse_blocks
-    from .variants import (
-        COMPRESSION_SCHEMES,
-        DOWNSAMPLED_VARIANTS,
-        Variant,
-        folder_size_mb,
-        needs_calibration,
-        variant_dir,
-    )
+    from .variants import DOWNSAMPLED_VARIANTS, Variant, folder_size_mb, variant_dir
 
     fp16 = Variant.of(args.model, "FP16", args.model_root)
     out = variant_dir(args.model, args.variant, args.model_root)
@@ -264,7 +260,6 @@ def run_generate(args) -> None:
 
     from .pipeline import OVPixArtPipeline
     from .static_shapes import needs_static_shapes
-    from .step_cache import describe
     from .variants import Variant
 
     static = args.static_shapes or needs_static_shapes(args.device)
@@ -273,13 +268,8 @@ def run_generate(args) -> None:
                                          downsampled_steps=args.downsampled_steps)
     height, width = args.size or (None, None)
     options = pipe.recipe.call_arguments(  # the recipe where the command line says nothing
-        negative_prompt=args.negative_prompt,
-        num_inference_steps=args.steps,
-        guidance_scale=args.guidance,
-        num_images_per_prompt=args.images_per_prompt,
-        height=height,
-        width=width,
-        use_resolution_binning=not args.no_binning,
+        negative_prompt=args.negative_prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
+        num_images_per_prompt=args.images_per_prompt, height=height, width=width, use_resolution_binning=not args.no_binning,
     )
     if args.vae_tiling:
         pipe.vae.enable_tiling()
@@ -294,8 +284,7 @@ def run_generate(args) -> None:
         generator = torch.Generator("cpu").manual_seed(args.seed + index)
         output = pipe(prompt, generator=generator, **options)
         images += output.images
-        if output.step_cache:
-            print(f"Step cache: {describe(output.step_cache)} ({prompt!r})")
+        print(f"{output.record.describe()} ({prompt!r})")
     for path, image in zip(output_paths(args.out, len(images)), images):
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
@@ -324,9 +313,7 @@ def run_verify(args) -> None:
         except VariantNotReadyError as error:
             failed.append(str(error))
             continue
-        if not variant.files:
-            failed.append(f"{folder} records no checksums (made before they were recorded): make it again to verify it.")
-        elif problems := variant.damaged_files(checksums=True):
+        if problems := variant.damaged_files(checksums=True):
             failed.append(damage_message(folder, problems))
         else:
             print(f"{folder}: {len(variant.files)} files, sizes and checksums as written")

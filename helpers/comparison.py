@@ -1,19 +1,24 @@
-"""Comparison: pictures, latency, sizes and similarity of variants side by side."""
+"""Comparison: pictures, latency, sizes and similarity of variants side by side, and of the ways a pipeline can skip
+work across steps; the notebooks' comparison and calibration parameters, read from the environment in one place."""
 
 from __future__ import annotations
 
 import gc
 import json
+import os
+import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .pipeline import OVPixArtPipeline, generate
-from .settings import SamplingRecipe
+from .pipeline import OVPixArtPipeline
+from .record import CallRecord
+from .settings import MODEL_ROOT, SamplingRecipe, example_prompts
 from .shapes import ATTRIBUTES, Scene, alignment_score, score_image
 from .variants import Variant, VariantNotReadyError, as_variant, part_sizes_mb
 
@@ -37,12 +42,12 @@ def load_baseline(folder: Path) -> tuple[Image.Image, dict]:
 
 
 def psnr(reference: Image.Image | np.ndarray, image: Image.Image | np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of ``image`` against ``reference`` (integer pixels in 0–255, float pixels in 0–1)."""
-    a, b = _as_unit_array(reference), _as_unit_array(image)
-    if a.shape != b.shape:
-        raise ValueError(f"Images differ in shape: {a.shape} vs {b.shape}.")
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+    """Peak signal-to-noise ratio in dB of ``image`` against ``reference`` (integer pixels in 0–255, float pixels in
+    0–1), by scikit-image; infinite for identical images."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    a, b = _as_unit_array(reference), _as_unit_array(image)  # images of different shapes: scikit-image's ValueError
+    return float("inf") if np.array_equal(a, b) else float(peak_signal_noise_ratio(a, b, data_range=1.0))
 
 
 def _as_unit_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -85,6 +90,63 @@ def latency_summary(seconds: Iterable[float]) -> dict[str, float]:
     return {"median": float(np.median(samples)), "min": float(samples.min()), "max": float(samples.max()), "runs": int(samples.size)}
 
 
+@dataclass(frozen=True)
+class NotebookSettings:
+    """How much work the notebooks do, each field from the environment variable of its name in capitals
+    (``COMPARE_SIDE=256``), else its default (the sides: the model's own). ``calibration_*``: W8A8's calibration set;
+    ``compare_*``: example prompts each variant draws at ``compare_side``², timed ``compare_runs`` times;
+    ``evaluation_*``: shapes prompts of the alignment score (at least 8) at ``evaluation_side``²."""
+
+    model_id: str
+    calibration_prompts: int
+    calibration_side: int
+    compare_prompts: int
+    compare_runs: int
+    compare_side: int
+    evaluation_size: int
+    evaluation_side: int
+
+    @property
+    def prompts(self) -> list[str]:  # the example prompts compared, each drawn with seed 42 (``seeds``)
+        return list(example_prompts(self.model_id))[: self.compare_prompts]
+
+    seeds = property(lambda self: [42] * self.compare_prompts)
+
+    def size(self, side: int) -> dict[str, Any]:
+        """The call arguments that draw exactly ``side``² (no resolution binning, which would round to a bin)."""
+        return dict(height=side, width=side, use_resolution_binning=False)
+
+    def calibration(self, fp16: Variant | Path, device: str = "CPU") -> list[dict[str, np.ndarray]]:
+        """W8A8's calibration set: the FP16 transformer's inputs over ``calibration_prompts`` prompts (seeds 0, 1, …)
+        at ``calibration_side``², the same set each time."""
+        from .compression import calibration_prompts, collect_calibration_data
+
+        prompts, side = calibration_prompts(self.model_id, self.calibration_prompts), self.calibration_side
+        return collect_calibration_data(fp16, prompts, side, side, device)
+
+
+def notebook_settings(model_id: str, root: Path = MODEL_ROOT) -> NotebookSettings:
+    """The notebooks' :class:`NotebookSettings` for ``model_id`` (its FP16 folder gives the native side)."""
+    from .schemes import CALIBRATION_PROMPTS
+
+    side = Variant.of(model_id, "FP16", root).native_size[0]
+    defaults = dict(calibration_prompts=CALIBRATION_PROMPTS, calibration_side=side, compare_prompts=4, compare_runs=3,
+                    compare_side=side, evaluation_size=64, evaluation_side=side)
+    return NotebookSettings(model_id, **{name: int(os.environ.get(name.upper(), value)) for name, value in defaults.items()})
+
+
+# One picture, its seconds and its call's record (steps, seconds per part).
+Drawn = NamedTuple("Drawn", [("image", Image.Image), ("seconds", float), ("record", CallRecord)])
+
+
+def draw(pipe: OVPixArtPipeline, prompt: str, seed: int, **kwargs: Any) -> Drawn:
+    """One picture of ``prompt`` with a seeded generator and the checkpoint's recipe where ``kwargs`` do not say
+    otherwise (as :func:`helpers.pipeline.generate`), with its call's record."""
+    start = time.perf_counter()
+    output = pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **pipe.recipe.call_arguments(**kwargs))
+    return Drawn(output.images[0], time.perf_counter() - start, output.record)
+
+
 @dataclass
 class VariantRun:
     """What one variant produced on the comparison prompts, and how long it took."""
@@ -94,28 +156,16 @@ class VariantRun:
     latents: list[np.ndarray]
     text_embeddings: list[np.ndarray]
     pipeline_seconds: list[float]
-    part_seconds: dict[str, list[float]]
+    part_seconds: dict[str, list[float]]  # each call of each part in the timed runs, by the record's part names
     sizes_mb: dict[str, float]
 
 
-def run_variant(
-    variant: Variant | Path,
-    prompts: Iterable[str],
-    seeds: Iterable[int],
-    device: str = "AUTO",
-    ov_config: dict | None = None,
-    runs: int = 3,
-    warmup: int = 0,
-    **kwargs: Any,
-) -> VariantRun:
-    """Compile one variant, make a picture per prompt and seed, then time ``runs`` generations after ``warmup``.
-
-    The pictures per prompt already warm the pipeline up (OpenVINO prepares the weights at the first inference).
-
-    One variant is compiled at a time and freed at the end, so comparing the real pipeline's variants never holds
-    two in memory. The final latents come from the pipeline's step callback, the text embeddings from its
-    ``encode_prompt``.
-    """
+def run_variant(variant: Variant | Path, prompts: Iterable[str], seeds: Iterable[int], device: str = "AUTO",
+                ov_config: dict | None = None, runs: int = 3, warmup: int = 0, **kwargs: Any) -> VariantRun:
+    """Compile one variant, make a picture per prompt and seed (which warms it up too), then time ``runs``
+    generations after ``warmup``. One variant is compiled at a time and freed at the end, so comparing the real
+    pipeline's variants never holds two in memory. The final latents come from the step callback, the text
+    embeddings from ``encode_prompt``, the seconds of each part's calls from each timed call's record."""
     variant = as_variant(variant)
     pipe = OVPixArtPipeline.from_pretrained(variant, device, ov_config)
     pipe.set_progress_bar_config(disable=True)
@@ -123,28 +173,20 @@ def run_variant(
     prompts, seeds = list(prompts), list(seeds)
     for prompt, seed in zip(prompts, seeds):
         last = {}
-        image, _ = generate(pipe, prompt, seed, callback=lambda step, t, x: last.update(latents=x), **kwargs)
-        images.append(image)
+        images.append(draw(pipe, prompt, seed, callback=lambda step, t, x: last.update(latents=x), **kwargs).image)
         latents.append(last["latents"].numpy())
         embeddings.append(pipe.encode_prompt(prompt, do_classifier_free_guidance=False)[0].numpy())
     for _ in range(warmup):
-        generate(pipe, prompts[0], seeds[0], **kwargs)
-    parts = {"text encoder": pipe.text_encoder, "transformer step": pipe.transformer, "VAE decode": pipe.vae}
-    for part in parts.values():
-        part.seconds.clear()
-    pipeline_seconds = [generate(pipe, prompts[0], seeds[0], **kwargs)[1] for _ in range(runs)]
-    run = VariantRun(
-        variant=variant.name,
-        images=images,
-        latents=latents,
-        text_embeddings=embeddings,
-        pipeline_seconds=pipeline_seconds,
-        part_seconds={name: list(part.seconds) for name, part in parts.items()},
-        sizes_mb=variant.part_sizes_mb(),
-    )
+        draw(pipe, prompts[0], seeds[0], **kwargs)
+    timed = [draw(pipe, prompts[0], seeds[0], **kwargs) for _ in range(runs)]
+    part_seconds = {part: [s for run in timed for s in run.record.seconds.get(part, ())] for part in PART_COLUMNS}
+    run = VariantRun(variant.name, images, latents, embeddings, [run.seconds for run in timed], part_seconds, variant.part_sizes_mb())
     del pipe
     gc.collect()
     return run
+
+
+PART_COLUMNS = {"text_encoder": "text encoder", "transformer": "transformer step", "vae_decoder": "VAE decode"}  # table names
 
 
 def comparison_table(runs: list[VariantRun], reference: str = "FP16"):
@@ -160,7 +202,7 @@ def comparison_table(runs: list[VariantRun], reference: str = "FP16"):
             "size ratio": sum(base.sizes_mb.values()) / sum(run.sizes_mb.values()),
             "pipeline s (median)": total["median"],
             "pipeline s (min–max)": f"{total['min']:.2f}–{total['max']:.2f}",
-            **{f"{name} ms": 1000 * latency_summary(seconds)["median"] for name, seconds in run.part_seconds.items()},
+            **{f"{PART_COLUMNS[part]} ms": 1000 * latency_summary(seconds)["median"] for part, seconds in run.part_seconds.items()},
             "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(base.images, run.images)])),
             "SSIM": float(np.mean([ssim(a, b) for a, b in zip(base.images, run.images)])),
             "text cosine": float(np.mean([cosine_similarity(a, b) for a, b in zip(base.text_embeddings, run.text_embeddings)])),
@@ -203,98 +245,6 @@ def plot_comparison(table, columns: Iterable[str] = ("weights MB", "pipeline s (
     return fig
 
 
-def set_step_cache(pipe: OVPixArtPipeline, threshold: float | None) -> None:
-    """The step cache on at ``threshold`` (None: off), and the transformer compiled for it: switching between on and
-    off compiles it again, which no picture's time should include."""
-    pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)
-    pipe.transformer.compile()
-
-
-def draw_with_step_cache(pipe: OVPixArtPipeline, prompt: str, seed: int, threshold: float | None, **kwargs: Any) -> dict[str, Any]:
-    """One picture (``generate``, the checkpoint's recipe) with the step cache at ``threshold`` (None: off): the
-    picture, its seconds, the transformer's seconds and the steps computed and reused."""
-    set_step_cache(pipe, threshold)
-    pipe.transformer.seconds.clear()
-    image, seconds = generate(pipe, prompt, seed, **kwargs)
-    return {
-        "image": image,
-        "picture_s": seconds,
-        "transformer_s": sum(pipe.transformer.seconds),
-        "counts": pipe.step_cache_counts or {"computed": len(pipe.transformer.seconds), "reused": 0},
-    }
-
-
-def compare_step_cache(
-    pipe: OVPixArtPipeline, prompts: Sequence[str], seeds: Sequence[int], thresholds: Iterable[float], **kwargs: Any
-) -> tuple[Any, dict[str, list[Image.Image]]]:
-    """The same prompts and seeds without the step cache and at each threshold: one row each (steps computed and
-    reused, seconds per picture and in the transformer, PSNR/SSIM against the uncached pictures), and the pictures.
-
-    Each way is compiled (and run for two steps) before it is timed.
-    """
-
-    rows, pictures = {}, {}
-    for threshold in (None, *thresholds):
-        name = "uncached" if threshold is None else f"cached, threshold {threshold:g}"
-        set_step_cache(pipe, threshold)
-        pipe(prompts[0], num_inference_steps=2, output_type="latent", **kwargs)  # warm-up
-        draws = [draw_with_step_cache(pipe, prompt, seed, threshold, **kwargs) for prompt, seed in zip(prompts, seeds)]
-        pictures[name] = [d["image"] for d in draws]
-        counts = {"steps computed": sum(d["counts"]["computed"] for d in draws), "steps reused": sum(d["counts"]["reused"] for d in draws)}
-        rows[name] = counts | _against_first(draws, pictures[name], pictures["uncached"])
-    pipe.disable_step_cache()
-    return _ways_table(rows), pictures
-
-
-def _against_first(draws: list[dict[str, Any]], images: list[Image.Image], first: list[Image.Image]) -> dict[str, float]:
-    """One way's row: median seconds per picture and in the transformer, PSNR/SSIM against the first way's pictures."""
-    return {
-        "picture s (median)": float(np.median([d["picture_s"] for d in draws])),
-        "transformer s (median)": float(np.median([d["transformer_s"] for d in draws])),
-        "PSNR dB": float(np.mean([psnr(a, b) for a, b in zip(first, images)])),
-        "SSIM": float(np.mean([ssim(a, b) for a, b in zip(first, images)])),
-    }
-
-
-def _ways_table(rows: dict[str, dict[str, float]]):
-    """The rows of :func:`_against_first` as a table, with each way's transformer speed-up over the first."""
-    import pandas as pd
-
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table["transformer speed-up"] = table["transformer s (median)"].iloc[0] / table["transformer s (median)"]
-    return table.round(3)
-
-
-def compare_downsampled_steps(
-    pipe: OVPixArtPipeline, prompts: Sequence[str], seeds: Sequence[int], fractions: Iterable[float], **kwargs: Any
-) -> tuple[Any, dict[str, list[Image.Image]]]:
-    """A ``-ToDo`` variant's pictures of the same prompts and seeds with none of their steps downsampled (the exact
-    pictures) and with each fraction of them: one row each (steps downsampled, seconds per picture and in the
-    transformer, PSNR/SSIM against the exact pictures), and the pictures.
-
-    Each way is run for two steps (compiling what it needs) before it is timed.
-    """
-
-    rows, pictures = {}, {}
-    made_with = pipe.transformer.downsampling.steps  # the pipeline's own fraction, set again at the end
-    for fraction in (0.0, *fractions):
-        name = f"{fraction:.0%} of the steps downsampled"
-        pipe.set_downsampled_steps(fraction)
-        pipe(prompts[0], num_inference_steps=2, output_type="latent", **kwargs)  # warm-up
-        draws = []
-        for prompt, seed in zip(prompts, seeds):
-            pipe.transformer.seconds.clear()
-            downsampled_before = len(pipe.transformer.downsampled.seconds)
-            image, seconds = generate(pipe, prompt, seed, **kwargs)
-            draws.append({"image": image, "picture_s": seconds, "transformer_s": sum(pipe.transformer.seconds),
-                          "downsampled": len(pipe.transformer.downsampled.seconds) - downsampled_before, "steps": len(pipe.transformer.seconds)})
-        pictures[name] = [d["image"] for d in draws]
-        counts = {"steps downsampled": sum(d["downsampled"] for d in draws), "steps": sum(d["steps"] for d in draws)}
-        rows[name] = counts | _against_first(draws, pictures[name], next(iter(pictures.values())))
-    pipe.set_downsampled_steps(made_with)
-    return _ways_table(rows), pictures
-
-
 def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size: float = 4.0):
     """A row of pictures with their titles (matplotlib figure)."""
     import matplotlib.pyplot as plt
@@ -309,16 +259,73 @@ def show_side_by_side(images: Iterable[Image.Image], titles: Iterable[str], size
     return fig
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Alignment: does the picture show what the caption asks for? (the shapes evaluation set, scored from pixels)
-# ------------------------------------------------------------------------------------------------------------
+# ---- Faster across steps: the step cache and token downsampling against the exact pipeline (notebook 8) ----
 
 
-def generate_evaluation(
-    pipe: Any, evaluation: Sequence[tuple[Scene, int]], recipe: SamplingRecipe, batch_size: int = 16, **kwargs: Any
-) -> list[Image.Image]:
+def set_step_cache(pipe: OVPixArtPipeline, threshold: float | None) -> None:
+    """The step cache at ``threshold`` (None: off), its transformer compiled: no picture's time includes that."""
+    pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)
+    pipe.transformer.compile()
+
+
+def compare_ways(pipe: OVPixArtPipeline, prompts: Sequence[str], seeds: Sequence[int], ways: dict[str, Callable[[], None]],
+                 **kwargs: Any) -> tuple[Any, dict[str, list[Image.Image]]]:
+    """The same prompts and seeds drawn each way (a function that sets the pipeline up, then run for two steps to
+    compile what it needs before anything is timed): a row per way, the steps summed over the pictures (computed,
+    reused by the step cache, downsampled), the median seconds per picture and in the transformer, the transformer's
+    speed-up and PSNR/SSIM against the first way's pictures; and the pictures of each way."""
+    import pandas as pd
+
+    rows, pictures = {}, {}
+    for name, set_up in ways.items():
+        set_up()
+        pipe(prompts[0], num_inference_steps=2, output_type="latent", **kwargs)  # warm-up
+        draws = [draw(pipe, prompt, seed, **kwargs) for prompt, seed in zip(prompts, seeds)]
+        pictures[name] = [d.image for d in draws]
+        first, records = next(iter(pictures.values())), [d.record for d in draws]
+        rows[name] = {
+            "steps": sum(r.steps for r in records), "steps computed": sum(r.computed for r in records),
+            "steps reused": sum(r.reused or 0 for r in records), "steps downsampled": sum(r.downsampled for r in records),
+            "picture s (median)": float(np.median([d.seconds for d in draws])),
+            "transformer s (median)": float(np.median([r.total_seconds("transformer") for r in records])),
+            "PSNR dB": float(np.mean([psnr(a, d.image) for a, d in zip(first, draws)])),
+            "SSIM": float(np.mean([ssim(a, d.image) for a, d in zip(first, draws)])),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.insert(6, "transformer speed-up", table["transformer s (median)"].iloc[0] / table["transformer s (median)"])
+    return table.round(3), pictures
+
+
+def compare_step_cache(pipe: OVPixArtPipeline, prompts: Sequence[str], seeds: Sequence[int], thresholds: Iterable[float],
+                       **kwargs: Any) -> tuple[Any, dict[str, list[Image.Image]]]:
+    """:func:`compare_ways`: without the step cache ("uncached"), then at each threshold ("cached, threshold 0.1").
+    The pipeline's own threshold is set again at the end."""
+    made_with = pipe.step_cache_threshold
+    ways = {"uncached": None} | {f"cached, threshold {threshold:g}": threshold for threshold in thresholds}
+    try:
+        return compare_ways(pipe, prompts, seeds, {name: partial(set_step_cache, pipe, t) for name, t in ways.items()}, **kwargs)
+    finally:
+        pipe.disable_step_cache() if made_with is None else pipe.enable_step_cache(made_with)
+
+
+def compare_downsampled_steps(pipe: OVPixArtPipeline, prompts: Sequence[str], seeds: Sequence[int], fractions: Iterable[float],
+                              **kwargs: Any) -> tuple[Any, dict[str, list[Image.Image]]]:
+    """:func:`compare_ways` for a ``-ToDo`` variant: none of its steps downsampled (the exact pictures), then each
+    fraction of them ("50% of the steps downsampled"). The pipeline's own fraction is set again at the end."""
+    made_with = pipe.downsampled_steps
+    ways = {f"{fraction:.0%} of the steps downsampled": fraction for fraction in (0.0, *fractions)}
+    try:
+        return compare_ways(pipe, prompts, seeds, {name: partial(pipe.set_downsampled_steps, f) for name, f in ways.items()}, **kwargs)
+    finally:
+        pipe.set_downsampled_steps(made_with)
+
+
+# ---- Alignment: does the picture show what the caption asks for? (the shapes evaluation set, scored from pixels) ----
+
+
+def generate_evaluation(pipe: Any, evaluation: Sequence[tuple[Scene, int]], recipe: SamplingRecipe, batch_size: int = 16,
+                        **kwargs: Any) -> list[Image.Image]:
     """One picture per (scene, seed) of an evaluation set, with the recipe given (the same for every pipeline).
-
     Prompts go in batches; a list of generators gives each picture its own seed's noise, so a picture does not
     depend on the batch it was in. Works for diffusers' PyTorch pipeline and the OpenVINO one alike.
     """
@@ -362,11 +369,9 @@ def evaluate_alignment(pipe: Any, evaluation: Sequence[tuple[Scene, int]], recip
     return alignment_score(images, [scene for scene, _ in evaluation]), images
 
 
-def alignment_of_variants(
-    model_id: str, variants: Iterable[str], evaluation: Sequence[tuple[Scene, int]], device: str = "AUTO", **kwargs: Any
-) -> tuple[dict[str, dict[str, float]], dict[str, list[Image.Image]]]:
+def alignment_of_variants(model_id: str, variants: Iterable[str], evaluation: Sequence[tuple[Scene, int]], device: str = "AUTO",
+                          **kwargs: Any) -> tuple[dict[str, dict[str, float]], dict[str, list[Image.Image]]]:
     """The alignment score of the PyTorch pipeline and of each OpenVINO variant, one pipeline in memory at a time.
-
     Every pipeline draws the same evaluation set with the checkpoint's recipe. Returns scores and pictures by name.
     """
     from .reference import reference_images

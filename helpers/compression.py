@@ -12,16 +12,16 @@ import openvino as ov
 import torch
 from tqdm.auto import tqdm
 
+from .part_writing import make_parts, prepare_folder, save_part
 from .parts import OVModelPart
 from .pipeline import OVPixArtPipeline
+from .schemes import CALIBRATION_PROMPTS, COMPRESSION_SCHEMES, W8A8_QUANTIZATION, needs_calibration
 from .settings import ASSETS, model_name
 from .token_downsampling import TokenDownsampling
 from .variants import (
-    COMPRESSION_SCHEMES,
     DOWNSAMPLED_PART,
     DOWNSAMPLED_SUFFIX,
     PARTS,
-    W8A8_QUANTIZATION,
     Variant,
     as_variant,
     base_variant,
@@ -30,9 +30,6 @@ from .variants import (
     is_part_converted,
     is_variant,
     link_part,
-    make_parts,
-    needs_calibration,
-    save_part,
 )
 
 Calibration = Sequence[dict[str, np.ndarray]]  # transformer inputs by name, one dict per call
@@ -92,7 +89,7 @@ def quantize_w8a8(model: ov.Model, calibration: Calibration | None, method: dict
     )
 
 
-def calibration_prompts(model_id: str, count: int = 16) -> list[str]:
+def calibration_prompts(model_id: str, count: int = CALIBRATION_PROMPTS) -> list[str]:
     """Prompts to calibrate on: captions of the shapes data for the shapes model, else the shipped prompt list."""
     if model_name(model_id) == "shapes":
         from .shapes import all_scenes
@@ -148,11 +145,11 @@ def compress_variant(
 ) -> dict[str, float]:
     """Make a compressed variant folder from the FP16 variant (or its folder), part by part (one part's weights in memory).
 
-    ``scheme``: the NNCF method of each part (:data:`~helpers.variants.COMPRESSION_SCHEMES`). A W8A8 scheme needs
+    ``scheme``: the NNCF method of each part (:data:`~helpers.schemes.COMPRESSION_SCHEMES`). A W8A8 scheme needs
     ``calibration`` (``collect_calibration_data``). Parts already compressed are skipped; ``model_index.json`` is
     written last. ``report`` gets a line per part. Returns seconds per part.
     """
-    source, out_dir = as_variant(source).folder, Path(out_dir)
+    source, out_dir = as_variant(source).folder, prepare_folder(out_dir, report)
     pending = {part: scheme[part] for part in PARTS if not is_part_converted(out_dir, part)}
     if needs_calibration(pending) and not calibration:  # said before T5 is compressed, not after
         raise ValueError(NO_CALIBRATION)
@@ -181,7 +178,7 @@ def make_downsampled_variant(
     """
     from .conversion import convert_downsampled
 
-    out_dir, fp16 = Path(out_dir), as_variant(fp16)
+    out_dir, fp16 = prepare_folder(out_dir, report), as_variant(fp16)
     fp16_todo = fp16.folder.with_name("FP16" + DOWNSAMPLED_SUFFIX)
     seconds = convert_downsampled(model_source, fp16, fp16_todo, downsampling, report)
     if out_dir == fp16_todo:

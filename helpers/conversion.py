@@ -14,21 +14,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoints import SDXL_VAE_SCALING_FACTOR, stored_dtypes, upcast_checkpoint
+from .part_writing import make_parts, prepare_folder, save_part
 from .sources import resolve_model_source
 from .step_cache import CUT_POINTS, captured_cut_points
 from .token_downsampling import TokenDownsampling, enable_token_downsampling
-from .variants import (
-    DOWNSAMPLED_PART,
-    PARTS,
-    Variant,
-    as_variant,
-    finish_variant,
-    is_variant,
-    link_part,
-    make_parts,
-    save_part,
-    variant_dir,
-)
+from .variants import DOWNSAMPLED_PART, PARTS, Variant, as_variant, finish_variant, is_variant, link_part, variant_dir
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
@@ -279,7 +269,7 @@ def convert_downsampled(
     (``helpers.token_downsampling``) is converted from ``source`` into ``downsampled_transformer/``. The index records
     the factor, the blocks and the fraction of steps. Returns seconds per part converted.
     """
-    source, fp16, out_dir = Path(source), as_variant(fp16), Path(out_dir)
+    source, fp16, out_dir = Path(source), as_variant(fp16), prepare_folder(out_dir, report)
     for part in PARTS:
         link_part(fp16.folder, out_dir, part)
     make = lambda name: _convert_from(source, "transformer", out_dir, downsampling, name)  # noqa: E731

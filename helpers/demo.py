@@ -13,7 +13,6 @@ from PIL import Image
 from .pipeline import OVPixArtPipeline
 from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, example_prompts
 from .sizes import parse_size
-from .step_cache import StepCacheUnavailableError, describe
 from .variants import VARIANTS, VariantNotReadyError, available_variants
 
 EXAMPLE_SEEDS = (42, 42, 0, 0)
@@ -30,7 +29,7 @@ class DemoBackend:
         self.model_id, self.device, self.root, self.ov_config = model_id, device, Path(root), ov_config
         self.variants = {variant.name: variant for variant in available_variants(model_id, root)}  # each read once
         names = list(self.variants)
-        # the most compressed of the regular variants; the opt-in ones (-ToDo) are listed, never preselected
+        # the last regular variant on disk (W8A8 once made: the fastest on CPU); opt-in ones (-ToDo) are never preselected
         self.default_variant = next((name for name in reversed(names) if name in VARIANTS), names[-1])
         first = self.variants[names[0]]
         self.sizes, self.recipe, self.family = first.sizes, first.recipe, first.family
@@ -59,7 +58,8 @@ class DemoBackend:
         step_cache: float = 0.0,
         on_step: Callable[[int, int], None] | None = None,
     ) -> tuple[Image.Image, float, str]:
-        """One picture, its seconds and what the step cache did; ``on_step(done, total)`` follows the denoising steps.
+        """One picture, its seconds and the steps its call ran (computed and reused with the step cache);
+        ``on_step(done, total)`` follows the denoising steps.
 
         ``step_cache``: the cache's threshold, 0 for off.
         """
@@ -67,7 +67,7 @@ class DemoBackend:
         steps = int(steps)  # prompt, steps and size are checked by the pipeline's own __call__
         with self._lock:
             pipe = self.pipeline(variant)
-            cache_note = self._set_step_cache(pipe, float(step_cache))
+            self._set_step_cache(pipe, float(step_cache))
             options = dict(negative_prompt=negative_prompt or "", num_inference_steps=steps, guidance_scale=float(guidance_scale),
                            height=height, width=width)
             start = time.perf_counter()
@@ -78,41 +78,44 @@ class DemoBackend:
                 **options,
             )
             seconds = time.perf_counter() - start
-            return output.images[0], seconds, describe(output.step_cache) if output.step_cache else cache_note
+            return output.images[0], seconds, output.record.steps_summary()
 
     @staticmethod
-    def _set_step_cache(pipe: OVPixArtPipeline, threshold: float) -> str:
-        """Turn the pipeline's step cache on at ``threshold`` (off at 0); what to say when it can't be."""
+    def _set_step_cache(pipe: OVPixArtPipeline, threshold: float) -> None:
+        """Turn the pipeline's step cache on at ``threshold`` (off at 0)."""
         if threshold == 0:
             pipe.disable_step_cache()
-            return "step cache off"
-        try:
+        else:
             pipe.enable_step_cache(threshold)
-        except StepCacheUnavailableError:
-            return "step cache unavailable: this variant was converted before it (convert again to use it)"
-        return ""
 
 
-def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_config: dict | None = None):
-    """The Gradio app over every variant of ``model_id`` on disk (``gr.Blocks``, queued one request at a time)."""
+def request_handler(backend: DemoBackend) -> Callable:
+    """The app's handler of one request: the picture, a line saying how it was drawn, and the seed used."""
     import random
 
     import gradio as gr
-
-    backend = DemoBackend(model_id, device, root, ov_config)
 
     def generate(prompt, negative_prompt, seed, randomize, steps, guidance, size, variant, step_cache=0.0, progress=gr.Progress()):
         seed = random.randint(0, 2**31 - 1) if randomize else int(seed)
         progress(0, desc="Encoding the prompt")
         try:
-            image, seconds, cache = backend.generate(
+            image, seconds, steps_run = backend.generate(
                 prompt, negative_prompt, seed, steps, guidance, size, variant, step_cache,
                 on_step=lambda done, total: progress(done / total, desc=f"Denoising step {done}/{total}"),
             )
         except (ValueError, VariantNotReadyError) as error:  # a message in the page, not a stack trace
             raise gr.Error(str(error)) from None
-        return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height} · {cache}", seed
+        return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height} · {steps_run}", seed
 
+    return generate
+
+
+def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_config: dict | None = None):
+    """The Gradio app over every variant of ``model_id`` on disk (``gr.Blocks``, queued one request at a time)."""
+    import gradio as gr
+
+    backend = DemoBackend(model_id, device, root, ov_config)
+    generate = request_handler(backend)
     recipe = backend.recipe
     title = f"{backend.family} on OpenVINO"
     with gr.Blocks(title=title, analytics_enabled=False) as demo:

@@ -1,13 +1,17 @@
 """Facts about this machine, read once here for the notebooks, the reference and the benchmarks: the CPU's name,
 family and model, its instruction-set flags (bf16 and AMX decide which precisions run fast), its memory, the library
 versions, all of them in one ``machine()`` record for a results file; and the resident memory of a process or a
-process tree sampled from ``/proc``, anonymous and file-backed apart (memory-mapped weights are file-backed).
-Everything is read from Linux's ``/proc`` (and ``lscpu``); OpenVINO and PyTorch are imported only for ``machine()``.
+process tree sampled from ``/proc``, anonymous and file-backed apart (memory-mapped weights are file-backed); and
+``free_memory``, which hands freed heap back to the system between stages. Everything is read from Linux's ``/proc``
+(and ``lscpu``); OpenVINO and PyTorch are imported only for ``machine()``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import datetime
+import gc
 import os
 import platform
 import shutil
@@ -105,6 +109,13 @@ def machine() -> dict:
         **versions(),
         "date": datetime.date.today().isoformat(),
     }
+
+
+def free_memory() -> None:
+    """Collect garbage and hand freed heap back to the system: glibc keeps it otherwise, and it stays resident."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def status_kib(pid: int) -> dict[str, int]:

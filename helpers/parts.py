@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +13,25 @@ import numpy as np
 import openvino as ov
 import torch
 
-from .settings import free_memory
+from .machine import free_memory
+from .record import Recorder
 from .static_shapes import reshaped
-from .step_cache import (
-    DEFAULT_THRESHOLD,
-    FIRST_BLOCK,
-    LAST_BLOCK,
-    FirstBlockCache,
-    StepCacheUnavailableError,
-    cache_segments,
-    has_cut_points,
-    step_cache_missing_message,
-    whole_model,
-)
 from .tiling import TILE_LATENT_SIZE, TILE_OVERLAP, check_tiling, decode_in_tiles
-from .token_downsampling import TokenDownsampling
-from .variants import IR_NAME, DamagedVariantError, how_to_make
+from .variants import IR_NAME, DamagedVariantError, Variant, how_to_make
 
 
 class OVModelPart:
     """One compiled IR that quacks like the torch module diffusers expects: ``config``, ``dtype``, ``device``.
 
     ``config`` is the part's torch config (read from its ``config.json`` when not given). ``compile_now=False``
-    compiles the IR at its first call instead. Parts that share a ``low_memory_group`` list are compiled one at a
+    compiles the IR at its first call instead. Parts that share a ``low_memory_group`` set are compiled one at a
     time: compiling one frees the others, so only one part's weights are held (the low-memory mode of
-    :meth:`~helpers.pipeline.OVPixArtPipeline.from_pretrained`). A part may run as several compiled models cut from its IR
-    (the cached transformer's segments): :meth:`_models` names them.
+    :meth:`~helpers.pipeline.OVPixArtPipeline.from_pretrained`). Each call is timed into ``recorder``'s record of the
+    call in progress, under the part's ``part_name``. A part may run as several compiled models cut from its IR (the
+    step cache's segments): :meth:`models_to_compile` names them.
     """
+
+    part_name = "part"
 
     def __init__(
         self,
@@ -48,8 +40,9 @@ class OVModelPart:
         device: str = "AUTO",
         ov_config: dict | None = None,
         compile_now: bool = True,
-        low_memory_group: list["OVModelPart"] | None = None,
+        low_memory_group: weakref.WeakSet | None = None,
         config: dict[str, Any] | None = None,
+        recorder: Recorder | None = None,
     ):
         from diffusers.configuration_utils import FrozenDict
 
@@ -58,11 +51,11 @@ class OVModelPart:
         self.core, self.device_name, self.ov_config = core, device, ov_config or {}
         self.low_memory_group = low_memory_group
         if low_memory_group is not None:
-            low_memory_group.append(self)
+            low_memory_group.add(self)
+        self.recorder = recorder or Recorder()
         self._requests: dict[str, ov.InferRequest] = {}
         self.input_shapes: dict[str, list[int]] | None = None  # static shapes (``reshape``); None: dynamic
         self._input_names: dict[str, set[str]] = {}  # filled by the compile
-        self.seconds: deque[float] = deque(maxlen=1000)  # duration of each recent call, for latency breakdowns
         if compile_now:
             self._compile()
 
@@ -99,22 +92,22 @@ class OVModelPart:
         self.input_shapes = input_shapes
         self.release()
 
-    def _read(self) -> ov.Model:
+    def read_ir(self) -> ov.Model:
         """The IR, with its inputs fixed to ``input_shapes`` when the part is reshaped."""
         model = self.core.read_model(self.folder / IR_NAME)
         return reshaped(model, self.input_shapes) if self.input_shapes else model
 
-    def _models(self) -> dict[str, Path | ov.Model]:
+    def models_to_compile(self) -> dict[str, Path | ov.Model]:
         """What to compile, by name: the IR itself, from its path when its shapes are left dynamic (OpenVINO then maps
         the weights file instead of copying it; ``read_model`` maps it too)."""
-        return {"model": self._read() if self.input_shapes else self.folder / IR_NAME}
+        return {"model": self.read_ir() if self.input_shapes else self.folder / IR_NAME}
 
     def _compile(self) -> dict[str, ov.InferRequest]:
-        for other in self.low_memory_group or ():
+        for other in list(self.low_memory_group or ()):
             if other is not self:
                 other.release()
         try:
-            models = self._models()
+            models = self.models_to_compile()
             for name, model in models.items():
                 self._requests[name] = self.core.compile_model(model, self.device_name, self.ov_config).create_infer_request()
                 # every name of each input: a reshape can merge other tensor names into an input's port
@@ -162,10 +155,10 @@ class OVModelPart:
         return [outputs[index] for index in range(len(request.model_outputs))]
 
     def infer(self, **inputs: torch.Tensor | None) -> torch.Tensor:
-        """Run the part's model on the named inputs it has; its first output, timed into ``seconds``."""
+        """Run the part's model on the named inputs it has; its first output, timed into the call's record."""
         start = time.perf_counter()
         output = torch.from_numpy(self.run("model", **inputs)[0])
-        self.seconds.append(time.perf_counter() - start)
+        self.recorder.record.add(self.part_name, time.perf_counter() - start)
         return output
 
 
@@ -183,6 +176,8 @@ def _to_numpy(value: torch.Tensor | np.ndarray) -> np.ndarray:
 class OVTextEncoder(OVModelPart):
     """The T5 encoder: ``text_encoder(input_ids, attention_mask=mask)[0]`` → hidden states."""
 
+    part_name = "text_encoder"
+
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -190,79 +185,11 @@ class OVTextEncoder(OVModelPart):
 
 
 class OVTransformer(OVModelPart):
-    """The PixArt transformer, called the way ``PixArtAlphaPipeline`` calls ``PixArtTransformer2DModel``.
+    """The PixArt transformer, called the way ``PixArtAlphaPipeline`` calls ``PixArtTransformer2DModel``: one IR, run
+    whole. The step cache (``helpers.step_cache``) and token downsampling (``helpers.token_downsampling``) are pieces
+    the loader composes around it."""
 
-    ``enable_step_cache(threshold)`` runs it as three models cut from its IR, skipping the middle one at the steps
-    where the first block's residual barely moved (``helpers.step_cache``); ``step_cache.counts`` tells how many steps
-    were computed and reused since its last ``reset()``.
-
-    A ``-ToDo`` variant also has the transformer with token downsampling (``helpers.token_downsampling``):
-    :meth:`use_downsampled` gives it, and after :meth:`start_picture` it runs the picture's first steps (the
-    ``downsampling.steps`` fraction of them); the step cache works on the exact steps that follow.
-    """
-
-    step_cache: FirstBlockCache | None = None
-    downsampled: "OVTransformer | None" = None
-    downsampling: TokenDownsampling | None = None
-    _step, _downsampled_steps = 0, 0  # of the picture being drawn
-
-    def use_downsampled(self, downsampled: "OVTransformer", downsampling: TokenDownsampling) -> None:
-        self.downsampled, self.downsampling = downsampled, downsampling
-
-    def start_picture(self, num_inference_steps: int) -> None:
-        """Count the steps of a new picture from its first: the downsampled ones first, then the exact ones."""
-        self._step = 0
-        self._downsampled_steps = self.downsampling.steps_of(num_inference_steps) if self.downsampled else 0
-        if self.step_cache is not None:
-            self.step_cache.reset()
-
-    def compile(self) -> None:
-        super().compile()
-        if self.downsampled is not None and self.downsampling.steps > 0:
-            self.downsampled.compile()
-
-    def reshape(self, input_shapes: dict[str, list[int]] | None) -> None:
-        super().reshape(input_shapes)
-        if self.downsampled is not None:
-            self.downsampled.reshape(input_shapes)
-
-    def release(self) -> None:
-        super().release()
-        if self.downsampled is not None:
-            self.downsampled.release()
-
-    def move_to(self, device: str) -> None:
-        super().move_to(device)
-        if self.downsampled is not None:
-            self.downsampled.move_to(device)
-
-    @property
-    def has_step_cache(self) -> bool:
-        """Whether the IR has the step cache's cut points (folders converted before it have not)."""
-        return has_cut_points(self.core.read_model(self.folder / IR_NAME))
-
-    def enable_step_cache(self, threshold: float = DEFAULT_THRESHOLD) -> None:
-        cache = FirstBlockCache(threshold)
-        if self.step_cache is not None:  # already cut into segments: only the threshold changes
-            self.step_cache = cache
-            return
-        if not self.has_step_cache:
-            raise StepCacheUnavailableError(step_cache_missing_message(self.folder.parent))
-        self.release()  # compiled again, as segments, at the next call
-        self.step_cache = cache
-
-    def disable_step_cache(self) -> None:
-        if self.step_cache is not None:
-            self.release()
-            self.step_cache = None
-
-    def _models(self) -> dict[str, Path | ov.Model]:
-        if self.step_cache is not None:
-            return cache_segments(self._read)
-        model = self._read()
-        if has_cut_points(model):
-            return {"model": whole_model(model)}
-        return {"model": model if self.input_shapes else self.folder / IR_NAME}
+    part_name = "transformer"
 
     def __call__(
         self,
@@ -274,29 +201,29 @@ class OVTransformer(OVModelPart):
         return_dict: bool = False,
         **_: Any,
     ):
-        step, self._step = self._step, self._step + 1
-        if step < self._downsampled_steps:
-            start = time.perf_counter()
-            output = self.downsampled(hidden_states, encoder_hidden_states, timestep, added_cond_kwargs, encoder_attention_mask)
-            self.seconds.append(time.perf_counter() - start)  # one part, whichever model ran the step
-            return output
-        conditions = added_cond_kwargs or {}
-        inputs = dict(
-            hidden_states=hidden_states,
-            encoder_hidden_states=encoder_hidden_states,
-            encoder_attention_mask=encoder_attention_mask,
-            timestep=timestep.float(),
-            resolution=conditions.get("resolution"),
-            aspect_ratio=conditions.get("aspect_ratio"),
-        )
-        if self.step_cache is None:
-            return (self.infer(**inputs),)
-        start = time.perf_counter()
-        first_block, embedded = self.run("first", **inputs)
-        last_block = self.step_cache(embedded, first_block, lambda first: self.run("blocks", **{FIRST_BLOCK: first}, **inputs)[0])
-        sample = self.run("head", **{LAST_BLOCK: last_block}, **inputs)[0]
-        self.seconds.append(time.perf_counter() - start)
-        return (torch.from_numpy(sample),)
+        inputs = transformer_inputs(hidden_states, encoder_hidden_states, timestep, added_cond_kwargs, encoder_attention_mask)
+        return (self.infer(**inputs),)
+
+    def models_to_compile(self) -> dict[str, Path | ov.Model]:
+        """The IR with its first output only, the sample: the others it carries (the step cache's cut points) would
+        be copied out at every step."""
+        model = self.read_ir()
+        for result in model.get_results()[1:]:
+            model.remove_result(result)
+        return {"model": model}
+
+
+def transformer_inputs(hidden_states, encoder_hidden_states, timestep, added_cond_kwargs=None, encoder_attention_mask=None) -> dict:
+    """The transformer IR's inputs by name, from diffusers' call (the resolution conditions only at 1024²)."""
+    conditions = added_cond_kwargs or {}
+    return dict(
+        hidden_states=hidden_states,
+        encoder_hidden_states=encoder_hidden_states,
+        encoder_attention_mask=encoder_attention_mask,
+        timestep=timestep.float(),
+        resolution=conditions.get("resolution"),
+        aspect_ratio=conditions.get("aspect_ratio"),
+    )
 
 
 class OVVaeDecoder(OVModelPart):
@@ -306,6 +233,7 @@ class OVVaeDecoder(OVModelPart):
     ``AutoencoderKL.enable_tiling`` does: SDXL's VAE takes 17 GiB to decode a 2048² picture whole.
     """
 
+    part_name = "vae_decoder"
     use_tiling = False
     tile_latent_size, tile_overlap = TILE_LATENT_SIZE, TILE_OVERLAP
 
@@ -322,3 +250,18 @@ class OVVaeDecoder(OVModelPart):
         if self.use_tiling and max(latents.shape[-2:]) > self.tile_latent_size:
             return (decode_in_tiles(lambda tile: self.infer(latent_sample=tile), latents, self.tile_latent_size, self.tile_overlap),)
         return (self.infer(latent_sample=latents),)
+
+
+class PartMaker:
+    """Makes a variant's OpenVINO parts, all alike: one OpenVINO core and device, one record of the call in progress,
+    and in low-memory mode one group that holds one part's weights at a time."""
+
+    def __init__(self, variant: Variant, core: ov.Core, device: str, ov_config: dict | None, low_memory: bool):
+        self.variant, self.core, self.device, self.ov_config = variant, core, device, ov_config
+        self.low_memory_group = weakref.WeakSet() if low_memory else None
+        self.recorder = Recorder()
+
+    def make(self, cls: type[OVModelPart], name: str, **kwargs: Any) -> OVModelPart:
+        """Part ``name`` of the variant as a ``cls``, compiled at its first call or by ``compile()``."""
+        return cls(self.variant.part_dir(name), core=self.core, device=self.device, ov_config=self.ov_config, compile_now=False,
+                   low_memory_group=self.low_memory_group, config=self.variant.part_config(name), recorder=self.recorder, **kwargs)

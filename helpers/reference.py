@@ -15,8 +15,8 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from .machine import bf16_instructions
-from .settings import SamplingRecipe, free_memory
+from .machine import bf16_instructions, free_memory
+from .settings import SamplingRecipe
 from .sources import diffusers_pipeline_class
 
 

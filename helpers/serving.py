@@ -136,14 +136,14 @@ class Painter:
             prompt, arguments, seed = generation_call(body, self.pipe)
         except ValueError as error:
             return {"error": str(error)}
-        images = await asyncio.to_thread(self._paint, prompt, arguments, seed)
-        return {"images": [png_base64(image) for image in images], **self.where()}
+        output = await asyncio.to_thread(self._paint, prompt, arguments, seed)
+        return {"images": [png_base64(image) for image in output.images], "steps": output.record.steps_summary(), **self.where()}
 
-    def _paint(self, prompt: str, arguments: dict[str, Any], seed: int | None) -> list:
+    def _paint(self, prompt: str, arguments: dict[str, Any], seed: int | None):
         import torch
 
         generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
-        return self.pipe(prompt, generator=generator, **arguments).images
+        return self.pipe(prompt, generator=generator, **arguments)
 
 
 class APIError(Exception):
@@ -156,9 +156,10 @@ class APIError(Exception):
 
 
 def images_response(drawn: dict) -> JSONResponse:
-    """The answer to a request: OpenAI's images response, and which replica on which node drew it."""
+    """The answer to a request: OpenAI's images response, which replica on which node drew it, and the steps its
+    call ran (the call's record: computed and reused with the step cache)."""
     body = {"created": int(time.time()), "data": [{"b64_json": image} for image in drawn["images"]]}
-    return JSONResponse(body, headers={"X-Replica": drawn["replica"], "X-Node": drawn["node"]})
+    return JSONResponse(body, headers={"X-Replica": drawn["replica"], "X-Node": drawn["node"], "X-Steps": drawn["steps"]})
 
 
 def running_painters(app_name: str = APP_NAME) -> int:

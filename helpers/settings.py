@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_ROOT = REPO_ROOT / "model"
@@ -69,11 +65,13 @@ def baseline_dir(model_id: str, root: Path = MODEL_ROOT) -> Path:
 
 @dataclass(frozen=True)
 class SamplingRecipe:
-    """How a checkpoint is meant to be sampled (the one meaning of "recipe" here; compression has schemes)."""
+    """How a checkpoint is meant to be sampled (the one meaning of "recipe" here; compression has schemes): its
+    steps, its guidance and the diffusers scheduler class it samples with (``helpers.checkpoints.recipe_scheduler``)."""
 
     name: str
     num_inference_steps: int
     guidance_scale: float
+    scheduler: str
 
     def defaults(self) -> dict[str, Any]:
         """The call arguments this recipe fills where a call does not give them: steps and guidance, nothing else
@@ -86,8 +84,11 @@ class SamplingRecipe:
         return self.defaults() | {name: value for name, value in arguments.items() if value is not None}
 
 
-LCM_RECIPE = SamplingRecipe("LCM", num_inference_steps=4, guidance_scale=0.0)
-STANDARD_RECIPE = SamplingRecipe("standard", num_inference_steps=20, guidance_scale=4.5)  # diffusers' own defaults
+LCM_RECIPE = SamplingRecipe("LCM", num_inference_steps=4, guidance_scale=0.0, scheduler="LCMScheduler")
+# diffusers' own defaults, with the scheduler of PixArt-XL-2-1024-MS
+STANDARD_RECIPE = SamplingRecipe(
+    "standard", num_inference_steps=20, guidance_scale=4.5, scheduler="DPMSolverMultistepScheduler"
+)
 
 
 # The step cache's default threshold (``helpers.step_cache``): the largest that kept the shapes model's alignment
@@ -101,30 +102,4 @@ MAX_QUEUED_REQUESTS = 32
 def recipe_for(scheduler: Any) -> SamplingRecipe:
     """The LCM recipe for an ``LCMScheduler`` (object or class name), the standard one (DPM-Solver, guided) otherwise."""
     name = scheduler if isinstance(scheduler, str) else type(scheduler).__name__
-    return LCM_RECIPE if name == "LCMScheduler" else STANDARD_RECIPE
-
-
-def free_memory() -> None:
-    """Collect garbage and hand freed heap back to the system: glibc keeps it otherwise, and it stays resident."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-@contextlib.contextmanager
-def atomic_folder(final: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; rename it to ``final`` only if the block finishes.
-
-    A process killed half-way leaves a ``.partial`` folder that nothing loads and the next run removes.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return LCM_RECIPE if name == LCM_RECIPE.scheduler else STANDARD_RECIPE

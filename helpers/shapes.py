@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from .settings import atomic_folder
+from .folders import atomic_folder
 
 if TYPE_CHECKING:
     import datasets

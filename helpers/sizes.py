@@ -1,8 +1,10 @@
-"""Image sizes: the aspect-ratio bins diffusers defines for each transformer sample size, as the model reads them."""
+"""Image sizes: the aspect-ratio bins diffusers defines for each transformer sample size, as the model reads them,
+and the one reader of "W×H" sizes (``parse_size``)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -66,11 +68,17 @@ def format_size(height: int, width: int) -> str:
     return f"{width}×{height}"
 
 
-def parse_size(text: str, allowed: Iterable[str]) -> tuple[int, int]:
-    """``(height, width)`` from a "W×H" choice, or a ``ValueError`` naming the sizes the model makes."""
-    allowed = list(allowed)
+def parse_size(text: str, allowed: Iterable[str] | None = None) -> tuple[int, int]:
+    """``(height, width)`` from "W×H" (or "WxH"): the one reader of sizes, for the command line, the demo and the API.
+
+    A ``ValueError`` naming what to write instead when ``allowed`` (a model's "W×H" choices) is given and does not
+    hold ``text``, or when ``text`` is not a size.
+    """
     normalized = str(text).strip().lower().replace("x", "×").replace(" ", "")
-    if normalized not in allowed:
-        raise ValueError(f"The model can't make {text!r}: pick one of its sizes, e.g. {', '.join(allowed[:5])}.")
-    width, height = (int(v) for v in normalized.split("×"))
+    if allowed is not None and normalized not in (choices := list(allowed)):
+        raise ValueError(f"The model can't make {text!r}: pick one of its sizes, e.g. {', '.join(choices[:5])}.")
+    match = re.fullmatch(r"(\d+)×(\d+)", normalized)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size: write it as WIDTHxHEIGHT, e.g. 1024x1024")
+    width, height = (int(side) for side in match.groups())
     return height, width

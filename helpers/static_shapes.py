@@ -8,8 +8,12 @@ other with an error that names ``reshape``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import openvino as ov
+
+from .call_checks import check_generation_inputs, is_whole
+from .sizes import aspect_ratio_bins
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,79 @@ def static_device_message(device: str, asked: CallShape) -> str:
         f"{device} compiles static shapes only: fix the shapes of your pictures with {reshape_call(asked)} "
         f"before drawing, or set pipe.reshape_each_call = True."
     )
+
+
+class StaticShapesMixin:
+    """``reshape`` and its checks for :class:`~helpers.pipeline.OVPixArtPipeline` (its parts, recipe and bins)."""
+
+    static_shape: CallShape | None = None  # the one call's shapes the parts are compiled for (``reshape``)
+
+    def reshape(
+        self,
+        batch_size: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        guidance_scale: float | None = None,
+        max_sequence_length: int | None = None,
+        use_resolution_binning: bool = True,
+    ) -> "StaticShapesMixin":
+        """Fix every part's input shapes to one call's, and compile them for it (low-memory: at their first call).
+
+        As optimum-intel's ``reshape(batch_size, height, width, num_images_per_prompt)``: ``batch_size`` prompts,
+        ``num_images_per_prompt`` pictures each at ``height`` × ``width`` (mapped to its aspect-ratio bin as the call
+        will; default: the model's native size). ``guidance_scale`` (default: the recipe's) matters only through
+        whether it guides (> 1), which doubles the transformer's batch. Calls with other shapes are refused. Returns
+        the pipeline.
+        """
+        guidance_scale = self.recipe.guidance_scale if guidance_scale is None else guidance_scale
+        kwargs = dict(height=height, width=width, num_images_per_prompt=num_images_per_prompt, guidance_scale=guidance_scale,
+                      max_sequence_length=max_sequence_length, use_resolution_binning=use_resolution_binning)
+        if not is_whole(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} is not allowed: reshape for at least 1 prompt per call.")
+        check_generation_inputs("a prompt", self.recipe.num_inference_steps, height, width, guidance_scale=guidance_scale,
+                                num_images_per_prompt=num_images_per_prompt, **self.check_options(use_resolution_binning))
+        call = self.call_shape(["a prompt"] * batch_size, kwargs)
+        scale = self.vae_scale_factor
+        tile = self.vae.tile_latent_size if self.vae.use_tiling else None
+        self.text_encoder.reshape(text_encoder_shapes(call))
+        self.transformer.reshape(transformer_shapes(call, self.transformer.config, scale))
+        self.vae.reshape(vae_decoder_shapes(call, self.vae.config, scale, tile))
+        self.static_shape = call
+        self.compile()
+        return self
+
+    def reshape_for(self, prompt: str | list[str] | None, **kwargs: Any) -> "StaticShapesMixin":
+        """Reshape to the shapes of the call ``pipe(prompt, **kwargs)`` unless the parts have them already: what each
+        call does on a device that compiles static shapes only (``reshape_each_call``). Returns the pipeline."""
+        kwargs = {"guidance_scale": self.recipe.guidance_scale, **kwargs}
+        call = self.call_shape(prompt, kwargs)
+        if call != self.static_shape:
+            self.reshape(call.batch_size, call.height, call.width, call.num_images_per_prompt, call.guidance_scale,
+                         call.prompt_length, use_resolution_binning=False)  # its size is binned already
+        return self
+
+    def call_shape(self, prompt: str | list[str] | None, kwargs: dict) -> CallShape:
+        """The shapes a call with these arguments gives the parts (its size mapped to its bin, as diffusers does)."""
+        embeds = kwargs.get("prompt_embeds")
+        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else embeds.shape[0]
+        height = kwargs.get("height") or self.transformer.config.sample_size * self.vae_scale_factor
+        width = kwargs.get("width") or self.transformer.config.sample_size * self.vae_scale_factor
+        if kwargs.get("use_resolution_binning", True):
+            bins = aspect_ratio_bins(self.transformer.config.sample_size)
+            height, width = self.image_processor.classify_height_width_bin(height, width, ratios=bins)
+        length = embeds.shape[1] if embeds is not None else kwargs.get("max_sequence_length") or self.max_sequence_length
+        guidance = kwargs.get("guidance_scale", self.recipe.guidance_scale)
+        return CallShape(batch_size, kwargs.get("num_images_per_prompt") or 1, guidance > 1, height, width, length, guidance)
+
+    def check_static_shape(self, prompt: str | list[str] | None, kwargs: dict) -> None:
+        """Refuse a call whose shapes the static parts were not compiled for, or, on a static-only device that does not
+        reshape at each call, any call before :meth:`reshape`."""
+        device = self.transformer.device_name
+        if self.reshape_each_call or (self.static_shape is None and not needs_static_shapes(device)):
+            return
+        asked = self.call_shape(prompt, kwargs)
+        if self.static_shape is None:
+            raise ValueError(static_device_message(device, asked))
+        if asked != self.static_shape:
+            raise ValueError(shape_mismatch_message(self.static_shape, asked))

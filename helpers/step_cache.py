@@ -5,7 +5,8 @@ At each step the first block runs; when its residual (its output minus its input
 and the residual they added at that step is added again; otherwise they run and their residual is kept. The output
 head runs every step, with the step's own timestep. This is diffusers' ``FirstBlockCache`` (``diffusers.hooks``),
 decision for decision: :func:`torch_first_block_cache` applies diffusers' own hooks to the PyTorch transformer, and
-the OpenVINO transformer (``helpers.parts.OVTransformer``) runs the same rule over three pieces of its one IR.
+:class:`CachedTransformer`, which the loader puts in place of ``helpers.parts.OVTransformer``, runs the same rule
+over three pieces of its one IR.
 
 The conversion gives the transformer IR three extra outputs, the cut points: the patch embedding (block 0's input),
 block 0's output and the last block's output. :func:`cache_segments` cuts the IR there at load time into "first"
@@ -16,21 +17,18 @@ conversion (FP16, INT8, INT4-T5, W8A8) has them, and the variant folder keeps on
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Callable, Iterator
+import time
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import openvino as ov
 import torch
 
+from .parts import OVTransformer, transformer_inputs
 from .settings import STEP_CACHE_THRESHOLD as DEFAULT_THRESHOLD
 
 EMBEDDED, FIRST_BLOCK, LAST_BLOCK = "step_cache.embedded", "step_cache.first_block", "step_cache.last_block"
 CUT_POINTS = (EMBEDDED, FIRST_BLOCK, LAST_BLOCK)
-
-
-class StepCacheUnavailableError(RuntimeError):
-    """A transformer IR converted before step caching existed: it has no cut points."""
 
 
 def cut_point_modules(transformer: torch.nn.Module) -> tuple[torch.nn.Module, ...]:
@@ -54,14 +52,6 @@ def captured_cut_points(transformer: torch.nn.Module) -> Iterator[list[torch.Ten
 
 
 # --- the OpenVINO side: the IR cut into three models at load time ------------------------------------------------
-
-
-def _output_names(model: ov.Model) -> set[str]:
-    return {name for output in model.outputs for name in output.get_names()}
-
-
-def has_cut_points(model: ov.Model) -> bool:
-    return set(CUT_POINTS) <= _output_names(model)
 
 
 def _cut_point(model: ov.Model, name: str) -> ov.Output:
@@ -94,13 +84,6 @@ def _as_input(model: ov.Model, name: str) -> ov.op.Parameter:
     return parameter
 
 
-def whole_model(model: ov.Model) -> ov.Model:
-    """The IR without its cut-point outputs: the transformer as one model, as it runs with the cache off."""
-    for name in set(CUT_POINTS) & _output_names(model):
-        model.remove_result(model.output(name).get_node())
-    return model
-
-
 def cache_segments(read: Callable[[], ov.Model]) -> dict[str, ov.Model]:
     """The three models the cached transformer runs, each cut from its own copy of the IR (``read()``).
 
@@ -108,8 +91,6 @@ def cache_segments(read: Callable[[], ov.Model]) -> dict[str, ov.Model]:
     inputs) → the last block's output. "head": the last block's output → the sample.
     """
     first = read()
-    if not has_cut_points(first):
-        raise StepCacheUnavailableError("the transformer IR has no step-cache cut points")
     segments = {"first": _model([_cut_point(first, FIRST_BLOCK), _cut_point(first, EMBEDDED)], first.get_parameters(), "first")}
     blocks = read()
     parameter = _as_input(blocks, FIRST_BLOCK)
@@ -167,9 +148,39 @@ class FirstBlockCache:
         return {"computed": self.computed, "reused": self.reused}
 
 
-def describe(counts: dict[str, int]) -> str:
-    """``"12 steps computed, 8 reused"``."""
-    return f"{counts['computed']} steps computed, {counts['reused']} reused"
+class CachedTransformer(OVTransformer):
+    """The transformer run as the three models :func:`cache_segments` cuts from its IR, skipping "blocks" at the steps
+    where :class:`FirstBlockCache` says so. Its cache starts afresh at each pipeline call, whose record counts the
+    reused steps."""
+
+    def __init__(self, *args: Any, threshold: float = DEFAULT_THRESHOLD, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.cache, self.cache_record = FirstBlockCache(threshold), None
+
+    @property
+    def threshold(self) -> float:
+        return self.cache.threshold
+
+    def set_threshold(self, threshold: float) -> None:
+        self.cache = FirstBlockCache(threshold)
+
+    def models_to_compile(self) -> dict[str, ov.Model]:
+        return cache_segments(self.read_ir)
+
+    def __call__(self, hidden_states, encoder_hidden_states, timestep, added_cond_kwargs=None, encoder_attention_mask=None,
+                 return_dict: bool = False, **_: Any):
+        record, start = self.recorder.record, time.perf_counter()
+        if self.cache_record is not record:  # a new picture: nothing to reuse from the last one
+            self.cache.reset()
+            self.cache_record = record
+        inputs = transformer_inputs(hidden_states, encoder_hidden_states, timestep, added_cond_kwargs, encoder_attention_mask)
+        first_block, embedded = self.run("first", **inputs)
+        reused = self.cache.reused
+        last_block = self.cache(embedded, first_block, lambda first: self.run("blocks", **{FIRST_BLOCK: first}, **inputs)[0])
+        sample = self.run("head", **{LAST_BLOCK: last_block}, **inputs)[0]
+        record.reused = (record.reused or 0) + self.cache.reused - reused
+        record.add(self.part_name, time.perf_counter() - start)
+        return (torch.from_numpy(sample),)
 
 
 # --- the PyTorch reference: diffusers' own First Block Cache on PixArtTransformer2DModel ----------------------------
@@ -179,40 +190,30 @@ def describe(counts: dict[str, int]) -> str:
 def torch_first_block_cache(transformer: torch.nn.Module, threshold: float = DEFAULT_THRESHOLD) -> Iterator[dict[str, int]]:
     """diffusers' own First Block Cache on a PyTorch PixArt transformer, for the pictures drawn inside the block.
 
-    PixArt's pipelines open no cache context (diffusers' hooks then fail with "No cache context is set") and its
-    transformer has no ``CacheMixin``: the hooks are applied and their context set here, as ``CacheMixin`` does.
-    Yields the step counts, updated at each call. Start a new ``with`` for each picture: the state lives as long as
-    the block.
+    diffusers 0.42's PixArt transformer lacks ``CacheMixin`` (and its pipelines open no cache context): it is given
+    the mixin's public ``enable_cache`` / ``cache_context`` / ``disable_cache`` for the block. Yields the step counts,
+    updated at each call: a step is computed when the last block runs. Start a new ``with`` for each picture.
     """
-    from diffusers.hooks import FirstBlockCacheConfig, HookRegistry, apply_first_block_cache
-    from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
-    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+    from diffusers.hooks import FirstBlockCacheConfig
+    from diffusers.models.cache_utils import CacheMixin
 
     FirstBlockCache(threshold)  # the same check of the threshold
-    apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=threshold))
-    head = HookRegistry.check_if_exists_or_initialize(transformer.transformer_blocks[0]).get_hook(_FBC_LEADER_BLOCK_HOOK)
-    counts = {"computed": 0, "reused": 0}
+    original = type(transformer)
+    transformer.__class__ = type(f"Cached{original.__name__}", (CacheMixin, original), {})
+    counts, last_block_ran = {"computed": 0, "reused": 0}, []
 
-    def count(*_):
-        counts["computed" if head.state_manager.get_state().should_compute else "reused"] += 1
+    def count_step(*_):
+        counts["computed" if last_block_ran else "reused"] += 1
+        last_block_ran.clear()
 
-    counter = transformer.register_forward_hook(count)
-    _set_cache_context(transformer, CacheContext("pixart"))
+    hooks = [transformer.transformer_blocks[-1].norm1.register_forward_pre_hook(lambda *_: last_block_ran.append(True)),
+             transformer.register_forward_hook(count_step)]
+    transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
     try:
-        yield counts
+        with transformer.cache_context("pixart"):
+            yield counts
     finally:
-        counter.remove()
-        registry = HookRegistry.check_if_exists_or_initialize(transformer)
-        registry.remove_hook(_FBC_LEADER_BLOCK_HOOK, recurse=True)
-        registry.remove_hook(_FBC_BLOCK_HOOK, recurse=True)
-
-
-def step_cache_missing_message(folder: Path) -> str:
-    """Why a variant folder has no step cache, and how to remake it with one."""
-    fp16 = folder.parent / "FP16"
-    remake = f"delete {folder}" + (f" and {fp16}" if folder != fp16 else "")
-    return (
-        f"The model at {folder} was converted before step caching: its transformer IR has no cut points, so it draws "
-        f"without the step cache. For the cache, {remake}, then run notebook 1 (01-convert) or `python -m helpers "
-        f"convert --model {folder.parent.name}`" + ("" if folder == fp16 else f" and notebook 3 (03-compress) or `python -m helpers compress --model {folder.parent.name} --variant {folder.name}`") + "."
-    )
+        transformer.disable_cache()
+        for hook in hooks:
+            hook.remove()
+        transformer.__class__ = original

@@ -49,10 +49,6 @@ class TokenDownsampling:
             raise ValueError(f"The token downsampling factor must be a whole number of at least 1 (1: exact); got {self.factor!r}.")
         check_steps(self.steps)
 
-    def steps_of(self, num_inference_steps: int) -> int:
-        """How many of a picture's first steps run downsampled."""
-        return round(self.steps * num_inference_steps)
-
     def block_indices(self, num_blocks: int) -> list[int]:
         """The blocks that downsample, checked against the transformer's ``num_blocks``."""
         if self.blocks is None:
@@ -142,3 +138,46 @@ def parse_blocks(text: str | None) -> tuple[int, ...] | None:
             raise ValueError(f'Blocks are "all" or indices and ranges such as "0-13,20"; got {text!r}.')
         blocks += range(int(first), int(last or first) + 1)
     return tuple(blocks)
+
+
+class DownsampledSteps:
+    """A ``-ToDo`` variant's transformer: its downsampled transformer for the first ``steps`` fraction of each
+    picture's steps, then ``exact`` (the plain transformer or the step cache's) for the rest; the loader composes it.
+
+    It quacks as its exact transformer does (``config``, ``dtype``, ``device``, ...); what is done to the part
+    (compile, reshape, move, release) is done to both. A step run downsampled counts in the call's record.
+    """
+
+    def __init__(self, exact: Any, downsampled: Any, steps: float = DEFAULT_STEPS):
+        self.exact, self.downsampled, self.steps = exact, downsampled, check_steps(steps)
+
+    def __getattr__(self, name: str) -> Any:  # config, dtype, device, recorder, input_shapes, ...: the exact one's
+        return getattr(self.exact, name)
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        record = self.exact.recorder.record
+        if record.steps < round(self.steps * record.num_inference_steps):
+            record.downsampled += 1
+            return self.downsampled(*args, **kwargs)
+        return self.exact(*args, **kwargs)
+
+    @property
+    def is_compiled(self) -> bool:
+        return self.exact.is_compiled
+
+    def compile(self) -> None:
+        self.exact.compile()
+        if self.steps > 0:
+            self.downsampled.compile()
+
+    def reshape(self, input_shapes: dict[str, list[int]] | None) -> None:
+        self.exact.reshape(input_shapes)
+        self.downsampled.reshape(input_shapes)
+
+    def move_to(self, device: str) -> None:
+        self.exact.move_to(device)
+        self.downsampled.move_to(device)
+
+    def release(self) -> None:
+        self.exact.release()
+        self.downsampled.release()

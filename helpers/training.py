@@ -19,7 +19,8 @@ from .building import (
     TINY_VAE_CONFIG,
     build_random_pipeline,
 )
-from .settings import MODEL_INDEX, atomic_folder
+from .folders import atomic_folder
+from .settings import MODEL_INDEX
 from .training_features import cache_features
 from .training_transformer import TrainingPlan, train_transformer
 from .training_vae import fit_vae_once, pictures_to_tensor, vae_steps_for

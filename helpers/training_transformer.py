@@ -12,6 +12,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+# The learning rate at the last step, as a fraction of the peak: the small steps at the end settle the weights,
+# which sharpens the samples.
+MIN_LEARNING_RATE = 0.1
+
 
 @dataclass
 class TrainingPlan:
@@ -28,12 +32,13 @@ class TrainingPlan:
 
 
 class DiffusionTerms:
-    """The noise schedule's terms that the loss needs, from a diffusers scheduler config (betas of the checkpoint)."""
+    """The noise schedule's terms that the loss needs, from a diffusers scheduler config (betas of the checkpoint):
+    the noising is DDPM's own (``DDPMScheduler.add_noise``), the posterior's terms for the variance loss are here."""
 
     def __init__(self, scheduler_config: Any):
         from diffusers import DDPMScheduler
 
-        ddpm = DDPMScheduler.from_config(scheduler_config)
+        ddpm = self.ddpm = DDPMScheduler.from_config(scheduler_config)
         self.steps = ddpm.config.num_train_timesteps
         betas = ddpm.betas.double()
         alphas_cumprod = torch.cumprod(1.0 - betas, 0)
@@ -48,7 +53,8 @@ class DiffusionTerms:
         self.posterior_mean_xt = ((1.0 - previous) * (1.0 - betas).sqrt() / (1.0 - alphas_cumprod)).float()
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return _at(self.sqrt_alphas_cumprod, t, x0) * x0 + _at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        """``x0`` noised to timesteps ``t`` (the forward process)."""
+        return self.ddpm.add_noise(x0, noise, t)
 
     def variance_loss(self, variance: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """KL between the true posterior q(x_{t-1} | x_t, x_0) and the model's, in bits per dimension.
@@ -96,13 +102,21 @@ def sample_batch(features: dict[str, torch.Tensor], plan: TrainingPlan, generato
     return latents.to(device), embeddings.to(device), masks.to(device)
 
 
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, plan: TrainingPlan) -> torch.optim.lr_scheduler.LambdaLR:
+    """A linear warm-up over ``plan.warmup_steps``, then a cosine down to :data:`MIN_LEARNING_RATE` of the peak at
+    ``plan.steps`` (transformers' schedule)."""
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, plan.warmup_steps, plan.steps, min_lr_rate=MIN_LEARNING_RATE
+    )
+
+
 def learning_rate_factor(step: int, plan: TrainingPlan) -> float:
-    """The learning rate at ``step`` as a fraction of ``plan.learning_rate``: a linear warm-up, then a cosine down
-    to a tenth at the last step (the small steps at the end settle the weights, which sharpens the samples)."""
-    if step < plan.warmup_steps:
-        return (step + 1) / plan.warmup_steps
-    progress = (step - plan.warmup_steps) / max(1, plan.steps - plan.warmup_steps)
-    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    """The learning rate after ``step`` optimizer steps as a fraction of ``plan.learning_rate``: the schedule's
+    curve, read on an optimizer that trains nothing."""
+    optimizer = torch.optim.SGD([torch.zeros(1)], lr=1.0)
+    return learning_rate_schedule(optimizer, plan).lr_lambdas[0](step)
 
 
 def train_transformer(
@@ -113,14 +127,14 @@ def train_transformer(
 ) -> list[dict]:
     """Train ``pipe.transformer`` on cached features; every ``plan.sample_every`` steps call ``on_sample(step)``.
 
-    AdamW with a linear warm-up and a cosine decay (``learning_rate_factor``), gradients clipped at 1. Returns one
+    AdamW with a linear warm-up and a cosine decay (``learning_rate_schedule``), gradients clipped at 1. Returns one
     record per step (loss, mse, vlb, seconds).
     """
     generator = torch.Generator().manual_seed(plan.seed)
     transformer = pipe.transformer.to(plan.device).train()
     terms = DiffusionTerms(pipe.scheduler.config)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=plan.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, plan))
+    schedule = learning_rate_schedule(optimizer, plan)
     history = []
     bar = tqdm(range(1, plan.steps + 1), desc="transformer")
     for step in bar:

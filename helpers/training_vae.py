@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .settings import atomic_folder
+from .folders import atomic_folder
 
 
 def pictures_to_tensor(images: Sequence[Any]) -> torch.Tensor:

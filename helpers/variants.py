@@ -1,56 +1,39 @@
-"""The variant folder, the one contract between stages, and its one owner: this module writes it and reads it.
+"""The variant folder, the one contract between stages: its format and its index, read and checked here, and
+finished here (its parts are made by ``helpers.part_writing``, for conversion and compression).
 
 ``model/<model-name>/<VARIANT>/`` holds ``text_encoder/``, ``transformer/``, ``vae_decoder/`` (an
 ``openvino_model.xml/.bin`` each, with its ``config.json``), ``tokenizer/``, ``scheduler/`` and
-``model_index.json``. The index is written last: a folder without it is unfinished. It records every other file's
-size and SHA-256, so a folder damaged on its way to another machine is named as such when it is loaded (sizes,
-cheap) or verified (checksums), instead of failing inside OpenVINO.
+``model_index.json``. The index is written last: a folder without it is unfinished. It records the folder format's
+version (a folder of another version is refused, with the command that makes it again) and every other file's size
+and SHA-256, so a folder damaged on its way to another machine is named as such when it is loaded (sizes, cheap) or
+verified (checksums), instead of failing inside OpenVINO.
 
-Writing: :func:`save_part` (one part's IR and config, atomically), :func:`link_part`, :func:`make_parts` and
-:func:`finish_variant` (the index, last). Reading: :meth:`Variant.load`, which checks the folder and reads its index
-once; every stage, the demo, the CLI and the benchmarks ask that object (parts, pipeline class, sampling recipe,
-sizes, compression, records).
+Writing: :func:`link_part` (a part of another folder, linked) and :func:`finish_variant` (the index, last). Reading:
+:meth:`Variant.load`, which checks the folder and reads its index once; every stage, the demo, the CLI and the
+benchmarks ask that object (parts, pipeline class, sampling recipe, sizes, compression, records).
 """
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
+import os
 import shutil
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from .settings import MODEL_INDEX, MODEL_ROOT, SamplingRecipe, atomic_folder, model_name, recipe_for
+from .folders import atomic_folder
+from .schemes import COMPRESSION_SCHEMES
+from .settings import MODEL_INDEX, MODEL_ROOT, SamplingRecipe, model_name, recipe_for
 from .sizes import native_size, size_choices, wide_size
 
 PARTS = ("text_encoder", "transformer", "vae_decoder")
 IR_NAME = "openvino_model.xml"
-# The compression scheme each compressed variant is made with: an NNCF method per part (``helpers.compression``
-# applies them; "recipe" is kept for the sampling recipe). INT8: nncf's
-# asymmetric per-channel weights. INT4 (T5 only, 80 % of the real pipeline's weights): symmetric groups of 128,
-# smaller groups where a layer is narrower. W8A8 (the transformer, where the time goes): INT8 weights and
-# activations, calibrated; what carries the conditioning and costs little stays float, and so does the attention,
-# which OpenVINO then keeps fused (docs/amx.md, "What the W8A8 figures say").
-INT8_WEIGHTS = {"mode": "int8_asym"}
-INT4_WEIGHTS = {"mode": "int4_sym", "group_size": 128, "group_size_fallback": "adjust"}
-W8A8_QUANTIZATION = {
-    "mode": "w8a8",
-    "smooth_quant_alpha": 0.95,
-    "ignored_patterns": (
-        r".*transformer\.(adaln_single|caption_projection|pos_embed|proj_out)[./].*",
-        r".*\.attn2\.to_[kv]/.*",
-    ),
-    "ignored_types": ("ScaledDotProductAttention",),
-}
-COMPRESSION_SCHEMES: dict[str, dict[str, dict]] = {
-    "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
-    "INT4-T5": {"text_encoder": INT4_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
-    "W8A8": {"text_encoder": INT8_WEIGHTS, "transformer": W8A8_QUANTIZATION, "vae_decoder": INT8_WEIGHTS},
-}
+# The index's version of the folder format: raised when a folder of the previous one can't be read as it is.
+FORMAT_VERSION = 1
+VARIANT_CLASS = "OVPixArtPipeline"  # the index's ``_class_name``; a diffusers folder's names its diffusers pipeline
 # FP16 is converted (notebook 1), the others are compressed from it (notebook 3) with their scheme.
 VARIANTS = ("FP16", *COMPRESSION_SCHEMES)
 # Opt-in: a variant named after its base variant (``W8A8-ToDo``: W8A8), whose folder is the base's parts (linked) plus
@@ -69,9 +52,9 @@ class DamagedVariantError(VariantNotReadyError):
     """A finished variant folder whose files are not what was written: a copy cut short, a file edited or lost."""
 
 
-def needs_calibration(scheme: dict[str, dict]) -> bool:
-    """True when a compression scheme quantizes activations (W8A8), which needs a calibration set."""
-    return any(method["mode"] == "w8a8" for method in scheme.values())
+class OutdatedVariantError(VariantNotReadyError):
+    """A finished variant folder in another format than :data:`FORMAT_VERSION` (or none recorded): made again,
+    not read."""
 
 
 def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:
@@ -85,7 +68,7 @@ def how_to_make(folder: Path) -> str:
     folder = Path(folder)
     model, variant = folder.parent.name, folder.name
     if variant.endswith(DOWNSAMPLED_SUFFIX):
-        return f"run `python -m helpers compress --model {model} --variant {variant}`"
+        return f"run notebook 8 (08-faster-across-steps) or `python -m helpers compress --model {model} --variant {variant}`"
     if variant in VARIANTS[1:]:
         return f"run notebook 3 (03-compress) or `python -m helpers compress --model {model} --variant {variant}`"
     return f"run notebook 1 (01-convert) or `python -m helpers convert --model {model}`"
@@ -152,6 +135,19 @@ def damage_message(folder: Path, problems: dict[str, str]) -> str:
     return f"The model at {folder} is damaged: {listed}. Copy the folder again, or {how_to_make(folder)} (it remakes what is damaged)."
 
 
+def is_outdated(index: dict[str, Any]) -> bool:
+    """True for the index of a finished folder in another folder format than this code reads (or none recorded)."""
+    return index.get("format_version") != FORMAT_VERSION
+
+
+def outdated_message(folder: Path, index: dict[str, Any]) -> str:
+    """One line saying that a variant folder was made by another version of this project, and the command that
+    makes it again."""
+    found = index.get("format_version", "none")
+    return (f"The model at {folder} was made by another version of this project (folder format {found}; this one "
+            f"reads {FORMAT_VERSION}): {how_to_make(folder)} to make it again.")
+
+
 class Variant:
     """A finished, undamaged variant folder, its index read once: what the stages, the demo, the CLI and the
     benchmarks ask about a variant. :meth:`load` checks the folder; the rest reads what it holds (the part configs
@@ -163,9 +159,9 @@ class Variant:
 
     @classmethod
     def load(cls, folder: Path) -> "Variant":
-        """The variant in ``folder``; :class:`VariantNotReadyError` for a missing or unfinished folder and
-        :class:`DamagedVariantError` when a recorded file is missing or has another size than was written (both
-        name the fix)."""
+        """The variant in ``folder``; :class:`VariantNotReadyError` for a missing or unfinished folder,
+        :class:`OutdatedVariantError` for one in another folder format and :class:`DamagedVariantError` when a
+        recorded file is missing or has another size than was written (each names the fix)."""
         folder = Path(folder)
         if not folder.is_dir():
             raise VariantNotReadyError(f"No converted model at {folder}: {how_to_make(folder)} first.")
@@ -174,7 +170,9 @@ class Variant:
             what = f"parts missing: {', '.join(missing)}" if missing else f"no {MODEL_INDEX}"
             raise VariantNotReadyError(f"The model at {folder} is incomplete ({what}): {how_to_make(folder)}.")
         index = read_index(folder)
-        problems = _damaged(folder, index.get("files", {}))
+        if is_outdated(index):
+            raise OutdatedVariantError(outdated_message(folder, index))
+        problems = _damaged(folder, index["files"])
         if problems:
             raise DamagedVariantError(damage_message(folder, problems))
         return cls(folder, index)
@@ -193,9 +191,8 @@ class Variant:
 
     @property
     def pipeline_name(self) -> str:
-        """The diffusers pipeline its model comes from: ``PixArtAlphaPipeline`` (folders made before PixArt-Σ came
-        in record none) or ``PixArtSigmaPipeline``."""
-        return self.index.get("pipeline", "PixArtAlphaPipeline")
+        """The diffusers pipeline its model comes from: ``PixArtAlphaPipeline`` or ``PixArtSigmaPipeline``."""
+        return self.index["pipeline"]
 
     @property
     def family(self) -> str:
@@ -224,7 +221,7 @@ class Variant:
     @property
     def files(self) -> dict[str, dict[str, Any]]:
         """Size and SHA-256 of each file, as recorded when the folder was finished."""
-        return self.index.get("files", {})
+        return self.index["files"]
 
     def part_dir(self, part: str) -> Path:
         return self.folder / part
@@ -325,67 +322,8 @@ def available_variants(model_id: str, root: Path = MODEL_ROOT) -> list[Variant]:
     return [found[name] for name in sorted(found, key=lambda name: (order.index(name) if name in order else len(order), name))]
 
 
-def remove_damaged(folder: Path) -> list[str]:
-    """Remove the parts (or tokenizer, scheduler) of a finished folder whose files are damaged, and its index.
-
-    The next conversion or compression then makes only those again. Returns the subfolders removed.
-    """
-    folder = Path(folder)
-    damaged = sorted({name.split("/")[0] for name in damaged_files(folder)})
-    for sub in damaged:
-        shutil.rmtree(folder / sub, ignore_errors=True)
-    if damaged:
-        (folder / MODEL_INDEX).unlink()
-    return damaged
-
-
-def make_parts(
-    out_dir: Path, parts: Iterable[str], make: Callable[[str], Any], action: str, report: Callable[[str], None] = tqdm.write
-) -> dict[str, float]:
-    """Run ``make(part)`` for each part not yet finished in ``out_dir``, one part's weights in memory at a time.
-
-    Damaged parts of a finished folder are made again. ``action`` is what ``make`` does ("converted"), for the
-    lines ``report`` is given. Returns the seconds each part took; parts already there are skipped (and reported).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for sub in remove_damaged(out_dir):
-        report(f"{sub}: damaged, made again")
-    seconds = {}
-    bar = tqdm(list(parts), desc=action, unit="part")
-    for part in bar:
-        bar.set_postfix_str(part)
-        if is_part_converted(out_dir, part):
-            report(f"{part}: already {action}, skipped")
-            continue
-        start = time.perf_counter()
-        make(part)
-        gc.collect()
-        seconds[part] = time.perf_counter() - start
-        report(f"{part}: {action} in {seconds[part]:.1f} s")
-    return seconds
-
-
-def save_part(
-    out_dir: Path, part: str, model: Any, config: dict[str, Any], compress_to_fp16: bool = True,
-    finish: Callable[[Path], Any] | None = None,
-) -> Path:
-    """Write one part into ``out_dir/part``: its IR (``ov.save_model``), then ``finish(xml)`` if given, and its
-    torch config, in a temporary folder renamed at the end."""
-    import openvino as ov
-
-    with atomic_folder(Path(out_dir) / part) as tmp:
-        ov.save_model(model, tmp / IR_NAME, compress_to_fp16=compress_to_fp16)
-        if finish is not None:
-            finish(tmp / IR_NAME)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    return Path(out_dir) / part
-
-
 def link_part(source: Path, out_dir: Path, part: str) -> Path:
     """Put ``source``'s finished ``part`` into ``out_dir`` as hard links to its files (copies where links fail)."""
-    import os
-
     if is_part_converted(out_dir, part):
         return Path(out_dir) / part
     with atomic_folder(Path(out_dir) / part) as tmp:
@@ -411,7 +349,8 @@ def finish_variant(source: Path, out_dir: Path, record: dict, show_progress: boo
     if not all(is_part_converted(out_dir, part) for part in PARTS):
         return None
     files = file_records(out_dir, show_progress)
-    index = {"_class_name": "OVPixArtPipeline", "parts": list(PARTS), "pipeline": source_pipeline(source), **record, "files": files}
+    index = {"_class_name": VARIANT_CLASS, "format_version": FORMAT_VERSION, "parts": list(PARTS),
+             "pipeline": source_pipeline(source), **record, "files": files}
     tmp = out_dir / f".{MODEL_INDEX}.partial"
     tmp.write_text(json.dumps(index, indent=2))
     tmp.replace(out_dir / MODEL_INDEX)
@@ -425,7 +364,8 @@ def save_variant(variant: Variant, out_dir: Path, settings: dict[str, Any], writ
     out_dir = Path(out_dir)
     if out_dir.resolve() == variant.folder.resolve():
         raise ValueError(f"Can't save the pipeline into {out_dir}: it was loaded from there. Save it into another folder.")
-    record = {key: value for key, value in variant.index.items() if key not in ("_class_name", "parts", "pipeline", "files")}
+    written = ("_class_name", "format_version", "parts", "pipeline", "files")  # by finish_variant, anew
+    record = {key: value for key, value in variant.index.items() if key not in written}
     with atomic_folder(out_dir) as tmp:
         for sub in variant.subfolders:
             if sub != "scheduler":
@@ -439,7 +379,7 @@ def source_pipeline(folder: Path) -> str:
     """The diffusers pipeline class of the folder a variant is made from: a diffusers folder's index names it, a
     variant folder's records it."""
     index = read_index(folder)
-    return Variant(folder, index).pipeline_name if "parts" in index else index["_class_name"]
+    return index["pipeline"] if index.get("_class_name") == VARIANT_CLASS else index["_class_name"]
 
 
 def folder_size_mb(folder: Path) -> float:

@@ -8,9 +8,10 @@ from diffusers import PixArtAlphaPipeline
 from helpers.compression import calibration_prompts, collect_calibration_data, compress_variant
 from helpers.conversion import convert_pipeline
 from helpers.pipeline import OVPixArtPipeline
+from helpers.schemes import COMPRESSION_SCHEMES
 from helpers.settings import F32_CONFIG
 from helpers.sources import resolve_model_source
-from helpers.variants import COMPRESSION_SCHEMES, variant_dir
+from helpers.variants import variant_dir
 
 
 @pytest.fixture(scope="session")

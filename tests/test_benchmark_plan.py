@@ -7,23 +7,24 @@ import pytest
 import torch
 
 from benchmarks import plan as plan_module
+from benchmarks.inputs import example_inputs
 from benchmarks.plan import (
-    CALIBRATION_PROMPTS,
     CALIBRATION_SIZE,
     ENGINES,
-    INPUT_SIZES,
-    RETIRED_STEPS,
+    PICTURE_SIDE,
     SIGMA_2K_DECODE,
     SIGMA_2K_STEP,
     SIGMA_2K_VARIANTS,
+    input_sizes,
     plan,
     report_order,
     sigma_2k_plan,
 )
-from benchmarks.tasks import TASKS, example_inputs
+from benchmarks.registry import TASKS
 from helpers import machine
 from helpers.building import SIGMA_TRANSFORMER, full_size_configs
-from helpers.variants import COMPRESSION_SCHEMES, PARTS, VARIANTS, needs_calibration
+from helpers.schemes import CALIBRATION_PROMPTS, COMPRESSION_SCHEMES, needs_calibration
+from helpers.variants import PARTS, VARIANTS
 
 EVERY_ONLY = [set(PARTS), {"transformer", "vae_decoder"}, {"text_encoder"}, {"transformer"}, {"vae_decoder"}]
 
@@ -83,12 +84,9 @@ def test_order_of_the_full_plan(no_bf16):
     assert position("latency ov-W8A8 transformer") < position("W8A8 vs FP16 side by side") < position("convert pipeline, one process")
 
 
-def test_the_retired_upcast_step_is_not_run_but_still_reported_after_the_build(bf16):
-    assert "upcast T5 checkpoint" not in keys(full_plan())
-    order = report_order()
-    assert RETIRED_STEPS == {"upcast T5 checkpoint": "build"}
-    assert order[:3] == ["build", "upcast T5 checkpoint", "matmul peak"]
-    assert set(order) - set(RETIRED_STEPS) == set(keys(full_plan()))
+def test_the_report_lists_the_full_plans_steps_in_its_order(bf16):
+    assert report_order() == keys(full_plan())
+    assert "upcast T5 checkpoint" not in report_order()  # retired: the build stores T5 in FP32 itself
 
 
 def test_the_report_order_does_not_depend_on_this_cpu(bf16, monkeypatch):
@@ -146,7 +144,16 @@ def test_quick_sizes(no_bf16):
     assert arguments[False]["matmul peak"] == {"side": 2048} and arguments[True]["matmul peak"] == {"side": 512}
     assert arguments[False]["calibrate W8A8"] == {"prompts": CALIBRATION_PROMPTS, "size": CALIBRATION_SIZE}
     assert arguments[True]["calibrate W8A8"] == {"prompts": CALIBRATION_PROMPTS, "size": 64}
-    assert arguments[True]["latency ov-INT8 transformer"] == {"engine": "ov-INT8", "component": "transformer", "runs": 3, "warmup": 1}
+    assert arguments[True]["latency ov-INT8 transformer"] == {"engine": "ov-INT8", "component": "transformer", "runs": 3, "warmup": 1,
+                                                              "sizes": input_sizes(True)["transformer"]}
+    for quick in (False, True):  # the pictures, the latencies and the side by side at the mode's picture side
+        side = PICTURE_SIDE[quick]
+        assert arguments[quick]["pipeline INT8"] == {"variant": "INT8", "cache": None, "side": side}
+        assert arguments[quick]["latency ov-FP16 vae_decoder"]["sizes"] == {f"{side}²": {"side": side // 8, "batch": 1}}
+        assert arguments[quick]["W8A8 vs FP16 side by side"]["size"] == f"{side}² b1"
+    assert PICTURE_SIDE == {False: 1024, True: 256}
+    # the whole pipeline in one process; quick: its cheapest part alone (its memory is not the step's own there)
+    assert arguments[False]["convert pipeline, one process"] == {} and arguments[True]["convert pipeline, one process"] == {"parts": ["text_encoder"]}
     assert keys(full_plan(quick=True)) == keys(full_plan())  # the same steps, smaller
 
 
@@ -158,18 +165,19 @@ def test_input_sizes_are_the_real_pictures():
     """120 tokens; 1024² (latent 128²) at batch 1 and 2 and 512² for the transformer, with the real micro-conditions."""
     full = full_size_configs()
     config = {"text_encoder": None, "transformer": types.SimpleNamespace(**full["transformer"]), "vae_decoder": types.SimpleNamespace(**full["vae"])}
+    sizes = input_sizes(quick=False)
     shapes = {(part, size): {name: tuple(value.shape) for name, value in example_inputs(part, shape, config[part], torch.float32).items()}
-              for part in PARTS for size, shape in INPUT_SIZES[part].items()}
+              for part in PARTS for size, shape in sizes[part].items()}
     assert shapes[("text_encoder", "120 tokens")] == {"input_ids": (1, 120), "attention_mask": (1, 120)}
     assert shapes[("vae_decoder", "1024²")] == {"latent_sample": (1, 4, 128, 128)}
     for size, side, batch in (("1024² b1", 128, 1), ("1024² b2", 128, 2), ("512² b1", 64, 1)):
         assert shapes[("transformer", size)] == {"hidden_states": (batch, 4, side, side), "encoder_hidden_states": (batch, 120, 4096),
                                                  "encoder_attention_mask": (batch, 120), "timestep": (batch,),
                                                  "resolution": (batch, 2), "aspect_ratio": (batch, 1)}
-    inputs = example_inputs("transformer", INPUT_SIZES["transformer"]["512² b1"], config["transformer"], torch.float32)
+    inputs = example_inputs("transformer", sizes["transformer"]["512² b1"], config["transformer"], torch.float32)
     assert inputs["timestep"].tolist() == [999.0] and inputs["resolution"].tolist() == [[512.0, 512.0]]
     assert inputs["aspect_ratio"].tolist() == [[1.0]]
-    bf16_inputs = example_inputs("transformer", INPUT_SIZES["transformer"]["512² b1"], config["transformer"], torch.bfloat16)  # PyTorch bf16's
+    bf16_inputs = example_inputs("transformer", sizes["transformer"]["512² b1"], config["transformer"], torch.bfloat16)  # PyTorch bf16's
     assert bf16_inputs["hidden_states"].dtype == bf16_inputs["timestep"].dtype == torch.bfloat16
     assert bf16_inputs["encoder_attention_mask"].dtype == torch.long
 

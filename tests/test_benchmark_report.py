@@ -1,25 +1,36 @@
-"""The full-size benchmark's report, rendered from the committed results files (nothing is run)."""
+"""The benchmarks' reports: the full-size benchmark's, rendered from its committed results and from the quick mode's
+results (the quick benchmark runs once a session, shared with ``tests/test_benchmark.py``); and every committed
+results file rendered by its benchmark's markdown."""
 
 import json
-from pathlib import Path
 
 import pytest
+from test_benchmark import quick_run
 
+from benchmarks import notebooks, picture, serving, step_cache, token_downsampling, vae_int8
+from benchmarks.plan import input_sizes, report_order
 from benchmarks.report import chart, derived, markdown, sigma_2k_markdown
+from benchmarks.runner import RESULTS
 from helpers import machine
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+# results file (its name's start) -> the markdown its benchmark writes beside it
+RENDERERS = {"full": markdown, "sigma-2k": sigma_2k_markdown, "picture-": picture.markdown,
+             "token-downsampling-": token_downsampling.markdown, "step-cache-shapes": step_cache.quality_markdown,
+             "step-cache-steps-": step_cache.steps_markdown, "step-cache-": step_cache.speed_markdown,
+             "vae-int8-": vae_int8.markdown, "serving-": serving.markdown, "notebooks-": notebooks.markdown}
 
 
 @pytest.fixture(params=["full", "quick"])
-def results(request) -> dict:
-    path = RESULTS / f"{request.param}.json"
-    if not path.is_file():
-        pytest.skip(f"no committed {path.name}")
-    return json.loads(path.read_text())
+def results(request, tmp_path_factory) -> dict:
+    """The committed full-size results, or those the quick benchmark writes."""
+    if request.param == "quick":
+        return json.loads(quick_run(tmp_path_factory.getbasetemp() / "quick-benchmark").read_text())
+    return json.loads((RESULTS / "full.json").read_text())
 
 
-def median(results, engine, part, size):
+def median(results, engine, part, which):
+    """The median of ``engine``'s ``part`` at the size ``which`` names (an index into the results' sizes of it)."""
+    size = list(input_sizes(results.get("quick", False))[part])[which]
     return results["steps"][f"latency {engine} {part}"][size]["median"]
 
 
@@ -40,26 +51,26 @@ def test_image_times_are_the_sum_of_their_parts(results):
     table = derived(results)
     # by hand: OpenVINO INT8 runs every part itself; LCM is 4 steps at batch 1, the standard recipe 20 guided
     # steps at batch 2 and two encodes (prompt and negative prompt)
-    encode = median(results, "ov-INT8", "text_encoder", "120 tokens")
-    step1, step2 = median(results, "ov-INT8", "transformer", "1024² b1"), median(results, "ov-INT8", "transformer", "1024² b2")
-    decode = median(results, "ov-INT8", "vae_decoder", "1024²")
+    encode = median(results, "ov-INT8", "text_encoder", 0)
+    step1, step2 = median(results, "ov-INT8", "transformer", 0), median(results, "ov-INT8", "transformer", 1)  # batch 1, 2
+    decode = median(results, "ov-INT8", "vae_decoder", 0)
     assert table["OpenVINO INT8"]["LCM image s"] == pytest.approx(encode + 4 * step1 + decode)
     assert table["OpenVINO INT8"]["standard image s"] == pytest.approx(2 * encode + 20 * step2 + decode)
     # W8A8 has its own transformer only, INT4-T5 its own T5 only: their other parts are INT8's
-    w8a8_step = median(results, "ov-W8A8", "transformer", "1024² b1")
+    w8a8_step = median(results, "ov-W8A8", "transformer", 0)
     assert table["OpenVINO W8A8"]["LCM image s"] == pytest.approx(encode + 4 * w8a8_step + decode)
-    int4_encode = median(results, "ov-INT4-T5", "text_encoder", "120 tokens")
+    int4_encode = median(results, "ov-INT4-T5", "text_encoder", 0)
     assert table["OpenVINO INT4-T5"]["LCM image s"] == pytest.approx(int4_encode + 4 * step1 + decode)
-    fp32 = median(results, "torch-fp32", "text_encoder", "120 tokens") + 4 * median(results, "torch-fp32", "transformer", "1024² b1") + median(results, "torch-fp32", "vae_decoder", "1024²")
+    fp32 = median(results, "torch-fp32", "text_encoder", 0) + 4 * median(results, "torch-fp32", "transformer", 0) + median(results, "torch-fp32", "vae_decoder", 0)
     assert table["PyTorch fp32"]["LCM image s"] == pytest.approx(fp32)
     assert table["OpenVINO INT8"]["LCM vs fp32"] == pytest.approx(fp32 / (encode + 4 * step1 + decode))
-    flops = results["steps"]["latency torch-fp32 transformer"]["1024² b1"]["flops"]
+    flops = results["steps"]["latency torch-fp32 transformer"][list(input_sizes(results.get("quick", False))["transformer"])[0]]["flops"]
     assert table["OpenVINO INT8"]["step TFLOP/s"] == pytest.approx(flops / step1 / 1e12)
 
 
 def test_markdown_has_the_engine_table(results):
     text = markdown(results)
-    assert text.startswith(f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores")
+    assert text.startswith(f"Machine: {results['machine']['cpu']}") and f", {results['machine']['cores']} cores, " in text.splitlines()[0]
     engines = table_rows(text, "| engine |")
     assert list(engines) == ["PyTorch fp32", "PyTorch bf16", "OpenVINO FP16", "OpenVINO INT8", "OpenVINO INT4-T5", "OpenVINO W8A8"]
     lcm = float(engines["OpenVINO INT8"][5])  # the "LCM image s" column
@@ -85,28 +96,24 @@ def test_markdown_has_w8a8_side_by_side(results):
 
 def test_markdown_lists_every_step_but_the_latencies_in_the_plans_order(results):
     rows = list(table_rows(markdown(results), "| step | seconds |"))
-    expected = {key for key in results["steps"] if not key.startswith("latency") and key != "matmul peak"}
-    assert set(rows) == expected
-    assert rows[0] == "build" and rows[-1] == "convert pipeline, one process"
-    if "upcast T5 checkpoint" in expected:  # a step older results hold, listed where it ran
-        assert rows[1] == "upcast T5 checkpoint"
+    expected = [key for key in results["steps"] if not key.startswith("latency") and key != "matmul peak"]
+    planned = [key for key in report_order() if key in expected]
+    assert rows == planned + [key for key in expected if key not in planned]  # then steps the plan no longer makes
+    assert rows[0] == "build" and planned[-1] == "convert pipeline, one process"
 
 
 def test_full_markdown_is_the_committed_one():
     """The committed ``full.md`` is what the report makes of the committed ``full.json``, whatever machine renders it."""
     path = RESULTS / "full.json"
-    if not path.is_file():
-        pytest.skip("no committed full.json")
     assert markdown(json.loads(path.read_text())) == path.with_suffix(".md").read_text()
 
 
 def test_the_report_reads_the_machine_from_the_results_only(monkeypatch):
-    """bf16 instructions the results did not record are said to be unrecorded, never read from the rendering machine."""
+    """Whether PyTorch bf16 could run comes from the bf16 instructions the results recorded, never from the rendering
+    machine."""
     monkeypatch.setattr(machine, "cpu_flags", lambda: pytest.fail("the report read this machine's CPU flags"))
     results = {"machine": {"cpu": "Old CPU", "cores": 2, "memory_gib": 16.0, "openvino": "2026.0", "torch": "2.9",
-                           "openvino_default_precision": "f32", "date": "2026-01-01"}, "steps": {}}
-    assert "whether this CPU has bf16 instructions was not recorded" in markdown(results)
-    results["machine"]["bf16_instructions"] = []
+                           "openvino_default_precision": "f32", "date": "2026-01-01", "bf16_instructions": []}, "steps": {}}
     assert "this CPU has no bf16 instructions" in markdown(results)
     results["machine"]["bf16_instructions"] = ["amx_bf16"]
     assert "PyTorch bf16 not run" not in markdown(results)
@@ -120,8 +127,6 @@ def test_chart_is_written(results, tmp_path):
 def test_sigma_2k_markdown_is_the_committed_one():
     """The committed ``sigma-2k.md`` is what the report makes of ``sigma-2k.json``: the fastest variant named, the decode."""
     path = RESULTS / "sigma-2k.json"
-    if not path.is_file():
-        pytest.skip("no committed sigma-2k.json")
     results = json.loads(path.read_text())
     text = sigma_2k_markdown(results)
     assert text == path.with_suffix(".md").read_text()
@@ -130,3 +135,11 @@ def test_sigma_2k_markdown_is_the_committed_one():
     assert f"Fastest: {fastest}." in text
     assert list(table_rows(text, "| variant | median s | speed-up |")) == ["FP16", "INT8", "W8A8"]
     assert "- SDXL VAE decoder, OpenVINO FP16, one 2048² decode (cold): " in text
+
+
+# alignment-*.json: its table is written by pandas at the run; nothing renders it again
+@pytest.mark.parametrize("path", sorted(set(RESULTS.glob("*.json")) - set(RESULTS.glob("alignment-*"))), ids=lambda path: path.stem)
+def test_every_committed_results_file_renders(path):
+    """Each benchmark still reads the results it committed: its markdown, with the machine's line."""
+    render = next(render for start, render in RENDERERS.items() if path.stem.startswith(start))
+    assert "Machine: " in render(json.loads(path.read_text()))

@@ -8,8 +8,9 @@ from helpers.comparison import psnr, size_table, ssim
 from helpers.compression import collect_calibration_data, compress_variant, weight_types
 from helpers.conversion import sinusoid_tables
 from helpers.pipeline import OVPixArtPipeline, generate
+from helpers.schemes import COMPRESSION_SCHEMES
 from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
-from helpers.variants import COMPRESSION_SCHEMES, IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
+from helpers.variants import IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
 
 
 def _read(folder, part):

@@ -58,11 +58,11 @@ def test_backend_follows_the_checkpoint_recipe(model_root, tiny_compressed):
     assert backend.recipe == LCM_RECIPE
     steps = []
     image, seconds, cache = backend.generate("a red circle", "", 1, 2, 0.0, "768×1344", "INT8", on_step=lambda done, total: steps.append((done, total)))
-    assert image.size == (768, 1344) and seconds > 0 and cache == "step cache off"
+    assert image.size == (768, 1344) and seconds > 0 and cache == "2 steps"  # no step cache: no steps reused
     assert steps == [(1, 2), (2, 2)]
     image, _, cache = backend.generate("a red circle", "", 1, 6, 0.0, "768×1344", "INT8", step_cache=0.3)
-    assert image.size == (768, 1344) and re.fullmatch(r"(\d) steps computed, (\d) reused", cache)
-    assert sum(int(n) for n in re.findall(r"\d", cache)) == 6
+    assert image.size == (768, 1344) and re.fullmatch(r"6 steps \((\d) computed, (\d) reused\)", cache)
+    assert sum(int(n) for n in re.findall(r"\d", cache)[1:]) == 6
     with pytest.raises(ValueError, match="Unknown variant 'INT3'"):
         backend.generate("a red circle", "", 1, 2, 0.0, "1024×1024", "INT3")
 
@@ -85,7 +85,7 @@ def test_browser_generates_and_shows_errors(demo_url):
         result.scroll_into_view_if_needed()  # the image loads lazily
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=result.element_handle(), timeout=30_000)
         assert result.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1024, 1024]
-        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · W8A8 · seed 42 · 1024×1024 · step cache off$"))
+        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · W8A8 · seed 42 · 1024×1024 · \d+ steps$"))
 
         page.get_by_label("Prompt", exact=True).fill("   ")
         page.get_by_role("button", name="Generate").click()
@@ -126,4 +126,4 @@ def test_eight_concurrent_requests_all_answered(demo_url):
     for path, info, seed in results:
         assert Image.open(path).size == (1024, 1024)
         assert f"seed {seed}" in info
-        assert ("steps computed" in info) == (seed % 2 == 1), info
+        assert ("reused" in info) == (seed % 2 == 1), info

@@ -18,10 +18,13 @@ def record(name, passed, seconds, anon, file, summary):
     }
 
 
+MACHINE = {"cpu": "Test CPU", "instructions": ["amx_tile", "amx_bf16", "avx512f"], "cores": 16, "memory_gib": 125.5,
+           "openvino": "2025.0", "torch": "2.5.0", "date": "2025-01-01"}
+
+
 def test_markdown_has_one_row_per_notebook():
     results = {
-        "machine": {"cpu": "Test CPU", "flags": ["amx_tile", "amx_bf16", "avx512f"], "cores": 16, "memory_gib": 125.5,
-                    "openvino": "2025.0", "torch": "2.5.0", "date": "2025-01-01"},
+        "machine": MACHINE,
         "model": "/models/pixart",
         "02-generate.ipynb": record("02-generate.ipynb", False, 90, 1.5, 0.25, "1 failed, 3 passed in 90.00s"),
         "01-convert.ipynb": record("01-convert.ipynb", True, 300, 12.3456, 3.21, "=== 12 passed in 300.00s ==="),
@@ -31,8 +34,8 @@ def test_markdown_has_one_row_per_notebook():
     lines = text.splitlines()
     assert lines[0].startswith("# ") and "/models/pixart" in lines[0]
     machine_line = next(line for line in lines if "Test CPU" in line)
-    assert "AMX" in machine_line and "no AMX" not in machine_line and "bf16" in machine_line
-    assert "16 cores" in machine_line and "2025.0" in machine_line and "2.5.0" in machine_line
+    assert "amx_bf16" in machine_line and "16 cores" in machine_line and "125.5 GiB" in machine_line
+    assert "OpenVINO 2025.0" in machine_line and "PyTorch 2.5.0" in machine_line and "2025-01-01" in machine_line
     rows = [line for line in lines if line.startswith("| 0")]
     assert len(rows) == 2
     assert rows[0] == "| 01-convert.ipynb | passed | 5.0 | 12.35 | 3.21 | 15.56 | Cell 2: 250 s, Cell 0: 30 s | 12 passed in 300.00s |"
@@ -46,9 +49,9 @@ def test_cell_seconds_read_from_pytests_durations():
     assert harness.cell_seconds(lines) == {"Cell 5": 399.06, "Cell 1": 3.90}
 
 
-def test_markdown_without_amx():
-    text = harness.markdown({"machine": {"cpu": "Old CPU", "flags": ["avx2"]}, "model": "m"})
-    assert "no AMX" in text and "no bf16" in text
+def test_markdown_names_the_instructions_the_machine_record_holds():
+    old = harness.markdown({"machine": MACHINE | {"cpu": "Old CPU", "instructions": ["avx2"]}, "model": "m"})
+    assert "Old CPU (avx2)" in old and "amx" not in old
 
 
 def test_sampler_measures_child_process_tree():
@@ -77,8 +80,3 @@ def test_machine_reports_cores_and_memory():
     assert info["cores"] >= 1 and info["memory_gib"] > 0 and info["cpu"]
     assert set(info["instructions"]) <= set(machine.INSTRUCTIONS)
     assert info["bf16_instructions"] == machine.bf16_instructions() and info["memory_gib"] == round(machine.memory_gib(), 1)
-
-
-def test_markdown_reads_the_instructions_the_machine_record_holds():
-    new = harness.markdown({"machine": {"cpu": "New CPU", "instructions": ["amx_bf16", "amx_tile"]}, "model": "m"})
-    assert "AMX" in new and "no AMX" not in new and "no bf16" not in new

@@ -131,6 +131,8 @@ def test_16_concurrent_requests_over_2_nodes(url, cluster):
         responses = list(pool.map(lambda seed: post(url, {**FAST, "size": "1344x768", "seed": seed}), range(16)))
     assert [response.status_code for response in responses] == [200] * 16
     assert all([image.size for image in pictures(response)] == [(1344, 768)] for response in responses)
+    steps = FAST.get("num_inference_steps")
+    assert all(response.headers["X-Steps"] == f"{steps} steps" for response in responses)  # each call's record
     nodes = {response.headers["X-Node"] for response in responses}
     assert len(nodes) == 2 and nodes <= {node["NodeID"] for node in ray.nodes() if node["Alive"]}
 

@@ -12,9 +12,10 @@ from helpers.comparison import psnr
 from helpers.compression import compress_variant
 from helpers.conversion import SDXL_VAE_ACTIVATIONS_SCALE_FACTOR
 from helpers.pipeline import OVPixArtPipeline, OVPixArtSigmaPipeline
+from helpers.schemes import COMPRESSION_SCHEMES
 from helpers.settings import F32_CONFIG, STANDARD_RECIPE
 from helpers.sources import pipeline_class_name
-from helpers.variants import COMPRESSION_SCHEMES, Variant, variant_dir
+from helpers.variants import Variant, variant_dir
 
 MIN_PSNR_DB = 40.0  # as for α (tests/test_pipeline.py): rounding alone gives ~65 dB on the tiny models
 LONG_PROMPT = " ".join(["a red circle at the top left on a blue background, flat colours, clean edges"] * 30)

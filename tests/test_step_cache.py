@@ -1,11 +1,10 @@
 """The step cache (First Block Cache): the OpenVINO pipeline against diffusers' own FirstBlockCache on the PyTorch
-transformer, threshold 0 against no cache, guidance, batches, both schedulers, sizes, reset, old folders, the CLI."""
+transformer, threshold 0 against no cache, guidance, batches, both schedulers, sizes, reset, a pipeline without the
+piece, the CLI."""
 
-import json
-import shutil
+import re
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import openvino as ov
@@ -14,16 +13,9 @@ import torch
 
 from helpers.comparison import compare_step_cache, psnr
 from helpers.pipeline import OVPixArtPipeline
-from helpers.settings import EXAMPLE_PROMPTS, MODEL_INDEX, recipe_for
-from helpers.step_cache import (
-    CUT_POINTS,
-    FirstBlockCache,
-    StepCacheUnavailableError,
-    has_cut_points,
-    torch_first_block_cache,
-    whole_model,
-)
-from helpers.variants import IR_NAME, file_records, ir_path, read_index
+from helpers.settings import EXAMPLE_PROMPTS, recipe_for
+from helpers.step_cache import CUT_POINTS, FirstBlockCache, torch_first_block_cache
+from helpers.variants import ir_path
 
 MIN_PSNR_DB = 40.0  # as for the uncached pipeline (tests/test_pipeline.py): rounding alone gives ~65-80 dB here
 # On the tiny random models the first block's residual moves 0.03-0.2 between steps: this threshold makes
@@ -40,10 +32,15 @@ def draw(pipe, threshold=None, seed=7, **kwargs):
     if isinstance(pipe, OVPixArtPipeline):
         pipe.disable_step_cache() if threshold is None else pipe.enable_step_cache(threshold)
         output = pipe(**kwargs, generator=generator)
-        return output.images, output.step_cache
+        return output.images, step_counts(output.record)
     with torch_first_block_cache(pipe.transformer, threshold) as counts:
         images = pipe(**kwargs, generator=generator).images
     return images, dict(counts)
+
+
+def step_counts(record):
+    """The record's steps computed and reused, as ``torch_first_block_cache`` counts them (None: no cache)."""
+    return None if record.reused is None else {"computed": record.computed, "reused": record.reused}
 
 
 GUIDED_BATCH = dict(prompt=list(EXAMPLE_PROMPTS[:3]), negative_prompt="blurry", num_inference_steps=12, guidance_scale=4.5,
@@ -93,46 +90,32 @@ def test_cache_is_reset_between_pictures(pipelines):
     first, first_counts = draw(ov_pipe, MIXING_THRESHOLD, seed=3, **kwargs)
     draw(ov_pipe, MIXING_THRESHOLD, seed=4, **(kwargs | {"height": 384}))  # another picture, another size, between
     again = ov_pipe(**kwargs, output_type="np", generator=torch.Generator().manual_seed(3))
-    assert again.step_cache == first_counts and first_counts["computed"] < 10
+    assert step_counts(again.record) == first_counts and first_counts["computed"] < 10
     np.testing.assert_array_equal(again.images, first)
 
 
 def test_compressed_variants_keep_the_cut_points_and_draw_cached(tiny_compressed):
     for name, folder in tiny_compressed.items():
-        assert has_cut_points(ov.Core().read_model(ir_path(folder, "transformer"))), name
+        outputs = {name for output in ov.Core().read_model(ir_path(folder, "transformer")).outputs for name in output.get_names()}
+        assert set(CUT_POINTS) <= outputs, name
         pipe = OVPixArtPipeline.from_pretrained(folder, "CPU", step_cache=MIXING_THRESHOLD)
         output = pipe(EXAMPLE_PROMPTS[0], num_inference_steps=6, height=256, width=256, use_resolution_binning=False, output_type="np")
-        assert output.images.shape == (1, 256, 256, 3) and sum(output.step_cache.values()) == 6, name
+        assert output.images.shape == (1, 256, 256, 3) and output.record.computed + output.record.reused == 6, name
 
 
-@pytest.fixture(scope="module")
-def old_folder(tiny_variant, tmp_path_factory):
-    """A copy of the tiny FP16 folder as conversions before step caching made it: no cut points in the IR."""
-    folder = tmp_path_factory.mktemp("old") / "tiny" / "FP16"
-    shutil.copytree(tiny_variant, folder)
-    xml = ir_path(folder, "transformer")
-    model = whole_model(ov.Core().read_model(xml))
-    ov.save_model(model, xml.with_name("old.xml"), compress_to_fp16=False)
-    del model
-    xml.with_name("old.xml").replace(xml)
-    xml.with_name("old.bin").replace(xml.with_suffix(".bin"))
-    index = read_index(folder) | {"files": file_records(folder)}  # the new IR's sizes, as its conversion recorded them
-    (folder / MODEL_INDEX).write_text(json.dumps(index))
-    return folder
-
-
-def test_folder_converted_before_step_caching_loads_without_it_and_says_why(old_folder):
-    assert [output.get_names() for output in ov.Core().read_model(old_folder / "transformer" / IR_NAME).outputs] == [{"sample"}]
-    with pytest.warns(UserWarning, match=r"converted before step caching: .* draws without the step cache.* run notebook 1"):
-        pipe = OVPixArtPipeline.from_pretrained(old_folder, "CPU", step_cache=0.1)
-    assert pipe.transformer.step_cache is None
-    output = pipe(EXAMPLE_PROMPTS[0], num_inference_steps=2, height=256, width=256, use_resolution_binning=False)
-    assert output.images[0].size == (256, 256) and output.step_cache is None
-    with pytest.raises(StepCacheUnavailableError, match=f"delete {old_folder}, then run notebook 1"):
-        pipe.enable_step_cache()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        OVPixArtPipeline.from_pretrained(old_folder, "CPU")  # no cache asked for: no warning
+def test_without_the_step_cache_and_token_downsampling_modules_the_pipeline_still_draws(tiny_variant):
+    """The pieces are composed around the core: with their modules gone, a plain variant loads and draws."""
+    script = (
+        "import sys; sys.modules['helpers.step_cache'] = sys.modules['helpers.token_downsampling'] = None\n"
+        "from helpers.pipeline import OVPixArtPipeline\n"
+        f"pipe = OVPixArtPipeline.from_pretrained({str(tiny_variant)!r}, 'CPU')\n"
+        "output = pipe('a red circle', num_inference_steps=2, height=256, width=256, use_resolution_binning=False)\n"
+        "print(output.images[0].size, output.record.steps_summary())\n"
+        "pipe.enable_step_cache()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "(256, 256) 2 steps\n" in run.stdout, run.stderr[-2000:]
+    assert "helpers.step_cache" in run.stderr.splitlines()[-1]  # only asking for the cache needs its module
 
 
 def test_new_conversions_have_the_cut_points(tiny_variant):
@@ -152,19 +135,19 @@ def test_generate_step_cache_flag_reports_the_steps(tiny_variant, tmp_path):
                "--prompt", "a red circle", "--steps", "6", "--size", "256x256", "--step-cache", "0.1", "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "Step cache: " in result.stdout and " steps computed, " in result.stdout
-    computed, reused = (int(word) for word in result.stdout.split("Step cache: ")[1].replace(",", "").split()[::3][:2])
-    assert computed + reused == 6
+    counts = re.search(r"^6 steps \((\d+) computed, (\d+) reused\): ", result.stdout, re.M)  # the call's record
+    assert counts and sum(map(int, counts.groups())) == 6, result.stdout
     assert out.is_file()
 
 
 def test_compare_step_cache_table(pipelines):
     _, ov_pipe = pipelines["standard"]
     prompts, seeds = list(EXAMPLE_PROMPTS[:2]), [1, 2]
+    found = ov_pipe.step_cache_threshold  # what the module's earlier tests left
     table, pictures = compare_step_cache(ov_pipe, prompts, seeds, [0.0, MIXING_THRESHOLD], height=256, width=256, use_resolution_binning=False)
     assert list(table.index) == ["uncached", "cached, threshold 0", f"cached, threshold {MIXING_THRESHOLD:g}"]
     assert (table["steps computed"] + table["steps reused"] == 2 * 20).all()  # tiny-standard's recipe: 20 steps
     assert table.loc["cached, threshold 0", "PSNR dB"] == float("inf") and table.loc["cached, threshold 0", "steps reused"] == 0
     assert table.loc[f"cached, threshold {MIXING_THRESHOLD:g}", "steps reused"] > 0
     assert all(len(images) == 2 and images[0].size == (256, 256) for images in pictures.values())
-    assert ov_pipe.transformer.step_cache is None  # left as it found it: off
+    assert ov_pipe.step_cache_threshold == found  # left as it found it

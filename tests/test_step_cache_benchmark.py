@@ -1,8 +1,10 @@
-"""The step cache benchmark's tables, from made-up results (its measurements are not run here)."""
+"""The step cache benchmark: a picture drawn its way on the tiny model, and its tables from made-up results."""
 
-from benchmarks.step_cache import quality_rows, speed_markdown, steps_markdown
+from benchmarks.step_cache import drawn, quality_rows, speed_markdown, steps_markdown
+from helpers.pipeline import OVPixArtPipeline
 
-MACHINE = {"cpu": "Test CPU", "cores": 2, "bf16_instructions": ["amx_bf16"], "openvino": "2026.4.1", "openvino_default_precision": "bf16", "date": "2026-12-01"}
+MACHINE = {"cpu": "Test CPU", "cores": 2, "bf16_instructions": ["amx_bf16"], "instructions": ["amx_bf16", "avx512f"], "openvino": "2026.4.1",
+           "openvino_default_precision": "bf16", "torch": "2.13.0", "date": "2026-12-01"}
 
 
 def quality_run(threshold, overall, computed, reused, seconds):
@@ -37,3 +39,15 @@ def test_steps_markdown_estimates_a_guided_picture_from_batch_one_steps():
     text = steps_markdown(results)
     assert "| 20 + 0 | 400 | 1.00× |" in text  # 20 steps of batch 2, each two batch-1 steps
     assert "| 10 + 10 | 210 | 1.90× |" in text
+
+
+def test_a_picture_is_drawn_with_the_cache_on_or_off_and_its_record_read(tiny_variant):
+    pipe = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU")
+    pipe.set_progress_bar_config(disable=True)
+    size = dict(height=256, width=256, use_resolution_binning=False)
+    for threshold in (None, 0.5):
+        image, run = drawn(pipe, "a cat", 0, threshold, **size)
+        assert image.size == (256, 256) and set(run) == {"picture_s", "transformer_s", "counts"}
+        assert sum(run["counts"].values()) == pipe.recipe.num_inference_steps  # every step computed or reused
+        assert pipe.step_cache_threshold == threshold
+    assert drawn(pipe, "a cat", 0, None, **size)[1]["counts"]["reused"] == 0

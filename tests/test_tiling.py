@@ -66,7 +66,7 @@ def test_the_pipeline_decodes_in_tiles_when_its_vae_is_told(tiny_variant):
     kwargs = dict(height=1024, width=768, num_inference_steps=2, output_type="np")
     whole = pipe("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images[0]
     pipe.vae.enable_tiling()
-    calls = len(pipe.vae.seconds)
-    tiled = pipe("a red circle", generator=torch.Generator().manual_seed(0), **kwargs).images[0]
-    assert len(pipe.vae.seconds) - calls == 3 * 2  # 128 × 96 latents: 3 × 2 tiles of 64 overlapping by 16
+    output = pipe("a red circle", generator=torch.Generator().manual_seed(0), **kwargs)
+    tiled = output.images[0]
+    assert len(output.record.seconds["vae_decoder"]) == 3 * 2  # 128 × 96 latents: 3 × 2 tiles of 64 overlapping by 16
     assert tiled.shape == whole.shape == (1024, 768, 3) and 30 < psnr(whole, tiled) < float("inf")

@@ -1,4 +1,5 @@
-"""The variant folder: the sizes and checksums its index records, and the errors for a damaged copy."""
+"""The variant folder: the sizes and checksums its index records, its format version, and the errors for a damaged
+or outdated copy."""
 
 import hashlib
 import json
@@ -9,7 +10,15 @@ import pytest
 from helpers.conversion import convert_pipeline
 from helpers.pipeline import OVPixArtPipeline
 from helpers.settings import MODEL_INDEX
-from helpers.variants import PARTS, DamagedVariantError, check_variant, damaged_files, is_variant
+from helpers.variants import (
+    FORMAT_VERSION,
+    PARTS,
+    DamagedVariantError,
+    OutdatedVariantError,
+    check_variant,
+    damaged_files,
+    is_variant,
+)
 
 
 @pytest.fixture
@@ -83,8 +92,20 @@ def test_converting_again_remakes_only_the_damaged_part(tiny_source, copy):
     assert (copy / "text_encoder" / "openvino_model.bin").stat().st_mtime_ns == text_encoder_time
 
 
-def test_folders_without_records_still_load(copy):
+@pytest.mark.parametrize("version", [None, FORMAT_VERSION + 1])
+def test_a_folder_of_another_format_is_refused_with_the_command_that_remakes_it(copy, version):
     index = json.loads((copy / MODEL_INDEX).read_text())
-    del index["files"]  # made before the index recorded files
-    (copy / MODEL_INDEX).write_text(json.dumps(index))
-    assert check_variant(copy) == copy and damaged_files(copy) == {}
+    index.pop("format_version")
+    (copy / MODEL_INDEX).write_text(json.dumps(index if version is None else index | {"format_version": version}))
+    with pytest.raises(OutdatedVariantError, match=r"another version of this project.*python -m helpers convert --model tiny"):
+        OVPixArtPipeline.from_pretrained(copy, "CPU")
+    assert not is_variant(copy)
+
+
+def test_converting_again_remakes_a_folder_of_another_format_whole(tiny_source, copy):
+    index = json.loads((copy / MODEL_INDEX).read_text())
+    (copy / MODEL_INDEX).write_text(json.dumps(index | {"format_version": FORMAT_VERSION - 1}))
+    messages = []
+    seconds = convert_pipeline(tiny_source, copy, report=messages.append)
+    assert sorted(seconds) == sorted(PARTS) and any("another folder format, made again" in line for line in messages)
+    assert check_variant(copy) == copy and json.loads((copy / MODEL_INDEX).read_text())["format_version"] == FORMAT_VERSION
