@@ -49,6 +49,7 @@ def task_quality_torch(work: Path, model: str, prompts: int) -> dict:
     from helpers.shapes import evaluation_scenes
     from helpers.sources import diffusers_pipeline_class, resolve_model_source
     from helpers.token_downsampling import (
+        DEFAULT_FACTOR,
         DownsampledSelfAttention,
         TokenDownsampling,
         disable_token_downsampling,
@@ -64,18 +65,18 @@ def task_quality_torch(work: Path, model: str, prompts: int) -> dict:
     scores, pictures = {}, {}
     scores["PyTorch exact"], pictures["PyTorch exact"] = evaluate_alignment(pipe, evaluation, recipe)
     for name, which_blocks, which_steps in QUALITY_CHOICES:
-        hook = enable_token_downsampling(pipe.transformer, TokenDownsampling(2, part_of(blocks, which_blocks)))
+        hook = enable_token_downsampling(pipe.transformer, TokenDownsampling(DEFAULT_FACTOR, part_of(blocks, which_blocks)))
         processors = [b.attn1.processor for b in pipe.transformer.transformer_blocks if isinstance(b.attn1.processor, DownsampledSelfAttention)]
         downsampled_steps = set(part_of(steps, which_steps) or range(steps))
 
         def switch(step: int, *_):  # after step ``step``: set the factor of the next one (and of the next batch's first)
             for processor in processors:
-                processor.factor = 2 if (step + 1) % steps in downsampled_steps else 1
+                processor.factor = DEFAULT_FACTOR if (step + 1) % steps in downsampled_steps else 1
 
         switch(-1)
         scores[f"PyTorch, {name}"], pictures[f"PyTorch, {name}"] = evaluate_alignment(pipe, evaluation, recipe, callback=switch)
         disable_token_downsampling(pipe.transformer, hook)
-    return {"recipe": recipe.name, "steps": steps, "blocks": blocks, "prompts": prompts, "factor": 2,
+    return {"recipe": recipe.name, "steps": steps, "blocks": blocks, "prompts": prompts, "factor": DEFAULT_FACTOR,
             "rows": quality_rows(scores, pictures, "PyTorch exact"), "torch_threads": torch.get_num_threads()}
 
 
@@ -98,7 +99,7 @@ def task_quality_openvino(work: Path, model: str, prompts: int, fractions: list[
     evaluation, rows = evaluation_scenes(prompts), {}
     for variant in ("FP16-ToDo", "W8A8-ToDo"):
         folder = variant_dir(model, variant)
-        make_downsampled_variant(source, fp16, folder, TokenDownsampling(2), calibration=calibrate)
+        make_downsampled_variant(source, fp16, folder, TokenDownsampling(), calibration=calibrate)
         pipe = OVPixArtPipeline.from_pretrained(folder, "CPU")
         pipe.set_progress_bar_config(disable=True)
         recipe, scores, pictures = pipe.variant.recipe, {}, {}
