@@ -95,7 +95,8 @@ class NotebookSettings:
     """How much work the notebooks do, each field from the environment variable of its name in capitals
     (``COMPARE_SIDE=256``), else its default (the sides: the model's own). ``calibration_*``: W8A8's calibration set;
     ``compare_*``: example prompts each variant draws at ``compare_side``², timed ``compare_runs`` times;
-    ``evaluation_*``: shapes prompts of the alignment score (at least 8) at ``evaluation_side``²."""
+    ``evaluation_*``: shapes prompts of the alignment score (at least 8) at ``evaluation_side``²; ``generate_steps``:
+    the steps of notebook 2's pictures (0: the recipe's), fewer where a model's native size is slow."""
 
     model_id: str
     calibration_prompts: int
@@ -105,6 +106,12 @@ class NotebookSettings:
     compare_side: int
     evaluation_size: int
     evaluation_side: int
+    generate_steps: int = 0
+
+    @property
+    def generate_arguments(self) -> dict[str, int]:
+        """Notebook 2's call arguments for its steps: none for the recipe's."""
+        return {"num_inference_steps": self.generate_steps} if self.generate_steps else {}
 
     @property
     def prompts(self) -> list[str]:  # the example prompts compared, each drawn with seed 42 (``seeds``)
@@ -131,7 +138,7 @@ def notebook_settings(model_id: str, root: Path = MODEL_ROOT) -> NotebookSetting
 
     side = Variant.of(model_id, "FP16", root).native_size[0]
     defaults = dict(calibration_prompts=CALIBRATION_PROMPTS, calibration_side=side, compare_prompts=4, compare_runs=3,
-                    compare_side=side, evaluation_size=64, evaluation_side=side)
+                    compare_side=side, evaluation_size=64, evaluation_side=side, generate_steps=0)
     return NotebookSettings(model_id, **{name: int(os.environ.get(name.upper(), value)) for name, value in defaults.items()})
 
 
