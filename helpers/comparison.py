@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .pipeline import OVPixArtPipeline
+from .pipeline import OVPixArtPipeline, timed_call
 from .record import CallRecord
 from .settings import MODEL_ROOT, SamplingRecipe, example_prompts
 from .shapes import ATTRIBUTES, Scene, alignment_score, score_image
@@ -149,9 +148,8 @@ Drawn = NamedTuple("Drawn", [("image", Image.Image), ("seconds", float), ("recor
 def draw(pipe: OVPixArtPipeline, prompt: str, seed: int, **kwargs: Any) -> Drawn:
     """One picture of ``prompt`` with a seeded generator and the checkpoint's recipe where ``kwargs`` do not say
     otherwise (as :func:`helpers.pipeline.generate`), with its call's record."""
-    start = time.perf_counter()
-    output = pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **pipe.recipe.call_arguments(**kwargs))
-    return Drawn(output.images[0], time.perf_counter() - start, output.record)
+    output, seconds = timed_call(pipe, prompt, seed, pipe.recipe, **kwargs)
+    return Drawn(output.images[0], seconds, output.record)
 
 
 @dataclass

@@ -209,9 +209,7 @@ class OVPixArtPipeline(StaticShapesMixin):
                 f"{self.variant.folder} has no transformer with token downsampling: load a -ToDo variant "
                 f"(`python -m helpers compress --variant W8A8-ToDo` makes one)."
             )
-        from .token_downsampling import check_steps
-
-        self.transformer.steps = check_steps(fraction)
+        self.transformer.steps = fraction  # checked by the piece
 
     @property
     def recipe(self) -> SamplingRecipe:
@@ -333,7 +331,13 @@ class OVPixArtPipelineOutput(ImagePipelineOutput):
 def generate(pipe: Any, prompt: str, seed: int = 42, recipe: SamplingRecipe | None = None, **kwargs: Any) -> tuple[Image.Image, float]:
     """One image from any PixArt pipeline (PyTorch or OpenVINO) with a seeded generator, sampled by ``recipe`` (default:
     the checkpoint's) where ``kwargs`` do not say otherwise; returns it and its seconds."""
+    output, seconds = timed_call(pipe, prompt, seed, recipe, **kwargs)
+    return output.images[0], seconds
+
+
+def timed_call(pipe: Any, prompt: str, seed: int = 42, recipe: SamplingRecipe | None = None, **kwargs: Any) -> tuple[Any, float]:
+    """:func:`generate`'s call: the pipeline's whole output (an OpenVINO pipeline's carries its record) and its seconds."""
     recipe = recipe or recipe_for(pipe.scheduler)
     start = time.perf_counter()
-    image = pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **recipe.call_arguments(**kwargs)).images[0]
-    return image, time.perf_counter() - start
+    output = pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **recipe.call_arguments(**kwargs))
+    return output, time.perf_counter() - start

@@ -149,7 +149,16 @@ class DownsampledSteps:
     """
 
     def __init__(self, exact: Any, downsampled: Any, steps: float = DEFAULT_STEPS):
-        self.exact, self.downsampled, self.steps = exact, downsampled, check_steps(steps)
+        self.exact, self.downsampled, self.steps = exact, downsampled, steps
+
+    @property
+    def steps(self) -> float:
+        """The fraction of each picture's first steps run downsampled (0: none, 1: all)."""
+        return self._steps
+
+    @steps.setter
+    def steps(self, fraction: float) -> None:
+        self._steps = check_steps(fraction)
 
     def __getattr__(self, name: str) -> Any:  # config, dtype, device, recorder, input_shapes, ...: the exact one's
         return getattr(self.exact, name)
