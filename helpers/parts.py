@@ -28,7 +28,8 @@ class OVModelPart:
     time: compiling one frees the others, so only one part's weights are held (the low-memory mode of
     :meth:`~helpers.pipeline.OVPixArtPipeline.from_pretrained`). Each call is timed into ``recorder``'s record of the
     call in progress, under the part's ``part_name``. A part may run as several compiled models cut from its IR (the
-    step cache's segments): :meth:`models_to_compile` names them.
+    step cache's segments): :meth:`models_to_compile` names them. ``adapters`` (LoRA, set by ``load_lora_weights``)
+    edit the IR as it is read and add their matrices to each call's inputs.
     """
 
     part_name = "part"
@@ -43,6 +44,7 @@ class OVModelPart:
         low_memory_group: weakref.WeakSet | None = None,
         config: dict[str, Any] | None = None,
         recorder: Recorder | None = None,
+        adapters: Any = None,
     ):
         from diffusers.configuration_utils import FrozenDict
 
@@ -56,6 +58,8 @@ class OVModelPart:
         self._requests: dict[str, ov.InferRequest] = {}
         self.input_shapes: dict[str, list[int]] | None = None  # static shapes (``reshape``); None: dynamic
         self._input_names: dict[str, set[str]] = {}  # filled by the compile
+        self.compile_count = 0  # models compiled so far: what a run-time switch (LoRA strengths, say) must not add to
+        self.adapters = adapters  # LoRA adapters (``helpers.lora.Adapters``): they edit the IR and feed its branches
         if compile_now:
             self._compile()
 
@@ -93,14 +97,20 @@ class OVModelPart:
         self.release()
 
     def read_ir(self) -> ov.Model:
-        """The IR, with its inputs fixed to ``input_shapes`` when the part is reshaped."""
+        """The IR, its inputs fixed to ``input_shapes`` when the part is reshaped, with the adapters' edits."""
         model = self.core.read_model(self.folder / IR_NAME)
-        return reshaped(model, self.input_shapes) if self.input_shapes else model
+        model = reshaped(model, self.input_shapes) if self.input_shapes else model
+        return self.adapters.edit(model, self.part_name) if self.adapted else model  # the branches' ranks stay dynamic
+
+    @property
+    def adapted(self) -> bool:
+        """Whether LoRA adapters change this part's IR."""
+        return self.adapters is not None and self.adapters.changes(self.part_name)
 
     def models_to_compile(self) -> dict[str, Path | ov.Model]:
-        """What to compile, by name: the IR itself, from its path when its shapes are left dynamic (OpenVINO then maps
-        the weights file instead of copying it; ``read_model`` maps it too)."""
-        return {"model": self.read_ir() if self.input_shapes else self.folder / IR_NAME}
+        """What to compile, by name: the IR itself, from its path when nothing changes it (OpenVINO then maps the
+        weights file instead of copying it; ``read_model`` maps it too)."""
+        return {"model": self.read_ir() if self.input_shapes or self.adapted else self.folder / IR_NAME}
 
     def _compile(self) -> dict[str, ov.InferRequest]:
         for other in list(self.low_memory_group or ()):
@@ -110,6 +120,7 @@ class OVModelPart:
             models = self.models_to_compile()
             for name, model in models.items():
                 self._requests[name] = self.core.compile_model(model, self.device_name, self.ov_config).create_infer_request()
+                self.compile_count += 1
                 # every name of each input: a reshape can merge other tensor names into an input's port
                 self._input_names[name] = set().union(*(port.get_names() for port in self._requests[name].model_inputs))
         except RuntimeError as error:
@@ -147,9 +158,12 @@ class OVModelPart:
             free_memory()
 
     def run(self, model: str, **inputs: torch.Tensor | np.ndarray | None) -> list[np.ndarray]:
-        """Run one compiled model on the named inputs it has (``None`` values and unknown names are left out)."""
+        """Run one compiled model on the named inputs it has (``None`` values and unknown names are left out), and the
+        adapters' matrices for the branches it has."""
         request = self.requests[model]
         names = self._input_names[model]
+        if self.adapted:
+            inputs = self.adapters.feed(self.part_name) | inputs
         feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in names}
         outputs = request.infer(feed)
         return [outputs[index] for index in range(len(request.model_outputs))]
@@ -260,8 +274,9 @@ class PartMaker:
         self.variant, self.core, self.device, self.ov_config = variant, core, device, ov_config
         self.low_memory_group = weakref.WeakSet() if low_memory else None
         self.recorder = Recorder()
+        self.adapters = None  # LoRA adapters, once loaded (``helpers.lora``)
 
     def make(self, cls: type[OVModelPart], name: str, **kwargs: Any) -> OVModelPart:
         """Part ``name`` of the variant as a ``cls``, compiled at its first call or by ``compile()``."""
         return cls(self.variant.part_dir(name), core=self.core, device=self.device, ov_config=self.ov_config, compile_now=False,
-                   low_memory_group=self.low_memory_group, config=self.variant.part_config(name), recorder=self.recorder, **kwargs)
+                   low_memory_group=self.low_memory_group, config=self.variant.part_config(name), recorder=self.recorder, adapters=self.adapters, **kwargs)

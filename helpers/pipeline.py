@@ -17,6 +17,7 @@ from PIL import Image
 from .call_checks import check_generation_inputs
 from .checkpoints import scheduler_from_config
 from .devices import check_device, fits_in_memory
+from .lora import OVLoraMixin
 from .parts import OVModelPart, OVTextEncoder, OVTransformer, OVVaeDecoder, PartMaker
 from .record import CallRecord
 from .settings import STEP_CACHE_THRESHOLD, SamplingRecipe, recipe_for
@@ -25,7 +26,7 @@ from .static_shapes import StaticShapesMixin, needs_static_shapes, static_device
 from .variants import DOWNSAMPLED_PART, Variant, VariantNotReadyError, how_to_make, read_index, save_variant
 
 
-class OVPixArtPipeline(StaticShapesMixin):
+class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin):
     """What the OpenVINO pipelines add to diffusers' PixArt-α and PixArt-Σ pipelines, whose ``__call__``, checks,
     bins and loop they keep: loading and saving in optimum-intel's habits, the device, clear errors for bad input.
 

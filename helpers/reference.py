@@ -86,3 +86,22 @@ def reference_images(
     del pipe
     free_memory()
     return images, seconds
+
+
+def add_torch_adapters(transformer: torch.nn.Module, adapters: dict[str, tuple[Path, float]]):
+    """PixArt users' PyTorch route to LoRA, the reference for the OpenVINO one: peft's LoRA layers put into a diffusers
+    transformer in place (``PeftModel.from_pretrained``, as PixArt's training scripts run inference), each adapter
+    ``name: (PEFT folder, strength)``, all active. Returns the ``PeftModel``."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    (first, (folder, _)), *others = adapters.items()
+    model = PeftModel.from_pretrained(transformer, folder, adapter_name=first)
+    for name, (folder, _) in others:
+        model.load_adapter(folder, adapter_name=name)
+    model.base_model.set_adapter(list(adapters))
+    for module in transformer.modules():
+        if isinstance(module, LoraLayer):
+            for name, (_, strength) in adapters.items():
+                module.set_scale(name, strength)
+    return model

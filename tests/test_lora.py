@@ -1,0 +1,165 @@
+"""LoRA on the OpenVINO pipeline: each format draws PyTorch's picture (diffusers + peft, f32), strengths and blends
+switch without compiling, fusing, every variant and piece, and bad adapters refused whole."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+
+from helpers.lora_files import NotALoraError
+from helpers.lora_graph import LoraShapeError
+from helpers.pipeline import OVPixArtPipeline
+from helpers.reference import add_torch_adapters
+from helpers.settings import F32_CONFIG
+
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]  # PixArt's LoRA training script's
+MAX_PIXEL_DIFFERENCE = 0.01  # FP16-stored weights against fp32 PyTorch, both f32 (as tests/test_diffusers_api.py)
+CALL = dict(num_inference_steps=3, guidance_scale=4.5, height=192, width=320, use_resolution_binning=False, output_type="np")
+
+
+def draw(pipe, seed: int = 3) -> np.ndarray:
+    return pipe("a red circle", generator=torch.Generator("cpu").manual_seed(seed), **CALL).images
+
+
+def make_peft_adapter(source, folder, seed: int, rank: int = 4, alpha: float = 8.0):
+    """A random adapter on every attention and feed-forward linear, saved as PixArt's script saves it."""
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel.from_pretrained(source / "transformer")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TARGETS, init_lora_weights=False)  # B random, not 0
+    get_peft_model(transformer, config).save_pretrained(folder)
+    return folder
+
+
+def peft_tensors(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {key.removeprefix("base_model.model."): value for key, value in load_file(folder / "adapter_model.safetensors").items()}
+
+
+def as_diffusers_file(folder, path, alpha: float, rank: int):
+    """The adapter in diffusers' key style, its alpha in the metadata diffusers' save_lora_weights writes."""
+    metadata = {"lora_adapter_metadata": json.dumps({"transformer.lora_alpha": alpha, "transformer.r": rank})}
+    save_file({f"transformer.{key}": value for key, value in peft_tensors(folder).items()}, path, metadata=metadata)
+    return path
+
+
+def as_kohya_file(folder, path, alpha: float):
+    """The adapter in kohya's style (OneTrainer's PixArt files): underscored names, lora_down/lora_up, alpha keys."""
+    tensors = {}
+    for key, value in peft_tensors(folder).items():
+        layer, role = key.rsplit(".lora_", 1)
+        name = "lora_transformer_" + layer.replace(".", "_")
+        tensors[f"{name}.lora_{'down' if role.startswith('A') else 'up'}.weight"] = value
+        tensors[f"{name}.alpha"] = torch.tensor(alpha)
+    save_file(tensors, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_standard_source, tmp_path_factory):
+    """Two random adapters of the tiny α model (rank 4, alpha 8), the first also as a diffusers and a kohya file."""
+    root = tmp_path_factory.mktemp("lora")
+    first = make_peft_adapter(tiny_standard_source, root / "first", seed=1)
+    return {
+        "peft": first,
+        "diffusers": as_diffusers_file(first, root / "first-diffusers.safetensors", 8.0, 4),
+        "kohya": as_kohya_file(first, root / "first-kohya.safetensors", 8.0),
+        "second": make_peft_adapter(tiny_standard_source, root / "second", seed=2, rank=2, alpha=2.0),
+    }
+
+
+@pytest.fixture(scope="module")
+def torch_pictures(tiny_standard_source, adapters):
+    """diffusers + peft pictures (f32): none, the first adapter, and the blend of both at 0.7 and 0.4."""
+    def with_adapters(chosen):
+        pipe = PixArtAlphaPipeline.from_pretrained(tiny_standard_source)
+        if chosen:
+            add_torch_adapters(pipe.transformer, chosen)
+        return draw(pipe)
+
+    return {
+        "base": with_adapters({}),
+        "first": with_adapters({"first": (adapters["peft"], 1.0)}),
+        "blend": with_adapters({"first": (adapters["peft"], 0.7), "second": (adapters["second"], 0.4)}),
+    }
+
+
+@pytest.fixture
+def pipe(tiny_standard_variant):
+    return OVPixArtPipeline.from_pretrained(tiny_standard_variant, "CPU", F32_CONFIG)
+
+
+@pytest.mark.parametrize("form", ["peft", "diffusers", "kohya"])
+def test_each_format_draws_pytorchs_picture(pipe, adapters, torch_pictures, form):
+    pipe.load_lora_weights(adapters[form], adapter_name="first")
+    picture = draw(pipe)
+    assert np.abs(torch_pictures["first"] - torch_pictures["base"]).max() > 0.1  # the adapter changes the picture
+    assert np.abs(picture - torch_pictures["first"]).max() < MAX_PIXEL_DIFFERENCE
+    assert pipe.get_active_adapters() == ["first"] and pipe.get_list_adapters() == {"transformer": ["first"]}
+
+
+def test_strengths_switch_without_compiling_and_strength_0_is_the_base_bit_for_bit(pipe, adapters, torch_pictures):
+    base = draw(pipe)
+    pipe.load_lora_weights(adapters["peft"], adapter_name="first")
+    pipe.load_lora_weights(adapters["second"], adapter_name="second")
+    first = (pipe.set_adapters("first"), draw(pipe))[1]
+    compiled = pipe.transformer.compile_count
+    pipe.set_adapters(["first", "second"], adapter_weights=[0.7, 0.4])
+    assert np.abs(draw(pipe) - torch_pictures["blend"]).max() < MAX_PIXEL_DIFFERENCE
+    pipe.set_adapters(["first", "second"], adapter_weights=[0.0, 0.0])
+    assert np.array_equal(draw(pipe), base)
+    pipe.set_adapters("first")
+    pipe.disable_lora()
+    assert np.array_equal(draw(pipe), base) and pipe.get_active_adapters() == []
+    pipe.enable_lora()
+    assert np.array_equal(draw(pipe), first)
+    assert pipe.transformer.compile_count == compiled  # every switch above compiled nothing
+    pipe.unload_lora_weights()
+    assert np.array_equal(draw(pipe), base) and pipe.get_list_adapters() == {}
+
+
+def test_fuse_folds_the_adapter_into_the_fp16_weights_and_unfuse_takes_it_out(pipe, adapters, torch_pictures):
+    pipe.load_lora_weights(adapters["peft"], adapter_name="first")
+    run_time = draw(pipe)
+    pipe.fuse_lora()
+    fused = draw(pipe)
+    assert np.abs(fused - torch_pictures["first"]).max() < MAX_PIXEL_DIFFERENCE
+    assert not any(name.startswith("lora_") for name in pipe.transformer.input_names)  # no branch left to run
+    pipe.unfuse_lora()
+    assert np.array_equal(draw(pipe), run_time)
+
+
+def test_sigma_draws_pytorchs_picture_with_an_adapter(sigma_source, sigma_variant, tmp_path):
+    folder = make_peft_adapter(sigma_source, tmp_path / "sigma", seed=5)
+    reference = PixArtSigmaPipeline.from_pretrained(sigma_source)
+    add_torch_adapters(reference.transformer, {"sigma": (folder, 0.8)})
+    pipe = OVPixArtPipeline.from_pretrained(sigma_variant, "CPU", F32_CONFIG)
+    pipe.load_lora_weights(folder, adapter_name="sigma")
+    pipe.set_adapters("sigma", 0.8)
+    assert np.abs(draw(pipe) - draw(reference)).max() < MAX_PIXEL_DIFFERENCE
+
+
+def test_a_bad_adapter_is_refused_whole_naming_the_problem(pipe, adapters, tmp_path):
+    base = draw(pipe)
+    wider = peft_tensors(adapters["peft"]) | {"transformer_blocks.0.attn1.to_k.lora_A.weight": torch.zeros(4, 32)}
+    save_file({f"transformer.{key}": value for key, value in wider.items()}, tmp_path / "wider.safetensors")
+    with pytest.raises(LoraShapeError, match=r"does not fit layer transformer_blocks\.0\.attn1\.to_k: the layer maps 24 → 24 .* lora_A is \[4, 32\]"):
+        pipe.load_lora_weights(tmp_path / "wider.safetensors")
+    tensors = peft_tensors(adapters["peft"]) | {"transformer_blocks.9.attn1.to_q.lora_A.weight": torch.zeros(4, 24),
+                                                "transformer_blocks.9.attn1.to_q.lora_B.weight": torch.zeros(24, 4)}
+    save_file({f"transformer.{key}": value for key, value in tensors.items()}, tmp_path / "extra.safetensors")
+    with pytest.raises(NotALoraError, match=r"1 of its transformer layers match no linear layer .*transformer_blocks\.9\.attn1\.to_q"):
+        pipe.load_lora_weights(tmp_path / "extra.safetensors")
+    (tmp_path / "notes.safetensors").write_text("not a tensor file")
+    with pytest.raises(NotALoraError, match="is not a safetensors file"):
+        pipe.load_lora_weights(tmp_path / "notes.safetensors")
+    save_file({"weight": torch.zeros(2)}, tmp_path / "model.safetensors")
+    with pytest.raises(NotALoraError, match="holds no LoRA: expected lora_A/lora_B"):
+        pipe.load_lora_weights(tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="No adapter named 'nope': loaded are none"):
+        pipe.set_adapters("nope")
+    assert pipe.get_list_adapters() == {} and np.array_equal(draw(pipe), base)  # nothing half-loaded
