@@ -103,7 +103,8 @@ def add_branches(model: ov.Model, layers: list[str]) -> ov.Model:
             parameter.output(0).get_tensor().set_names({parameter.get_friendly_name()})
         output = _linear_output(matmul)
         targets = list(output.get_target_inputs())
-        low_rank = ops.matmul(_activation(matmul), down, transpose_a=False, transpose_b=True)
+        # the frontend may fold a transpose of the activation into the MatMul (ToDo's pooled keys and values)
+        low_rank = ops.matmul(_activation(matmul), down, transpose_a=matmul.get_attributes()["transpose_a"], transpose_b=True)
         delta = ops.matmul(low_rank, up, transpose_a=False, transpose_b=True)
         adapted = ops.add(output, ops.convert_like(delta, output) if output.get_element_type() != ov.Type.f32 else delta)
         for target in targets:

@@ -163,3 +163,78 @@ def test_a_bad_adapter_is_refused_whole_naming_the_problem(pipe, adapters, tmp_p
     with pytest.raises(ValueError, match="No adapter named 'nope': loaded are none"):
         pipe.set_adapters("nope")
     assert pipe.get_list_adapters() == {} and np.array_equal(draw(pipe), base)  # nothing half-loaded
+
+
+# --- every variant and every piece around the core ------------------------------------------------------------------
+
+LCM_CALL = dict(height=256, width=256, output_type="np")  # tiny: LCM, its recipe's 4 steps without guidance
+# The random adapter at a trained one's scale: W8A8's activation ranges were calibrated without it, and an update
+# as large as the random adapter at strength 1 (it moves every pixel) is clipped by them.
+STRENGTH = 0.3
+
+
+def draw_lcm(pipe) -> np.ndarray:
+    return pipe("a red circle", generator=torch.Generator("cpu").manual_seed(4), **LCM_CALL).images
+
+
+@pytest.fixture(scope="module")
+def fp16_pictures(tiny_variant, adapters):
+    """The tiny FP16 variant's pictures without and with the first adapter (f32)."""
+    pipe = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG)
+    base = draw_lcm(pipe)
+    pipe.load_lora_weights(adapters["peft"], adapter_name="first")
+    pipe.set_adapters("first", STRENGTH)
+    return {"base": base, "adapter": draw_lcm(pipe)}
+
+
+def adapter_picture(folder, adapter, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """A variant's pictures without and with the adapter, loaded with ``kwargs``."""
+    pipe = OVPixArtPipeline.from_pretrained(folder, "CPU", F32_CONFIG, **kwargs)
+    base = draw_lcm(pipe)
+    pipe.load_lora_weights(adapter, adapter_name="first")
+    pipe.set_adapters("first", STRENGTH)
+    return base, draw_lcm(pipe)
+
+
+@pytest.mark.parametrize("variant", ["INT8", "INT4-T5", "W8A8"])
+def test_compressed_variants_draw_the_adapters_picture(tiny_compressed, fp16_pictures, adapters, variant):
+    base, adapted = adapter_picture(tiny_compressed[variant], adapters["peft"])
+    moved = np.abs(fp16_pictures["adapter"] - fp16_pictures["base"]).max()
+    assert np.abs(adapted - base).max() > 0.5 * moved  # the adapter acts on the compressed transformer too
+    own_error = np.abs(base - fp16_pictures["base"]).mean()  # the variant's distance from FP16, adapter or not
+    assert np.abs(adapted - fp16_pictures["adapter"]).mean() < 1.5 * own_error + 0.005
+
+
+def test_fuse_refuses_compressed_weights_naming_the_layer(tiny_compressed, adapters):
+    pipe = OVPixArtPipeline.from_pretrained(tiny_compressed["INT8"], "CPU", F32_CONFIG)
+    pipe.load_lora_weights(adapters["peft"], adapter_name="first")
+    with pytest.raises(ValueError, match=r"can't fold the adapter into layer transformer_blocks\.0\.attn1\.to_k: its weights are stored as u8 \(a compressed variant\)"):
+        pipe.fuse_lora()
+    assert pipe.lora_adapters.fused == {} and pipe.get_active_adapters() == ["first"]  # still at run time
+
+
+def test_the_step_cache_and_static_shapes_carry_the_adapter(tiny_variant, fp16_pictures, adapters):
+    _, cached = adapter_picture(tiny_variant, adapters["peft"], step_cache=0.0)  # threshold 0: every step computed
+    assert np.abs(cached - fp16_pictures["adapter"]).max() < 1e-4
+    pipe = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG)
+    pipe.reshape(batch_size=1, height=256, width=256, guidance_scale=0.0)
+    pipe.load_lora_weights(adapters["peft"])
+    pipe.set_adapters("default_0", STRENGTH)
+    assert np.abs(draw_lcm(pipe) - fp16_pictures["adapter"]).max() < 1e-4
+
+
+def test_a_todo_variant_runs_the_adapter_in_both_transformers(tiny_source, tiny_variant, adapters, fp16_pictures, tmp_path):
+    from helpers.compression import make_downsampled_variant
+    from helpers.token_downsampling import TokenDownsampling
+
+    (tmp_path / "FP16").symlink_to(tiny_variant)  # FP16-ToDo is made beside its FP16, here outside the shared root
+    folder = tmp_path / "FP16-ToDo"
+    make_downsampled_variant(tiny_source, tmp_path / "FP16", folder, TokenDownsampling(2), report=lambda m: None)
+    pipe = OVPixArtPipeline.from_pretrained(folder, "CPU", F32_CONFIG, downsampled_steps=1.0)
+    base = draw_lcm(pipe)
+    pipe.load_lora_weights(adapters["peft"], adapter_name="first")
+    pipe.set_adapters("first", STRENGTH)
+    moved = np.abs(fp16_pictures["adapter"] - fp16_pictures["base"]).max()
+    assert np.abs(draw_lcm(pipe) - base).max() > 0.5 * moved  # every step downsampled, and adapted as much
+    pipe.set_downsampled_steps(0.0)
+    assert np.abs(draw_lcm(pipe) - fp16_pictures["adapter"]).max() < 1e-4
