@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import openvino as ov
 
-from .lora_files import LoraLayer, match_layers, read_lora
+from .lora_files import PEFT_CONFIG, LoraLayer, match_layers, read_lora
 from .lora_graph import (
     adapter_feed,
     add_branches,
@@ -27,9 +27,11 @@ from .lora_graph import (
     layer_shape,
     linear_layers,
 )
+from .settings import MODEL_ROOT, model_name
 from .variants import IR_NAME
 
 LORA_PARTS = ("transformer", "text_encoder")  # the parts adapters can touch
+LORA_FOLDER = "lora"  # a model's adapters: model/<model-name>/lora/<name> (a PEFT folder or a .safetensors file)
 
 
 @dataclass
@@ -219,3 +221,40 @@ class OVLoraMixin:
             touched = {part for name in self.lora_adapters.fused for part in self.lora_adapters.loaded[name]}
             self.lora_adapters.fused.clear()
             self.use_adapters(self.lora_adapters, release=touched)
+
+
+# --- where users meet adapters: a model's adapters on disk, the command line's PATH[:STRENGTH] ------------------------
+
+
+def lora_dir(model_id: str, root: Path = MODEL_ROOT) -> Path:
+    """Where a model's adapters live: ``model/<model-name>/lora/`` (the shipped shapes model's star adapter is there)."""
+    return Path(root) / model_name(model_id) / LORA_FOLDER
+
+
+def available_loras(model_id: str, root: Path = MODEL_ROOT) -> dict[str, Path]:
+    """The adapters in :func:`lora_dir`, by name (a PEFT folder's name, a file's stem)."""
+    folder = lora_dir(model_id, root)
+    entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    return {entry.stem: entry for entry in entries if (entry / PEFT_CONFIG).is_file() or entry.suffix == ".safetensors"}
+
+
+def parse_lora(text: str, known: dict[str, Path] | None = None) -> tuple[str, Path, float]:
+    """``PATH[:STRENGTH]`` (or a name of ``known``) → (adapter name, path, strength); the strength defaults to 1."""
+    where, _, strength = text.rpartition(":") if ":" in text else (text, "", "")
+    try:
+        weight = float(strength) if strength else 1.0
+    except ValueError:
+        where, weight = text, 1.0  # a colon inside the path
+    path = (known or {}).get(where, Path(where))
+    if not path.exists():
+        names = ", ".join(known or {}) or "none here"
+        raise ValueError(f"No LoRA at {where!r}: give a PEFT folder or a .safetensors file, or the name of one in model/<model>/lora/ ({names}).")
+    return path.stem, path, weight
+
+
+def load_adapters(pipe: OVLoraMixin, adapters: list[tuple[str, Path, float]]) -> None:
+    """Load each (name, path, strength) and make them all active at their strengths."""
+    for name, path, _ in adapters:
+        pipe.load_lora_weights(path, adapter_name=name)
+    if adapters:
+        pipe.set_adapters([name for name, _, _ in adapters], [weight for _, _, weight in adapters])

@@ -78,6 +78,29 @@ def generation_call(body: dict[str, Any], pipe: Any) -> tuple[str, dict[str, Any
     return prompt, arguments, seed
 
 
+def requested_adapters(body: dict[str, Any], served: list[str]) -> dict[str, float]:
+    """The adapters a request asks for (its ``lora`` field, through the openai client's ``extra_body``): a name, or
+    names with strengths; none without the field. A name the server was not started with is refused."""
+    asked = body.get("lora")
+    if asked is None:
+        return {}
+    asked = {asked: 1.0} if isinstance(asked, str) else asked
+    if not isinstance(asked, dict) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in asked.values()):
+        raise ValueError(f'lora={body["lora"]!r} is not allowed: send an adapter\'s name ("lora": "star") or names with strengths ("lora": {{"star": 0.8}}).')
+    unknown = [name for name in asked if name not in served]
+    if unknown:
+        raise ValueError(f"lora={unknown[0]!r} is not served here: ask for one of {', '.join(served) or 'none (serve --lora NAME=PATH adds some)'}.")
+    return {name: float(weight) for name, weight in asked.items()}
+
+
+def served_lora(text: str) -> tuple[str, Path]:
+    """``serve --lora NAME=PATH`` read and checked."""
+    name, _, path = text.partition("=")
+    if not name or not path or not Path(path).exists():
+        raise ValueError(f"--lora {text!r}: give NAME=PATH with a PEFT folder or a .safetensors file at PATH.")
+    return name, Path(path)
+
+
 def png_base64(image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -94,7 +117,7 @@ def decode_picture(b64_json: str):
 def field_of(message: str) -> str | None:
     """The request field a check's message is about (its ``param`` in the error), from the name it starts with."""
     name = message.replace("=", " ").split(" ", 1)[0]  # "n=0 is ...", "prompt is missing ..."
-    return PIPELINE_FIELDS.get(name, name if name in ("prompt", "n", "seed", "response_format", "negative_prompt") else None)
+    return PIPELINE_FIELDS.get(name, name if name in ("prompt", "n", "seed", "response_format", "negative_prompt", "lora") else None)
 
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
@@ -105,7 +128,7 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
 class Painter:
     """One replica that draws: the variant compiled once, one picture request at a time."""
 
-    def __init__(self, folder: str, threads: int, device: str = "CPU", ov_config: dict | None = None):
+    def __init__(self, folder: str, threads: int, device: str = "CPU", ov_config: dict | None = None, loras: dict[str, str] | None = None):
         import torch
 
         from .pipeline import OVPixArtPipeline
@@ -118,6 +141,9 @@ class Painter:
             # OpenVINO 2026.4.1's CPU plugin dies (SIGFPE) compiling the T5 IR for one thread in bf16; T5 runs once
             # per request, so it computes in f32 there
             self.pipe.text_encoder.ov_config = {**config, "INFERENCE_PRECISION_HINT": "f32"}
+        for name, path in (loras or {}).items():  # before compiling: their branches are compiled once, here
+            self.pipe.load_lora_weights(path, adapter_name=name)
+        self.loras = list(loras or {})
         self.pipe.compile()  # here, once: a replica is ready (and routed requests) only when compiled
         self.pipe.set_progress_bar_config(disable=True)
 
@@ -134,14 +160,18 @@ class Painter:
         The pipeline runs in a thread: the replica's event loop stays free for Ray's health checks."""
         try:
             prompt, arguments, seed = generation_call(body, self.pipe)
+            adapters = requested_adapters(body, self.loras)
         except ValueError as error:
             return {"error": str(error)}
-        output = await asyncio.to_thread(self._paint, prompt, arguments, seed)
+        output = await asyncio.to_thread(self._paint, prompt, arguments, seed, adapters)
         return {"images": [png_base64(image) for image in output.images], "steps": output.record.steps_summary(), **self.where()}
 
-    def _paint(self, prompt: str, arguments: dict[str, Any], seed: int | None):
+    def _paint(self, prompt: str, arguments: dict[str, Any], seed: int | None, adapters: dict[str, float]):
         import torch
 
+        if adapters:  # this request's adapters: strengths switched, nothing compiled
+            self.pipe.set_adapters(list(adapters), list(adapters.values()))
+        self.pipe.set_lora_enabled(bool(adapters))
         generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
         return self.pipe(prompt, generator=generator, **arguments)
 
@@ -242,9 +272,10 @@ def build_app(
     max_queued_requests: int = MAX_QUEUED_REQUESTS,
     device: str = "CPU",
     ov_config: dict | None = None,
+    loras: dict[str, Path] | None = None,
 ):
     """The Ray Serve application over a variant folder: ``replicas`` painters of ``threads`` threads each behind the
-    images API. The folder is checked here first (``Variant.load``): a damaged one raises its
+    images API, with ``loras`` (name: path) loaded in each, for requests to ask for by name. The folder is checked here first (``Variant.load``): a damaged one raises its
     :class:`~helpers.variants.DamagedVariantError` (which file, and the fix) before anything is deployed."""
     variant = as_variant(folder)
     for name, value in (("replicas", replicas), ("threads", threads)):
@@ -260,7 +291,7 @@ def build_app(
     front = serve.deployment(
         ImagesAPI, max_ongoing_requests=10_000, ray_actor_options={"num_cpus": 0}
     )  # it only awaits the painters: the bound is their queue
-    return front.bind(painter.bind(str(variant.folder.resolve()), threads, device, ov_config), served_model_id(variant), api_key)
+    return front.bind(painter.bind(str(variant.folder.resolve()), threads, device, ov_config, {n: str(Path(p).resolve()) for n, p in (loras or {}).items()}), served_model_id(variant), api_key)
 
 
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-from diffusers import PixArtAlphaPipeline
+import torch
+from diffusers import PixArtAlphaPipeline, PixArtTransformer2DModel
 
 from helpers.compression import calibration_prompts, collect_calibration_data, compress_variant
 from helpers.conversion import convert_pipeline
@@ -78,3 +79,24 @@ def pipelines(tiny_source, tiny_variant, tiny_standard_source, tiny_standard_var
             OVPixArtPipeline.from_pretrained(tiny_standard_variant, "CPU", F32_CONFIG),
         ),
     }
+
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]  # PixArt's LoRA training script's
+
+
+def make_peft_adapter(source: Path, folder: Path, seed: int, rank: int = 4, alpha: float = 8.0) -> Path:
+    """A random adapter on every attention and feed-forward linear of ``source``'s transformer, saved as PixArt's
+    LoRA script saves it (a PEFT folder)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel.from_pretrained(source / "transformer")
+    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, init_lora_weights=False)  # B random, not 0
+    get_peft_model(transformer, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_source, tmp_path_factory) -> Path:
+    """A random LoRA adapter (PEFT folder) that fits the tiny models' transformers."""
+    return make_peft_adapter(tiny_source, tmp_path_factory.mktemp("adapter") / "random", seed=11)

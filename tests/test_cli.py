@@ -45,6 +45,18 @@ def test_convert_compress_generate_make_pictures_of_the_asked_size(cli_root, tmp
     assert [Image.open(path).size for path in paths] == [(768, 1344)] * 2
 
 
+def test_generate_with_a_lora_at_a_strength_and_an_unknown_one_refused(cli_root, tiny_adapter, tmp_path):
+    out = tmp_path / "adapted.png"
+    base = run_cli("generate", "--model", "tiny", "--prompt", "a red circle", "--steps", "2", "--out", str(tmp_path / "base.png"), root=cli_root)
+    result = run_cli("generate", "--model", "tiny", "--prompt", "a red circle", "--steps", "2", "--lora", f"{tiny_adapter}:0.5",
+                     "--out", str(out), root=cli_root)
+    assert base.returncode == 0 and result.returncode == 0, result.stderr
+    assert f"LoRA random ({tiny_adapter}) at 0.5" in result.stdout
+    assert Image.open(out).tobytes() != Image.open(tmp_path / "base.png").tobytes()
+    result = run_cli("generate", "--model", "tiny", "--prompt", "a cat", "--lora", "nowhere:0.5", root=cli_root)
+    assert result.returncode == 1 and "No LoRA at 'nowhere': give a PEFT folder or a .safetensors file" in error_line(result)
+
+
 def test_verify_passes_then_names_a_truncated_copy(cli_root):
     result = run_cli("verify", "--model", "tiny", root=cli_root)
     assert result.returncode == 0, result.stderr

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline, PixArtTransformer2DModel
-from peft import LoraConfig, get_peft_model
+from conftest import make_peft_adapter
+from diffusers import PixArtAlphaPipeline, PixArtSigmaPipeline
 from safetensors.torch import save_file
 
 from helpers.lora_files import NotALoraError
@@ -16,22 +16,12 @@ from helpers.pipeline import OVPixArtPipeline
 from helpers.reference import add_torch_adapters
 from helpers.settings import F32_CONFIG
 
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2"]  # PixArt's LoRA training script's
 MAX_PIXEL_DIFFERENCE = 0.01  # FP16-stored weights against fp32 PyTorch, both f32 (as tests/test_diffusers_api.py)
 CALL = dict(num_inference_steps=3, guidance_scale=4.5, height=192, width=320, use_resolution_binning=False, output_type="np")
 
 
 def draw(pipe, seed: int = 3) -> np.ndarray:
     return pipe("a red circle", generator=torch.Generator("cpu").manual_seed(seed), **CALL).images
-
-
-def make_peft_adapter(source, folder, seed: int, rank: int = 4, alpha: float = 8.0):
-    """A random adapter on every attention and feed-forward linear, saved as PixArt's script saves it."""
-    torch.manual_seed(seed)
-    transformer = PixArtTransformer2DModel.from_pretrained(source / "transformer")
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=TARGETS, init_lora_weights=False)  # B random, not 0
-    get_peft_model(transformer, config).save_pretrained(folder)
-    return folder
 
 
 def peft_tensors(folder) -> dict[str, torch.Tensor]:

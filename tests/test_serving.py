@@ -59,9 +59,11 @@ def port(cluster) -> int:
 
 
 @pytest.fixture(scope="module")
-def url(port, tiny_variant):
-    """The images API over 2 replicas of the tiny FP16 variant, with an API key; its base URL (``.../v1``)."""
-    return deploy(build_app(tiny_variant, replicas=2, threads=1, api_key=KEY, max_queued_requests=32), port=port)
+def url(port, tiny_variant, tiny_adapter):
+    """The images API over 2 replicas of the tiny FP16 variant with a LoRA adapter, with an API key; its base URL
+    (``.../v1``)."""
+    app = build_app(tiny_variant, replicas=2, threads=1, api_key=KEY, max_queued_requests=32, loras={"random": tiny_adapter})
+    return deploy(app, port=port)
 
 
 def post(url: str, body, headers=AUTH, **options) -> httpx.Response:
@@ -84,6 +86,16 @@ def test_openai_client_generates_with_extra_fields(url):
     assert result.data[0].b64_json != result.data[1].b64_json  # n pictures, not n copies
     again = client.images.generate(prompt="a red circle", size="768x1344", extra_body={"num_inference_steps": 2, "seed": 7, "n": 2})
     assert [item.b64_json for item in again.data] == [item.b64_json for item in result.data]  # the seed decides, whichever replica draws
+
+
+def test_a_request_picks_its_adapter_and_strength_by_name(url):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=TIMEOUT)
+    draw = lambda **extra: client.images.generate(prompt="a red circle", extra_body={"num_inference_steps": 2, "seed": 3, **extra}).data[0].b64_json  # noqa: E731
+    base, adapted, half = draw(), draw(lora="random"), draw(lora={"random": 0.5})
+    assert len({base, adapted, half}) == 3  # the adapter at 1 and at 0.5: three pictures
+    assert draw(lora={"random": 0.0}) == base and draw() == base  # strength 0, and the next request without it
 
 
 def test_health_says_ready_with_both_replicas(url):
@@ -109,8 +121,10 @@ def test_without_the_key_401(url, headers):
         ({**FAST, "guidance_scale": -1}, "guidance_scale", "use 0 or more"),
         ({**FAST, "seed": "seven"}, "seed", "whole number"),
         ({**FAST, "response_format": "url"}, "response_format", "ask for b64_json"),
+        ({**FAST, "lora": "other"}, "lora", "lora='other' is not served here: ask for one of random"),
+        ({**FAST, "lora": ["random"]}, "lora", "send an adapter's name"),
     ],
-    ids=["empty-prompt", "no-prompt", "n-0", "n-too-many", "size", "steps", "guidance", "seed", "url"],
+    ids=["empty-prompt", "no-prompt", "n-0", "n-too-many", "size", "steps", "guidance", "seed", "url", "lora-unknown", "lora-shape"],
 )
 def test_bad_input_400_names_the_fix(url, body, param, says):
     response = post(url, body)
