@@ -10,12 +10,14 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from .lora import available_loras
 from .pipeline import OVPixArtPipeline
 from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, example_prompts
 from .sizes import parse_size
 from .variants import VARIANTS, VariantNotReadyError, available_variants
 
 EXAMPLE_SEEDS = (42, 42, 0, 0)
+NO_LORA = "none"
 
 
 class DemoBackend:
@@ -33,6 +35,7 @@ class DemoBackend:
         self.default_variant = next((name for name in reversed(names) if name in VARIANTS), names[-1])
         first = self.variants[names[0]]
         self.sizes, self.recipe, self.family = first.sizes, first.recipe, first.family
+        self.loras = available_loras(model_id, root)  # model/<model-name>/lora/: each loaded into every pipeline
         self._pipelines: dict[str, OVPixArtPipeline] = {}
         self._lock = threading.Lock()
 
@@ -41,7 +44,10 @@ class DemoBackend:
         if variant not in self.variants:
             raise ValueError(f"Unknown variant {variant!r}: choose one of {', '.join(self.variants)}.")
         if variant not in self._pipelines:
-            pipe = OVPixArtPipeline.from_pretrained(self.variants[variant], self.device, self.ov_config)
+            pipe = OVPixArtPipeline.from_pretrained(self.variants[variant], self.device, self.ov_config, compile=False)
+            for name, path in self.loras.items():  # before compiling: switching between them compiles nothing
+                pipe.load_lora_weights(path, adapter_name=name)
+            pipe.compile()
             pipe.set_progress_bar_config(disable=True)
             self._pipelines[variant] = pipe
         return self._pipelines[variant]
@@ -57,17 +63,20 @@ class DemoBackend:
         variant: str,
         step_cache: float = 0.0,
         on_step: Callable[[int, int], None] | None = None,
+        lora: str = NO_LORA,
+        lora_strength: float = 1.0,
     ) -> tuple[Image.Image, float, str]:
         """One picture, its seconds and the steps its call ran (computed and reused with the step cache);
         ``on_step(done, total)`` follows the denoising steps.
 
-        ``step_cache``: the cache's threshold, 0 for off.
+        ``step_cache``: the cache's threshold, 0 for off. ``lora``: one of :attr:`loras` at ``lora_strength``, or none.
         """
         height, width = parse_size(size, self.sizes)
         steps = int(steps)  # prompt, steps and size are checked by the pipeline's own __call__
         with self._lock:
             pipe = self.pipeline(variant)
             self._set_step_cache(pipe, float(step_cache))
+            self._set_lora(pipe, lora, float(lora_strength))
             options = dict(negative_prompt=negative_prompt or "", num_inference_steps=steps, guidance_scale=float(guidance_scale),
                            height=height, width=width)
             start = time.perf_counter()
@@ -79,6 +88,14 @@ class DemoBackend:
             )
             seconds = time.perf_counter() - start
             return output.images[0], seconds, output.record.steps_summary()
+
+    def _set_lora(self, pipe: OVPixArtPipeline, lora: str, strength: float) -> None:
+        """This request's adapter at its strength, or none (switching compiles nothing)."""
+        if lora not in (NO_LORA, *self.loras):
+            raise ValueError(f"Unknown LoRA {lora!r}: choose one of {', '.join([NO_LORA, *self.loras])}.")
+        if lora != NO_LORA:
+            pipe.set_adapters(lora, strength)
+        pipe.set_lora_enabled(lora != NO_LORA)
 
     @staticmethod
     def _set_step_cache(pipe: OVPixArtPipeline, threshold: float) -> None:
@@ -95,17 +112,20 @@ def request_handler(backend: DemoBackend) -> Callable:
 
     import gradio as gr
 
-    def generate(prompt, negative_prompt, seed, randomize, steps, guidance, size, variant, step_cache=0.0, progress=gr.Progress()):
+    def generate(prompt, negative_prompt, seed, randomize, steps, guidance, size, variant, step_cache=0.0, lora=NO_LORA,
+                 lora_strength=1.0, progress=gr.Progress()):
         seed = random.randint(0, 2**31 - 1) if randomize else int(seed)
         progress(0, desc="Encoding the prompt")
         try:
             image, seconds, steps_run = backend.generate(
                 prompt, negative_prompt, seed, steps, guidance, size, variant, step_cache,
                 on_step=lambda done, total: progress(done / total, desc=f"Denoising step {done}/{total}"),
+                lora=lora, lora_strength=lora_strength,
             )
         except (ValueError, VariantNotReadyError) as error:  # a message in the page, not a stack trace
             raise gr.Error(str(error)) from None
-        return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height} · {steps_run}", seed
+        adapter = f" · LoRA {lora} at {float(lora_strength):g}" if lora != NO_LORA else ""
+        return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height} · {steps_run}{adapter}", seed
 
     return generate
 
@@ -137,13 +157,17 @@ def build_demo(model_id: str, device: str = "AUTO", root: Path = MODEL_ROOT, ov_
                     0.0, 0.5, value=0.0, step=0.05, label="Step cache threshold (0: off)",
                     info=f"Reuse the transformer's blocks while its first block barely changes: faster, a little less exact ({STEP_CACHE_THRESHOLD} is the measured default; turning it on or off compiles the transformer again)",
                 )
+                with gr.Row():
+                    lora = gr.Dropdown([NO_LORA, *backend.loras], value=NO_LORA, label="LoRA adapter",
+                                       info="from model/<model>/lora/; switching compiles nothing")
+                    lora_strength = gr.Slider(0.0, 1.5, value=1.0, step=0.1, label="LoRA strength")
                 button = gr.Button("Generate", variant="primary")
             with gr.Column():
                 image = gr.Image(label="Picture", type="pil", format="png", elem_id="result")
                 info = gr.Textbox(label="Generation", interactive=False, elem_id="info")
-        inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant, step_cache]
+        inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant, step_cache, lora, lora_strength]
         gr.Examples(
-            [[p, "", s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.default_variant, 0.0]
+            [[p, "", s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.default_variant, 0.0, NO_LORA, 1.0]
              for p, s in zip(example_prompts(model_id), EXAMPLE_SEEDS)],
             inputs=inputs,
         )

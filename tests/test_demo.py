@@ -67,6 +67,21 @@ def test_backend_follows_the_checkpoint_recipe(model_root, tiny_compressed):
         backend.generate("a red circle", "", 1, 2, 0.0, "1024×1024", "INT3")
 
 
+def test_the_adapter_list_and_strength_switch_without_compiling(tmp_path, tiny_variant, tiny_adapter):
+    (tmp_path / "tiny" / "lora").mkdir(parents=True)
+    (tmp_path / "tiny" / "FP16").symlink_to(tiny_variant)
+    (tmp_path / "tiny" / "lora" / "random").symlink_to(tiny_adapter)  # a model's adapters: model/<model>/lora/
+    backend = DemoBackend("tiny", "CPU", root=tmp_path)
+    assert list(backend.loras) == ["random"]
+    draw = lambda **lora: backend.generate("a red circle", "", 1, 2, 0.0, "1024×1024", "FP16", **lora)[0].tobytes()  # noqa: E731
+    base = draw()
+    compiled = backend.pipeline("FP16").transformer.compile_count
+    assert draw(lora="random", lora_strength=1.0) != base and draw(lora="random", lora_strength=0.0) == base
+    assert draw() == base and backend.pipeline("FP16").transformer.compile_count == compiled
+    with pytest.raises(ValueError, match="Unknown LoRA 'other': choose one of none, random"):
+        draw(lora="other")
+
+
 def test_browser_generates_and_shows_errors(demo_url):
     from playwright.sync_api import expect, sync_playwright
 
