@@ -12,6 +12,7 @@
     token_downsampling.py  token downsampling: quality on the shapes model, speed at full size
     step_cache.py          the step cache: quality per threshold, whole pictures and single steps in turns
     vae_int8.py            the VAE decoder with INT8 activations
+    lora.py                LoRA in a full-size step: no adapter, run-time rank 16 and 64, fused; the switch
     alignment.py           the alignment score of a model's variants
     serving.py             Ray Serve: pictures per minute of two layouts, Ray's overhead
     notebooks.py           the notebooks run one by one on a model: time and peak memory
