@@ -92,6 +92,28 @@ def test_each_format_draws_pytorchs_picture(pipe, adapters, torch_pictures, form
     assert pipe.get_active_adapters() == ["first"] and pipe.get_list_adapters() == {"transformer": ["first"]}
 
 
+def test_a_file_with_t5_layers_adapts_the_text_encoder_too(pipe, tiny_standard_source, adapters, torch_pictures, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import T5EncoderModel
+
+    torch.manual_seed(21)
+    t5 = T5EncoderModel.from_pretrained(tiny_standard_source / "text_encoder")
+    config = LoraConfig(r=2, lora_alpha=2.0, target_modules=["q", "k", "v", "o"], init_lora_weights=False)
+    get_peft_model(t5, config).save_pretrained(tmp_path / "t5")
+    tensors = {f"transformer.{key}": value for key, value in peft_tensors(adapters["peft"]).items()}
+    tensors |= {f"text_encoder.{key}": value for key, value in peft_tensors(tmp_path / "t5").items()}
+    alphas = {"transformer.lora_alpha": 8.0, "transformer.r": 4, "text_encoder.lora_alpha": 2.0, "text_encoder.r": 2}
+    save_file(tensors, tmp_path / "both.safetensors", metadata={"lora_adapter_metadata": json.dumps(alphas)})
+    reference = PixArtAlphaPipeline.from_pretrained(tiny_standard_source)
+    add_torch_adapters(reference.transformer, {"both": (adapters["peft"], 1.0)})
+    add_torch_adapters(reference.text_encoder, {"both": (tmp_path / "t5", 1.0)})
+    expected = draw(reference)
+    assert np.abs(expected - torch_pictures["first"]).max() > 0.01  # T5's adapter changes the picture
+    pipe.load_lora_weights(tmp_path / "both.safetensors", adapter_name="both")
+    assert pipe.get_list_adapters() == {"transformer": ["both"], "text_encoder": ["both"]}
+    assert np.abs(draw(pipe) - expected).max() < MAX_PIXEL_DIFFERENCE
+
+
 def test_strengths_switch_without_compiling_and_strength_0_is_the_base_bit_for_bit(pipe, adapters, torch_pictures):
     base = draw(pipe)
     pipe.load_lora_weights(adapters["peft"], adapter_name="first")
