@@ -227,7 +227,7 @@ class OVLoraMixin:
 
 
 def lora_dir(model_id: str, root: Path = MODEL_ROOT) -> Path:
-    """Where a model's adapters live: ``model/<model-name>/lora/`` (the shipped shapes model's star adapter is there)."""
+    """Where a model's adapters live: ``model/<model-name>/lora/`` (notebook 9 saves its adapter there)."""
     return Path(root) / model_name(model_id) / LORA_FOLDER
 
 

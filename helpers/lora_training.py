@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -101,36 +101,3 @@ def train_lora(
         loss = np.mean([record["loss"] for record in history[-50:]])
         report(f"LoRA rank {rank} trained {steps} steps: loss {loss:.4f} ({time.perf_counter() - start:.0f} s)")
     return save_adapter(lora, out)
-
-
-# ---- Scoring: what the adapter draws for the new concept, and what it leaves of the base prompts ----
-
-
-def load_with_adapter(base: Path, adapter: Path):
-    """diffusers' pipeline of ``base`` with the LoRA at ``adapter`` applied by peft, and the ``PeftModel`` (whose
-    ``disable_adapter()`` context draws as the base model)."""
-    from diffusers import PixArtAlphaPipeline
-    from peft import PeftModel
-
-    pipe = PixArtAlphaPipeline.from_pretrained(base)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, PeftModel.from_pretrained(pipe.transformer, adapter)
-
-
-def alignment_with_and_without(
-    base: Path, adapter: Path, evaluations: dict[str, Sequence[tuple[Any, int]]]
-) -> dict[str, dict[str, dict[str, float]]]:
-    """The alignment score of each named evaluation set (``helpers.shapes.concept_scenes``, ``evaluation_scenes``),
-    drawn with the model's recipe with the adapter and without it: ``{"with adapter": {name: score}, "without
-    adapter": {...}}``."""
-    from .comparison import evaluate_alignment
-    from .settings import recipe_for
-
-    pipe, lora = load_with_adapter(base, adapter)
-    recipe = recipe_for(pipe.scheduler)
-    scores = {"with adapter": {}, "without adapter": {}}
-    for name, evaluation in evaluations.items():
-        scores["with adapter"][name] = evaluate_alignment(pipe, evaluation, recipe)[0]
-        with lora.disable_adapter():
-            scores["without adapter"][name] = evaluate_alignment(pipe, evaluation, recipe)[0]
-    return scores

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -23,7 +24,8 @@ from .folders import atomic_folder
 if TYPE_CHECKING:
     import datasets
 
-SHAPES = ("circle", "square", "triangle")
+SHAPES = ("circle", "square", "triangle")  # what the shipped model was trained on
+NEW_SHAPES = ("star",)  # concepts it never saw, taught by a LoRA (helpers.lora_training); the scorer reads them too
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "orange": (245, 140, 20),
@@ -43,7 +45,7 @@ POSITIONS: dict[str, tuple[float, float]] = {
     "center": (0.5, 0.5),
 }
 ATTRIBUTES = ("shape", "color", "position", "background")
-SHAPE_SIZE = 0.36  # of min(width, height): circle diameter, square side, triangle box
+SHAPE_SIZE = 0.36  # of min(width, height): circle diameter, square side, triangle and star box
 CENTER_JITTER = 0.04  # of width / height, with an rng
 SIZE_JITTER = 0.10  # relative, with an rng
 CSV_NAME = "img_txt.csv"
@@ -74,11 +76,14 @@ class Scene:
     position: str
     background: str
 
+    known_shapes: ClassVar[tuple[str, ...]] = SHAPES  # the base model's words: a star is a ConceptScene
+
     def __post_init__(self) -> None:
+        allowed = {**_ALLOWED, "shape": self.known_shapes}
         for field in ATTRIBUTES:
             value = getattr(self, field)
-            if value not in _ALLOWED[field]:
-                raise ValueError(f"Unknown {field} {value!r}; expected one of: {', '.join(_ALLOWED[field])}.")
+            if value not in allowed[field]:
+                raise ValueError(f"Unknown {field} {value!r}; expected one of: {', '.join(allowed[field])}.")
         if self.color == self.background:
             raise ValueError(f"Shape colour and background are both {self.color!r}: the shape would be invisible.")
 
@@ -106,16 +111,40 @@ class Scene:
         )
 
 
-def all_scenes() -> list[Scene]:
-    """Every valid scene (background differs from the shape colour): 3 × 8 × 5 × 7 = 840."""
+@dataclass(frozen=True)
+class ConceptScene(Scene):
+    """A scene whose shape may also be a new concept (``NEW_SHAPES``): a LoRA's data and evaluation."""
+
+    known_shapes: ClassVar[tuple[str, ...]] = SHAPES + NEW_SHAPES
+
+
+def _scene_class(shapes: Sequence[str]) -> type[Scene]:
+    """``Scene`` for the base shapes, ``ConceptScene`` as soon as a new one is among them."""
+    return Scene if set(shapes) <= set(SHAPES) else ConceptScene
+
+
+def all_scenes(shapes: Sequence[str] = SHAPES) -> list[Scene]:
+    """Every valid scene of ``shapes`` (background differs from the shape colour): 3 × 8 × 5 × 7 = 840 for the base."""
+    kind = _scene_class(shapes)
     return [
-        Scene(shape, color, position, background)
-        for shape, color, position, background in itertools.product(SHAPES, COLORS, POSITIONS, COLORS)
+        kind(shape, color, position, background)
+        for shape, color, position, background in itertools.product(shapes, COLORS, POSITIONS, COLORS)
         if color != background
     ]
 
 
 # ---------------------------------------------------------------- drawing
+
+
+def _unit_star(points: int = 5) -> list[tuple[float, float]]:
+    """A regular star pointing up, outer and inner corners alternating, stretched to fill the unit box."""
+    inner = math.cos(2 * math.pi / points) / math.cos(math.pi / points)  # the radius at which its edges line up
+    corners = [
+        ((1 if i % 2 == 0 else inner) * math.cos(angle), (1 if i % 2 == 0 else inner) * math.sin(angle))
+        for i, angle in enumerate(-math.pi / 2 + math.pi * i / points for i in range(2 * points))
+    ]
+    xs, ys = zip(*corners)
+    return [((x - min(xs)) / (max(xs) - min(xs)), (y - min(ys)) / (max(ys) - min(ys))) for x, y in corners]
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float], fill) -> None:
@@ -125,6 +154,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, 
         draw.ellipse(box, fill=fill)
     elif shape == "square":
         draw.rectangle(box, fill=fill)
+    elif shape == "star":  # five points, one up, its tips touching the box's sides
+        draw.polygon([(left + x * (right - left), top + y * (bottom - top)) for x, y in _unit_star()], fill=fill)
     else:  # triangle pointing up, apex at the top middle, base along the bottom of the box
         draw.polygon([((left + right) / 2, top), (right, bottom), (left, bottom)], fill=fill)
 
@@ -166,17 +197,19 @@ def _csv_rows(csv_path: Path) -> int:
         return max(sum(1 for _ in csv.reader(file)) - 1, 0)
 
 
-def make_dataset(folder: Path, count: int, seed: int = 0, width: int = 256, height: int = 256) -> Path:
-    """Write ``count`` random captioned pictures as ``folder/images/NNNNN.png`` and ``folder/img_txt.csv``.
+def make_dataset(
+    folder: Path, count: int, seed: int = 0, width: int = 256, height: int = 256, shapes: Sequence[str] = SHAPES
+) -> Path:
+    """Write ``count`` random captioned pictures of ``shapes`` as ``folder/images/NNNNN.png`` and ``folder/img_txt.csv``.
 
-    An existing dataset with ``count`` rows is returned unchanged; any other is rebuilt. The files are written into
+    An existing dataset with ``count`` rows is returned unchanged (whatever its shapes); any other is rebuilt. The files are written into
     a temporary sibling folder that is renamed at the end, so a killed run never leaves a finished-looking dataset.
     """
     folder = Path(folder)
     if (folder / CSV_NAME).is_file() and _csv_rows(folder / CSV_NAME) == count:
         return folder
     rng = np.random.default_rng(seed)
-    scenes = all_scenes()
+    scenes = all_scenes(shapes)
     with atomic_folder(folder) as tmp:
         (tmp / "images").mkdir()
         with open(tmp / CSV_NAME, "w", newline="") as file:
@@ -268,7 +301,7 @@ def _read_shape(mask: np.ndarray) -> tuple[str, tuple[float, float]]:
         return float((crop & template).sum() / max((crop | template).sum(), 1))
 
     # The box centre, not the centroid: a triangle's centroid sits a sixth of its height below where it was placed.
-    return max(SHAPES, key=iou), ((left + right) / 2, (top + bottom) / 2)
+    return max(SHAPES + NEW_SHAPES, key=iou), ((left + right) / 2, (top + bottom) / 2)
 
 
 def read_scene(image: Image.Image, min_area: float = 0.005) -> dict[str, str]:
@@ -318,14 +351,26 @@ def evaluation_scenes(count: int = 64, seed: int = 1234) -> list[tuple[Scene, in
     The first pairs cycle through the attribute lists together (so coverage is guaranteed), the rest are drawn
     at random; the same arguments always give the same list.
     """
-    colors, positions = list(COLORS), list(POSITIONS)
-    cover = max(len(SHAPES), len(colors), len(positions))
-    if not cover <= count <= len(all_scenes()):
-        raise ValueError(f"count must be between {cover} (to cover every value) and {len(all_scenes())}, got {count}.")
+    return _covering_scenes(SHAPES, count, seed)
+
+
+def concept_scenes(concept: str, count: int = 32, seed: int = 1234) -> list[tuple[Scene, int]]:
+    """``evaluation_scenes`` of a new shape (``NEW_SHAPES``): every colour, position and background, its shape only."""
+    if concept not in NEW_SHAPES:
+        raise ValueError(f"Unknown concept {concept!r}; expected one of: {', '.join(NEW_SHAPES)}.")
+    return _covering_scenes((concept,), count, seed)
+
+
+def _covering_scenes(shapes: Sequence[str], count: int, seed: int) -> list[tuple[Scene, int]]:
+    """``count`` distinct (scene, seed) pairs of ``shapes``: first cycling through every attribute, then at random."""
+    colors, positions, scenes, kind = list(COLORS), list(POSITIONS), all_scenes(shapes), _scene_class(shapes)
+    cover = max(len(shapes), len(colors), len(positions))
+    if not cover <= count <= len(scenes):
+        raise ValueError(f"count must be between {cover} (to cover every value) and {len(scenes)}, got {count}.")
     # Background offset by half the palette: never the shape colour, and every colour is a background once.
     chosen = [
-        Scene(
-            SHAPES[i % len(SHAPES)],
+        kind(
+            shapes[i % len(shapes)],
             colors[i % len(colors)],
             positions[i % len(positions)],
             colors[(i + len(colors) // 2) % len(colors)],
@@ -333,9 +378,10 @@ def evaluation_scenes(count: int = 64, seed: int = 1234) -> list[tuple[Scene, in
         for i in range(cover)
     ]
     rng = np.random.default_rng(seed)
-    rest = [scene for scene in all_scenes() if scene not in chosen]
+    rest = [scene for scene in scenes if scene not in chosen]
     chosen += [rest[i] for i in rng.permutation(len(rest))[: count - cover]]
     for attribute in ATTRIBUTES:
-        if {getattr(scene, attribute) for scene in chosen} != set(_ALLOWED[attribute]):
+        expected = set(shapes) if attribute == "shape" else set(_ALLOWED[attribute])
+        if {getattr(scene, attribute) for scene in chosen} != expected:
             raise RuntimeError(f"Evaluation scenes miss some {attribute} values.")  # guards the cycling above
     return [(scene, int(s)) for scene, s in zip(chosen, rng.integers(0, 2**31 - 1, size=len(chosen)))]
