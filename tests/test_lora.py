@@ -250,3 +250,12 @@ def test_a_todo_variant_runs_the_adapter_in_both_transformers(tiny_source, tiny_
     assert np.abs(draw_lcm(pipe) - base).max() > 0.5 * moved  # every step downsampled, and adapted as much
     pipe.set_downsampled_steps(0.0)
     assert np.abs(draw_lcm(pipe) - fp16_pictures["adapter"]).max() < 1e-4
+
+
+def test_the_lora_benchmark_times_every_way_on_the_tiny_model(tmp_path):
+    from benchmarks.lora import main
+
+    results = main(["--quick", "--work", str(tmp_path / "work"), "--out", str(tmp_path)])
+    assert set(results["step_seconds"]) == {"no adapter", "fused rank 16", "run-time rank 16", "run-time rank 64"}
+    assert results["adapter_vs_none_max_difference"] > 0 and results["fused_vs_run_time_max_difference"] < 0.1
+    assert "| run-time rank 64 |" in (tmp_path / "lora-step-tiny.md").read_text()
