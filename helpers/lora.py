@@ -51,7 +51,8 @@ class Adapters:
         return sorted({layer for name, parts in self.loaded.items() if name not in self.fused for layer in parts.get(part, {})})
 
     def changes(self, part: str) -> bool:
-        return bool(self.branched(part) or self.fused_deltas(part))
+        """Whether the adapters change ``part``'s IR (asked at every call: no matrix is multiplied here)."""
+        return bool(self.branched(part)) or any(part in self.loaded[name] for name in self.fused)
 
     def fused_deltas(self, part: str) -> dict[str, np.ndarray]:
         deltas: dict[str, np.ndarray] = {}
@@ -62,8 +63,9 @@ class Adapters:
 
     def edit(self, model: ov.Model, part: str) -> ov.Model:
         """The part's IR with the fused adapters in its weights and a branch beside each adapted layer."""
-        if self.fused_deltas(part):
-            fuse_into_weights(model, self.fused_deltas(part))
+        deltas = self.fused_deltas(part)
+        if deltas:
+            fuse_into_weights(model, deltas)
         return add_branches(model, self.branched(part)) if self.branched(part) else model
 
     def feed(self, part: str) -> dict[str, np.ndarray]:
@@ -119,7 +121,7 @@ class OVLoraMixin:
         shapes = {}
         for part in LORA_PARTS:
             folder = getattr(self, part).folder
-            shapes[part] = {layer: layer_shape(node) for layer, node in linear_layers(ov.Core().read_model(folder / IR_NAME)).items()}
+            shapes[part] = {layer: layer_shape(node) for layer, node in linear_layers(self.part_maker.core.read_model(folder / IR_NAME)).items()}
         return shapes
 
     @staticmethod
@@ -211,7 +213,7 @@ class OVLoraMixin:
         fused = adapters.fused | {name: adapters.weights.get(name, 1.0) * lora_scale for name in names}
         for part in LORA_PARTS:  # refuse before anything changes
             layers = {layer for name in fused for layer in adapters.loaded[name].get(part, {})}
-            check_foldable(ov.Core().read_model(getattr(self, part).folder / IR_NAME), layers)
+            check_foldable(self.part_maker.core.read_model(getattr(self, part).folder / IR_NAME), layers)
         adapters.fused = fused
         self.use_adapters(adapters, release={part for name in names for part in adapters.loaded[name]})
 
