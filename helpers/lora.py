@@ -71,7 +71,7 @@ class Adapters:
     def feed(self, part: str) -> dict[str, np.ndarray]:
         """The branch inputs of ``part`` for the adapters active now (computed once per change)."""
         if part not in self._feeds:
-            self._feeds[part] = adapter_feed(self.branched(part), self.stacks(part), self.shapes[part])
+            self._feeds[part] = adapter_feed(self.branched(part), self.stacks(part), self.shapes.get(part, {}))
         return self._feeds[part]
 
     def stacks(self, part: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -213,7 +213,8 @@ class OVLoraMixin:
         fused = adapters.fused | {name: adapters.weights.get(name, 1.0) * lora_scale for name in names}
         for part in LORA_PARTS:  # refuse before anything changes
             layers = {layer for name in fused for layer in adapters.loaded[name].get(part, {})}
-            check_foldable(self.part_maker.core.read_model(getattr(self, part).folder / IR_NAME), layers)
+            if layers:
+                check_foldable(linear_layers(self.part_maker.core.read_model(getattr(self, part).folder / IR_NAME)), layers)
         adapters.fused = fused
         self.use_adapters(adapters, release={part for name in names for part in adapters.loaded[name]})
 

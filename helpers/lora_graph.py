@@ -118,8 +118,8 @@ def add_branches(model: ov.Model, layers: list[str]) -> ov.Model:
 def fuse_into_weights(model: ov.Model, deltas: dict[str, np.ndarray]) -> ov.Model:
     """Fold each ``deltas[layer]`` (out × in, ``scale · B A``) into that layer's weights. Only floating-point weights
     can take it: an INT8 or INT4 layer is refused, naming it. Edits ``model`` in place and returns it."""
-    check_foldable(model, set(deltas))
     found = linear_layers(model)
+    check_foldable(found, set(deltas))
     for layer, delta in deltas.items():
         constant = _float_weights(found[layer])
         weights = constant.get_data().astype(np.float32) + delta.reshape(constant.get_output_shape(0))
@@ -131,9 +131,9 @@ def fuse_into_weights(model: ov.Model, deltas: dict[str, np.ndarray]) -> ov.Mode
     return model
 
 
-def check_foldable(model: ov.Model, layers: set[str]) -> None:
-    """Refuse, naming the first such layer, to fold an adapter into weights stored compressed (INT8, INT4)."""
-    found = linear_layers(model)
+def check_foldable(found: dict[str, ov.Node], layers: set[str]) -> None:
+    """Refuse, naming the first such layer of ``found`` (``linear_layers``), to fold an adapter into weights stored
+    compressed (INT8, INT4)."""
     for layer in sorted(layers):
         if _float_weights(found[layer]) is None:
             kind = _weight_source(found[layer]).get_element_type().get_type_name()

@@ -19,7 +19,7 @@ from .training_transformer import TrainingPlan, train_transformer
 
 # The attention and feed-forward projections of every transformer block: where a concept's look is written.
 LORA_TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
-DEFAULT_LORA_STEPS = 400
+DEFAULT_LORA_STEPS = 5000
 STEPS_VARIABLE = "LORA_TRAINING_STEPS"  # CI sets a few steps: every code path in seconds
 
 
@@ -40,16 +40,19 @@ def concept_dataset(work: Path, concept: str, size: int, seed: int = 0):
 
     from .shapes import load_captioned_images, make_dataset
 
-    new = make_dataset(Path(work) / f"data-{concept}-{size}", size // 2, seed=seed, shapes=(concept,))
-    base = make_dataset(Path(work) / f"data-base-{size}", size - size // 2, seed=seed + 1)
+    # make_dataset keeps a folder of the right count whatever made it: the folder names say what did
+    new = make_dataset(Path(work) / f"data-{concept}-{size}-{seed}", size // 2, seed=seed, shapes=(concept,))
+    base = make_dataset(Path(work) / f"data-base-{size}-{seed}", size - size // 2, seed=seed + 1)
     return concatenate_datasets([load_captioned_images(new), load_captioned_images(base)])
 
 
-def add_lora(transformer, rank: int):
+def add_lora(transformer, rank: int, seed: int = 0):
     """``transformer`` wrapped by peft with a fresh LoRA of ``rank`` (alpha = rank: a scale of 1); only the LoRA's
     A and B matrices train, the base weights are frozen in place."""
+    import torch
     from peft import LoraConfig, get_peft_model
 
+    torch.manual_seed(seed)  # peft draws the A matrices from torch's global generator: one seed, one adapter
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGET_MODULES))
     return get_peft_model(transformer, config)
 
@@ -72,17 +75,17 @@ def save_adapter(lora, out: Path) -> Path:
 def train_lora(
     base: Path,
     out: Path,
-    concept: str = "star",
+    concept: str = "ring",
     steps: int | None = None,
-    rank: int = 4,
-    learning_rate: float = 2e-3,
+    rank: int = 16,
+    learning_rate: float = 3e-3,
     seed: int = 0,
     work: Path | None = None,
     report: Callable[[str], None] = print,
 ) -> Path:
     """Teach the diffusers model at ``base`` (the shapes model) to draw ``concept``, and save the LoRA to ``out``.
 
-    ``steps`` defaults to ``lora_steps()`` (``LORA_TRAINING_STEPS``, else 400). ``work`` keeps the pictures and the
+    ``steps`` defaults to ``lora_steps()`` (``LORA_TRAINING_STEPS``, else the shipped adapter's run). ``work`` keeps the pictures and the
     feature cache for a next run (a temporary folder when not given). ``report`` receives one line per stage.
     Returns ``out``, a PEFT folder: ``PeftModel.from_pretrained(pipe.transformer, out)`` applies it.
     """
@@ -96,7 +99,7 @@ def train_lora(
         dataset = concept_dataset(work, concept, lora_dataset_size(steps), seed)
         features = cache_features(pipe, dataset, work / f"features-{concept}-{len(dataset)}.safetensors")
         report(f"{len(dataset)} captioned pictures, features cached ({time.perf_counter() - start:.0f} s)")
-        start, lora = time.perf_counter(), add_lora(pipe.transformer, rank)
+        start, lora = time.perf_counter(), add_lora(pipe.transformer, rank, seed)
         history = train_transformer(pipe, features, lora_plan(steps, learning_rate, seed))
         loss = np.mean([record["loss"] for record in history[-50:]])
         report(f"LoRA rank {rank} trained {steps} steps: loss {loss:.4f} ({time.perf_counter() - start:.0f} s)")

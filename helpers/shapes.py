@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+from skimage.morphology import remove_small_holes
 
 from .folders import atomic_folder
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     import datasets
 
 SHAPES = ("circle", "square", "triangle")  # what the shipped model was trained on
-NEW_SHAPES = ("star",)  # concepts it never saw, taught by a LoRA (helpers.lora_training); the scorer reads them too
+NEW_SHAPES = ("star", "ring")  # concepts it never saw, taught by a LoRA (helpers.lora_training); the scorer reads them too
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "orange": (245, 140, 20),
@@ -45,9 +46,11 @@ POSITIONS: dict[str, tuple[float, float]] = {
     "center": (0.5, 0.5),
 }
 ATTRIBUTES = ("shape", "color", "position", "background")
+RING_WIDTH = 0.25  # of the ring's diameter: its hole is half the diameter, a quarter of the disc
 SHAPE_SIZE = 0.36  # of min(width, height): circle diameter, square side, triangle and star box
 CENTER_JITTER = 0.04  # of width / height, with an rng
 SIZE_JITTER = 0.10  # relative, with an rng
+PINHOLE = 0.05  # of a blob's filled area: smaller holes are noise and filled, a ring's hole (a quarter) is kept
 CSV_NAME = "img_txt.csv"
 NONE = "none"
 
@@ -154,6 +157,8 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, 
         draw.ellipse(box, fill=fill)
     elif shape == "square":
         draw.rectangle(box, fill=fill)
+    elif shape == "ring":  # a circle with a hole half its diameter
+        draw.ellipse(box, outline=fill, width=max(1, round((right - left) * RING_WIDTH)))
     elif shape == "star":  # five points, one up, its tips touching the box's sides
         draw.polygon([(left + x * (right - left), top + y * (bottom - top)) for x, y in _unit_star()], fill=fill)
     else:  # triangle pointing up, apex at the top middle, base along the bottom of the box
@@ -272,7 +277,8 @@ def _border_pixels(pixels: np.ndarray, fraction: float = 0.04) -> np.ndarray:
 
 
 def _shape_mask(pixels: np.ndarray, background: np.ndarray, background_name: str) -> np.ndarray:
-    """The largest blob of pixels far from the background colour (speckles and noise dropped)."""
+    """The largest blob of pixels far from the background colour (speckles, noise and pinholes dropped; a ring's
+    hole kept)."""
     # Half the gap to the closest other named colour: any shape colour is beyond it, pixel noise stays below it.
     reference = np.asarray(COLORS[background_name], dtype=float)
     gap = min(
@@ -287,7 +293,8 @@ def _shape_mask(pixels: np.ndarray, background: np.ndarray, background_name: str
     if count == 0:
         return far
     sizes = ndimage.sum(far, labels, index=range(1, count + 1))
-    return ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    blob = labels == 1 + int(np.argmax(sizes))
+    return remove_small_holes(blob, max_size=int(PINHOLE * ndimage.binary_fill_holes(blob).sum()))
 
 
 def _read_shape(mask: np.ndarray) -> tuple[str, tuple[float, float]]:

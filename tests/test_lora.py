@@ -30,11 +30,17 @@ def peft_tensors(folder) -> dict[str, torch.Tensor]:
     return {key.removeprefix("base_model.model."): value for key, value in load_file(folder / "adapter_model.safetensors").items()}
 
 
-def as_diffusers_file(folder, path, alpha: float, rank: int):
-    """The adapter in diffusers' key style, its alpha in the metadata diffusers' save_lora_weights writes."""
-    metadata = {"lora_adapter_metadata": json.dumps({"transformer.lora_alpha": alpha, "transformer.r": rank})}
-    save_file({f"transformer.{key}": value for key, value in peft_tensors(folder).items()}, path, metadata=metadata)
+def save_diffusers_file(path, tensors: dict[str, dict[str, torch.Tensor]], alphas: dict | None = None):
+    """Per part (transformer, text_encoder), PEFT-named tensors written in diffusers' key style (``<part>.<key>``),
+    alphas in the metadata diffusers' save_lora_weights writes."""
+    metadata = {"lora_adapter_metadata": json.dumps(alphas)} if alphas else None
+    save_file({f"{part}.{key}": value for part, keys in tensors.items() for key, value in keys.items()}, path, metadata=metadata)
     return path
+
+
+def as_diffusers_file(folder, path, alpha: float, rank: int):
+    """The adapter in diffusers' key style, its alpha in the metadata."""
+    return save_diffusers_file(path, {"transformer": peft_tensors(folder)}, {"transformer.lora_alpha": alpha, "transformer.r": rank})
 
 
 def as_kohya_file(folder, path, alpha: float):
@@ -100,10 +106,9 @@ def test_a_file_with_t5_layers_adapts_the_text_encoder_too(pipe, tiny_standard_s
     t5 = T5EncoderModel.from_pretrained(tiny_standard_source / "text_encoder")
     config = LoraConfig(r=2, lora_alpha=2.0, target_modules=["q", "k", "v", "o"], init_lora_weights=False)
     get_peft_model(t5, config).save_pretrained(tmp_path / "t5")
-    tensors = {f"transformer.{key}": value for key, value in peft_tensors(adapters["peft"]).items()}
-    tensors |= {f"text_encoder.{key}": value for key, value in peft_tensors(tmp_path / "t5").items()}
     alphas = {"transformer.lora_alpha": 8.0, "transformer.r": 4, "text_encoder.lora_alpha": 2.0, "text_encoder.r": 2}
-    save_file(tensors, tmp_path / "both.safetensors", metadata={"lora_adapter_metadata": json.dumps(alphas)})
+    tensors = {"transformer": peft_tensors(adapters["peft"]), "text_encoder": peft_tensors(tmp_path / "t5")}
+    save_diffusers_file(tmp_path / "both.safetensors", tensors, alphas)
     reference = PixArtAlphaPipeline.from_pretrained(tiny_standard_source)
     add_torch_adapters(reference.transformer, {"both": (adapters["peft"], 1.0)})
     add_torch_adapters(reference.text_encoder, {"both": (tmp_path / "t5", 1.0)})
@@ -158,12 +163,12 @@ def test_sigma_draws_pytorchs_picture_with_an_adapter(sigma_source, sigma_varian
 def test_a_bad_adapter_is_refused_whole_naming_the_problem(pipe, adapters, tmp_path):
     base = draw(pipe)
     wider = peft_tensors(adapters["peft"]) | {"transformer_blocks.0.attn1.to_k.lora_A.weight": torch.zeros(4, 32)}
-    save_file({f"transformer.{key}": value for key, value in wider.items()}, tmp_path / "wider.safetensors")
+    save_diffusers_file(tmp_path / "wider.safetensors", {"transformer": wider})
     with pytest.raises(LoraShapeError, match=r"does not fit layer transformer_blocks\.0\.attn1\.to_k: the layer maps 24 → 24 .* lora_A is \[4, 32\]"):
         pipe.load_lora_weights(tmp_path / "wider.safetensors")
     tensors = peft_tensors(adapters["peft"]) | {"transformer_blocks.9.attn1.to_q.lora_A.weight": torch.zeros(4, 24),
                                                 "transformer_blocks.9.attn1.to_q.lora_B.weight": torch.zeros(24, 4)}
-    save_file({f"transformer.{key}": value for key, value in tensors.items()}, tmp_path / "extra.safetensors")
+    save_diffusers_file(tmp_path / "extra.safetensors", {"transformer": tensors})
     with pytest.raises(NotALoraError, match=r"1 of its transformer layers match no linear layer .*transformer_blocks\.9\.attn1\.to_q"):
         pipe.load_lora_weights(tmp_path / "extra.safetensors")
     (tmp_path / "notes.safetensors").write_text("not a tensor file")
