@@ -8,13 +8,14 @@ nor Gradio). Each module imports only modules listed above it (``tests/test_layo
   checkpoint is sampled (``SamplingRecipe``), the aspect-ratio bins and the one "W×H" reader.
 - ``schemes``, ``variants``, ``part_writing`` — the compression schemes; the variant folder, the contract between
   stages, and its one owner (``Variant.load``, ``finish_variant``, ``save_variant``); its parts written whole.
-- ``checkpoints``, ``building``, ``sources``, ``reference`` — diffusers checkpoints, PixArt models built here, a model
-  id resolved to a diffusers folder, the PyTorch reference pipeline.
+- ``checkpoints``, ``building``, ``sources``, ``editing``, ``reference`` — diffusers checkpoints, PixArt models built
+  here, a model id resolved to a diffusers folder, image-to-image and inpainting on diffusers' call (for both
+  pipelines), the PyTorch reference pipeline.
 - ``record``, ``call_checks``, ``static_shapes``, ``tiling``, ``devices`` — a call's record, its input checks, static
   shapes (``reshape``), tiled decoding, devices and memory.
 - ``parts`` — the core: one small class per OpenVINO part. ``step_cache`` and ``token_downsampling`` — pieces the
   loader composes around the transformer, each removable.
-- ``conversion`` — the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, part by part.
+- ``conversion`` — the T5 encoder, the transformer and the VAE decoder and encoder to OpenVINO IR, part by part.
 - ``pipeline`` — diffusers' α or Σ pipeline with the OpenVINO parts in it (``from_pretrained``, ``save_pretrained``).
 - ``shapes``, ``compression``, ``comparison`` — captioned shapes and their scorer; NNCF compression; variants compared.
 - ``training`` (with ``training_vae``, ``training_features``, ``training_transformer``) — a small PixArt trained here.

@@ -1,6 +1,6 @@
 """The terminal route, in the habits of ``optimum-cli export openvino``: ``python -m helpers <command> --help``.
 
-``convert`` → ``compress`` → ``generate`` (or ``demo``, or ``serve`` to many clients), ``verify`` for a copied folder, ``train`` and
+``convert`` → ``compress`` → ``generate`` and ``edit`` (or ``demo``, or ``serve`` to many clients), ``verify`` for a copied folder, ``train`` and
 ``build-random`` for models made here. Each command calls the functions the notebooks call. It exits with 0 when it
 worked and 1 when not, with one line on standard error that names the problem and the fix.
 """
@@ -17,6 +17,7 @@ from .cli_commands import (
     run_compress,
     run_convert,
     run_demo,
+    run_edit,
     run_generate,
     run_serve,
     run_train,
@@ -28,6 +29,7 @@ EPILOG = """The route from nothing to a served demo, on the small model built of
   python -m helpers convert --model tiny
   python -m helpers compress --model tiny --variant INT8
   python -m helpers generate --model tiny --variant INT8 --prompt "a red circle" --out circle.png
+  python -m helpers edit --model tiny --image circle.png --prompt "a green circle" --strength 0.7 --out green.png
   python -m helpers demo --model tiny
   python -m helpers serve --model tiny --replicas 2
 Models: a hub id (PixArt-alpha/PixArt-LCM-XL-2-1024-MS, PixArt-alpha/PixArt-Sigma-XL-2-1024-MS, ...), a local\ndiffusers folder, tiny, tiny-standard, tiny-sigma, shapes."""
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(commands)
     _add_compress(commands)
     _add_generate(commands)
+    _add_edit(commands)
     _add_verify(commands)
     _add_demo(commands)
     _add_serve(commands)
@@ -112,27 +115,58 @@ def _add_generate(commands) -> None:
     _model_arguments(command)
     command.add_argument("--variant", default="FP16", help="FP16, INT8, INT4-T5, W8A8, or an opt-in FP16-ToDo, W8A8-ToDo (default: %(default)s)")
     command.add_argument("--prompt", action="append", required=True, help="what to draw; repeat for several prompts")
-    command.add_argument("--negative-prompt", default=None, help="what not to draw (default: none, as in diffusers)")
-    command.add_argument("--seed", type=int, default=42, help="seed of the first prompt's noise (default: %(default)s)")
     command.add_argument("--size", type=size_argument, default=None, metavar="WxH", help="picture size, e.g. 1344x768 (default: the model's native square)")
-    command.add_argument("--no-binning", action="store_true", help="draw at exactly --size instead of the nearest aspect-ratio bin, resized")
-    command.add_argument("--steps", type=int, default=None, help="denoising steps (default: the recipe's)")
-    command.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
-    command.add_argument("--images-per-prompt", type=int, default=1, help="pictures per prompt (default: %(default)s)")
+    _drawing_arguments(command)
     command.add_argument("--vae-tiling", action="store_true", help="decode in overlapping 512 px tiles: the decoder's memory "
                          "follows the tile, not the picture (SDXL's VAE takes 17 GiB for a 2048² picture whole)")
     command.add_argument("--downsampled-steps", type=float, default=None, metavar="FRACTION",
                          help="a -ToDo variant: the share of each picture's first steps run with token downsampling, 0 to 1 (default: the folder's)")
+    command.add_argument("--static-shapes", action="store_true", help="compile every part for this call's shapes only "
+                         "(pipe.reshape: a few percent faster on CPU; NPU, which needs them, always reshapes)")
+    command.add_argument("--out", type=Path, default=Path("picture.png"), help="PNG file to write (default: %(default)s)")
+    command.set_defaults(run=run_generate)
+
+
+def _add_edit(commands) -> None:
+    command = commands.add_parser(
+        "edit",
+        help="edit a picture after a prompt: all of it (image-to-image), or where a mask is white (inpainting)",
+        description="Redraw a picture after a prompt with the OpenVINO pipeline of a variant folder (convert makes the VAE "
+        "encoder it needs). Without --mask the whole picture is redrawn (image-to-image); with --mask, only where the mask "
+        "is white: white = repaint, black = keep, diffusers' convention (OpenAI's API marks it with transparent pixels "
+        "instead). --strength is how much changes: it runs that share of the steps, from the picture noised to match. "
+        "The result has the picture's size unless --size says otherwise.",
+    )
+    _model_arguments(command)
+    command.add_argument("--variant", default="FP16", help="the variant folder to draw with (default: %(default)s)")
+    command.add_argument("--image", type=Path, required=True, metavar="IN", help="the picture to edit (PNG, JPEG or WebP)")
+    command.add_argument("--mask", type=Path, default=None, metavar="MASK", help="where to repaint: white = repaint, black = keep "
+                         "(diffusers' convention), the picture's size (default: none, the whole picture is redrawn)")
+    command.add_argument("--prompt", required=True, help="what the edited picture shows")
+    command.add_argument("--strength", type=strength_argument, default=None, metavar="S", help="how much to redraw, in (0, 1]: "
+                         "0.3 small changes, 0.8 keeps the layout, 1 from noise (default: 0.8; with --mask, 1)")
+    command.add_argument("--mask-blur", type=float, default=None, metavar="PIXELS", help="blur the mask's edge by this many "
+                         "pixels for a gradual blend (default: a sharp edge)")
+    command.add_argument("--size", type=size_argument, default=None, metavar="WxH", help="the result's size (default: the picture's)")
+    _drawing_arguments(command)
+    command.add_argument("--out", type=Path, default=Path("edited.png"), help="PNG file to write (default: %(default)s)")
+    command.set_defaults(run=run_edit)
+
+
+def _drawing_arguments(command: argparse.ArgumentParser) -> None:
+    """The options generate and edit share: the call's (seed, steps, guidance, ...) and the pipeline's."""
+    command.add_argument("--negative-prompt", default=None, help="what not to draw (default: none, as in diffusers)")
+    command.add_argument("--seed", type=int, default=42, help="seed of the first prompt's noise (default: %(default)s)")
+    command.add_argument("--no-binning", action="store_true", help="draw at exactly --size instead of the nearest aspect-ratio bin, resized")
+    command.add_argument("--steps", type=int, default=None, help="denoising steps (default: the recipe's)")
+    command.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the recipe's)")
+    command.add_argument("--images-per-prompt", type=int, default=1, help="pictures per prompt (default: %(default)s)")
     command.add_argument("--step-cache", type=float, nargs="?", const=STEP_CACHE_THRESHOLD, default=None, metavar="THRESHOLD",
                          help="reuse the transformer's blocks between steps while the first block's output moves less than "
                          f"THRESHOLD (default when given: {STEP_CACHE_THRESHOLD}; 0: every step computed); off without the flag")
-    command.add_argument("--static-shapes", action="store_true", help="compile every part for this call's shapes only "
-                         "(pipe.reshape: a few percent faster on CPU; NPU, which needs them, always reshapes)")
     command.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]", help="a LoRA adapter (PEFT folder, "
                          ".safetensors, or a name in model/<model>/lora/) at a strength (default 1); repeat to blend")
     command.add_argument("--device", default="AUTO", help="OpenVINO device (default: %(default)s)")
-    command.add_argument("--out", type=Path, default=Path("picture.png"), help="PNG file to write (default: %(default)s)")
-    command.set_defaults(run=run_generate)
 
 
 def _add_verify(commands) -> None:
@@ -161,7 +195,7 @@ def _add_serve(commands) -> None:
         "serve",
         help="serve a variant to many clients: Ray Serve replicas behind an OpenAI-style images API (notebook 7)",
         description="Deploy --replicas replicas of a variant folder on Ray Serve, each compiled once with its own "
-        "threads, behind POST /v1/images/generations (the OpenAI images API: the openai client works with base_url), "
+        "threads, behind POST /v1/images/generations and /v1/images/edits (the OpenAI images API: the openai client works with base_url), "
         "GET /v1/models and GET /health. Without --address, a local Ray on this machine; with one, a running cluster "
         "(ray start --head on one machine, ray start --address on the others; the variant folder copied to each, "
         "checked with verify). Ctrl-C stops it. See docs/serving.md.",
@@ -224,6 +258,18 @@ def size_argument(text: str) -> tuple[int, int]:
         return parse_size(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def strength_argument(text: str) -> float:
+    """``--strength``: a number in (0, 1], checked before any model loads."""
+    try:
+        strength = float(text)
+    except ValueError:
+        strength = float("nan")
+    if not 0 < strength <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a strength: use a number in (0, 1] (0.3: small changes; 0.8: "
+                                         f"keeps the layout; 1: from noise).")
+    return strength
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,22 +50,28 @@ def run_compress(args) -> None:
     print(f"Compressed {fp16.folder} into {out} ({folder_size_mb(fp16.folder):.1f} → {folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
 
 
-def run_generate(args) -> None:
-    import torch
-
+def loaded_pipeline(args, **options):
+    """The pipeline of the variant the command names, on its device, with its --lora adapters (each printed)."""
     from .lora import available_loras, load_adapters, parse_lora
     from .pipeline import OVPixArtPipeline
-    from .static_shapes import needs_static_shapes
     from .variants import Variant
 
-    static = args.static_shapes or needs_static_shapes(args.device)
     variant = Variant.of(args.model, args.variant, args.model_root)
-    pipe = OVPixArtPipeline.from_pretrained(variant, args.device, step_cache=args.step_cache, compile=not static,
-                                         downsampled_steps=args.downsampled_steps)
+    pipe = OVPixArtPipeline.from_pretrained(variant, args.device, step_cache=args.step_cache, **options)
     adapters = [parse_lora(text, available_loras(args.model, args.model_root)) for text in args.lora]
     load_adapters(pipe, adapters)
     for name, path, strength in adapters:
         print(f"LoRA {name} ({path}) at {strength:g}")
+    return pipe
+
+
+def run_generate(args) -> None:
+    import torch
+
+    from .static_shapes import needs_static_shapes
+
+    static = args.static_shapes or needs_static_shapes(args.device)
+    pipe = loaded_pipeline(args, compile=not static, downsampled_steps=args.downsampled_steps)
     height, width = args.size or (None, None)
     options = pipe.recipe.call_arguments(  # the recipe where the command line says nothing
         negative_prompt=args.negative_prompt, num_inference_steps=args.steps, guidance_scale=args.guidance,
@@ -85,7 +91,34 @@ def run_generate(args) -> None:
         output = pipe(prompt, generator=generator, **options)
         images += output.images
         print(f"{output.record.describe()} ({prompt!r})")
-    for path, image in zip(output_paths(args.out, len(images)), images):
+    save_pictures(images, args.out)
+
+
+def run_edit(args) -> None:
+    import torch
+
+    from .edit_inputs import check_same_size, open_picture, own_size, rgb
+
+    image = rgb(open_picture(args.image, "--image"))  # the files checked before any model loads
+    mask = open_picture(args.mask, "--mask") if args.mask else None
+    if mask is not None:
+        check_same_size(mask, image, "--mask", "--image")
+    height, width = args.size or own_size(image, "--image", "--size")
+    pipe = loaded_pipeline(args)
+    options = pipe.recipe.call_arguments(  # the recipe where the command line says nothing
+        image=image, mask_image=mask, strength=args.strength, mask_blur=args.mask_blur, negative_prompt=args.negative_prompt,
+        num_inference_steps=args.steps, guidance_scale=args.guidance, num_images_per_prompt=args.images_per_prompt,
+        height=height, width=width, use_resolution_binning=not args.no_binning,
+    )
+    output = pipe(args.prompt, generator=torch.Generator("cpu").manual_seed(args.seed), **options)
+    kind = f"inpainting of {args.image} where {args.mask} is white" if mask is not None else f"image-to-image of {args.image}"
+    print(f"{output.record.describe()} ({kind}, {args.prompt!r})")
+    save_pictures(output.images, args.out)
+
+
+def save_pictures(images: list, out: Path) -> None:
+    """The pictures as PNG files: ``out``, or ``<stem>-1.png``, … for several (:func:`output_paths`)."""
+    for path, image in zip(output_paths(out, len(images)), images):
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
         print(f"Saved {path} ({image.width}×{image.height})")
@@ -145,7 +178,7 @@ def run_serve(args) -> None:
         check_capacity(args.replicas, threads)
         url = deploy(app, args.host, args.port)
         print(f"Serving {served_model_id(variant)}: {args.replicas} replica(s) × {threads} thread(s) at {url} "
-              f"(POST {url}/images/generations); Ctrl-C stops", flush=True)
+              f"(POST {url}/images/generations, {url}/images/edits); Ctrl-C stops", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

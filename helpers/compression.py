@@ -21,7 +21,6 @@ from .token_downsampling import TokenDownsampling
 from .variants import (
     DOWNSAMPLED_PART,
     DOWNSAMPLED_SUFFIX,
-    PARTS,
     Variant,
     as_variant,
     base_variant,
@@ -30,6 +29,7 @@ from .variants import (
     is_part_converted,
     is_variant,
     link_part,
+    present_parts,
 )
 
 Calibration = Sequence[dict[str, np.ndarray]]  # transformer inputs by name, one dict per call
@@ -150,13 +150,18 @@ def compress_variant(
     written last. ``report`` gets a line per part. Returns seconds per part.
     """
     source, out_dir = as_variant(source).folder, prepare_folder(out_dir, report)
-    pending = {part: scheme[part] for part in PARTS if not is_part_converted(out_dir, part)}
+    pending = missing_parts(source, out_dir, scheme)
     if needs_calibration(pending) and not calibration:  # said before T5 is compressed, not after
         raise ValueError(NO_CALIBRATION)
     make = lambda part: compress_part(source, out_dir, part, scheme[part], calibration)  # noqa: E731
-    seconds = make_parts(out_dir, PARTS, make, "compressed", report)
+    seconds = make_parts(out_dir, present_parts(source), make, "compressed", report)
     finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": scheme})
     return seconds
+
+
+def missing_parts(source: Path, out_dir: Path, scheme: dict[str, dict]) -> dict[str, dict]:
+    """The method of each part ``source`` has and ``out_dir`` does not have yet (a VAE encoder added later, say)."""
+    return {part: scheme[part] for part in present_parts(source) if not is_part_converted(out_dir, part)}
 
 
 def make_downsampled_variant(
@@ -185,14 +190,14 @@ def make_downsampled_variant(
         return seconds
     base = out_dir.with_name(base_variant(out_dir.name))
     scheme = COMPRESSION_SCHEMES[base.name]
-    pending = {} if is_variant(base) else dict(scheme)
+    pending = missing_parts(fp16.folder, base, scheme)
     if not is_part_converted(out_dir, DOWNSAMPLED_PART):
         pending[DOWNSAMPLED_PART] = scheme["transformer"]
     if callable(calibration):
         calibration = calibration(fp16) if needs_calibration(pending) else None
-    if not is_variant(base):
+    if not is_variant(base) or missing_parts(fp16.folder, base, scheme):
         seconds |= compress_variant(fp16, base, scheme, report, calibration)
-    for part in PARTS:
+    for part in present_parts(base):
         link_part(base, out_dir, part)
     make = lambda part: compress_part(fp16_todo, out_dir, part, scheme["transformer"], calibration)  # noqa: E731
     seconds |= make_parts(out_dir, [DOWNSAMPLED_PART], make, "compressed", report)
@@ -217,7 +222,7 @@ def weight_type_table(folder: Path):
 
     groups = {"int4": ("i4", "u4"), "int8": ("i8", "u8"), "FP16": ("f16",), "FP32": ("f32", "f64")}
     rows = {}
-    for part in PARTS:
+    for part in present_parts(folder):
         counts = weight_types(ir_path(folder, part))
         values = {group: sum(counts.get(t, 0) for t in types) for group, types in groups.items()}
         rows[part] = {group: 100 * n / sum(values.values()) for group, n in values.items()}

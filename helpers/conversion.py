@@ -1,4 +1,4 @@
-"""Conversion: the T5 encoder, the transformer and the VAE decoder to OpenVINO IR, one part at a time."""
+"""Conversion: the T5 encoder, the transformer, the VAE decoder and encoder to OpenVINO IR, one part at a time."""
 
 from __future__ import annotations
 
@@ -18,7 +18,17 @@ from .part_writing import make_parts, prepare_folder, save_part
 from .sources import resolve_model_source
 from .step_cache import CUT_POINTS, captured_cut_points
 from .token_downsampling import TokenDownsampling, enable_token_downsampling
-from .variants import DOWNSAMPLED_PART, PARTS, Variant, as_variant, finish_variant, is_variant, link_part, variant_dir
+from .variants import (
+    DOWNSAMPLED_PART,
+    MADE_PARTS,
+    Variant,
+    as_variant,
+    finish_variant,
+    is_variant,
+    link_part,
+    present_parts,
+    variant_dir,
+)
 
 # Applied by OpenVINO's GPU plugin to keep T5's activations inside the FP16 range; the exporters of SD3 and Flux
 # set the same value. The CPU runs bf16 or f32 here, whose exponent range needs no scaling.
@@ -73,6 +83,18 @@ class _VaeDecoderForExport(torch.nn.Module):
         return self.vae.decode(latent_sample, return_dict=False)[0]
 
 
+class _VaeEncoderForExport(torch.nn.Module):
+    """The latent distribution's parameters (means, then log-variances), which diffusers' ``DiagonalGaussianDistribution``
+    reads: the IR computes no sample, so the pipeline picks the mean or a sample as diffusers' ``retrieve_latents`` does."""
+
+    def __init__(self, vae: torch.nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, sample: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(sample).latent_dist.parameters
+
+
 def text_encoder_example(config: Any, batch: int = 1, length: int = 120) -> dict[str, torch.Tensor]:
     """Example inputs of the T5 encoder: token ids and their attention mask."""
     return {
@@ -117,6 +139,11 @@ def vae_decoder_example(config: Any, batch: int = 1, side: int = 64) -> dict[str
     return {"latent_sample": torch.randn(batch, config.latent_channels, side, side)}
 
 
+def vae_encoder_example(config: Any, batch: int = 1, side: int = 128) -> dict[str, torch.Tensor]:
+    """Example input of the VAE encoder: pictures of ``side``² in [-1, 1]."""
+    return {"sample": torch.rand(batch, config.in_channels, side, side) * 2 - 1}
+
+
 @dataclass(frozen=True)
 class PartSpec:
     """How one pipeline part is loaded from a diffusers folder and exported."""
@@ -136,6 +163,7 @@ PART_SPECS = {
         _TransformerWithCutPoints,
     ),
     "vae_decoder": PartSpec("vae", "diffusers.AutoencoderKL", _VaeDecoderForExport, vae_decoder_example),
+    "vae_encoder": PartSpec("vae", "diffusers.AutoencoderKL", _VaeEncoderForExport, vae_encoder_example, ("latent_parameters",)),
 }
 
 
@@ -187,10 +215,11 @@ def convert_part(model: torch.nn.Module, part: str, out_dir: Path, folder_name: 
 
 
 def activations_scale_factor(part: str, config: Any) -> str | None:
-    """The FP16 activation scaling an IR carries for Intel GPUs: T5's always, the VAE decoder's when it is SDXL's."""
+    """The FP16 activation scaling an IR carries for Intel GPUs: T5's always, the VAE's (decoder and encoder) when it is
+    SDXL's."""
     if part == "text_encoder":
         return T5_ACTIVATIONS_SCALE_FACTOR
-    if part == "vae_decoder" and config.get("scaling_factor") == SDXL_VAE_SCALING_FACTOR and config.get("force_upcast", True):
+    if part in ("vae_decoder", "vae_encoder") and config.get("scaling_factor") == SDXL_VAE_SCALING_FACTOR and config.get("force_upcast", True):
         return SDXL_VAE_ACTIVATIONS_SCALE_FACTOR
     return None
 
@@ -237,7 +266,7 @@ def restore_sinusoid_tables(xml_path: Path, tables: dict[str, np.ndarray]) -> in
 
 
 def convert_pipeline(
-    source: Path, out_dir: Path, parts: tuple[str, ...] = PARTS, report: Callable[[str], None] = tqdm.write
+    source: Path, out_dir: Path, parts: tuple[str, ...] = MADE_PARTS, report: Callable[[str], None] = tqdm.write
 ) -> dict[str, float]:
     """Convert the parts of a diffusers folder into a variant folder, one torch module in memory at a time.
 
@@ -270,7 +299,7 @@ def convert_downsampled(
     the factor, the blocks and the fraction of steps. Returns seconds per part converted.
     """
     source, fp16, out_dir = Path(source), as_variant(fp16), prepare_folder(out_dir, report)
-    for part in PARTS:
+    for part in present_parts(fp16.folder):
         link_part(fp16.folder, out_dir, part)
     make = lambda name: _convert_from(source, "transformer", out_dir, downsampling, name)  # noqa: E731
     seconds = make_parts(out_dir, [DOWNSAMPLED_PART], make, "converted", report)

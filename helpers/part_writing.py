@@ -23,7 +23,7 @@ from .variants import (
     COPIED,
     DOWNSAMPLED_PART,
     IR_NAME,
-    PARTS,
+    MADE_PARTS,
     VARIANT_CLASS,
     damaged_files,
     is_outdated,
@@ -40,7 +40,7 @@ def remove_outdated(folder: Path) -> bool:
     if index.get("_class_name") != VARIANT_CLASS or not is_outdated(index):  # never a diffusers folder's files
         return False
     recorded = {name.split("/")[0] for name in index.get("files", {}) if "/" in name}
-    for sub in recorded | {*PARTS, *COPIED, DOWNSAMPLED_PART}:
+    for sub in recorded | {*MADE_PARTS, *COPIED, DOWNSAMPLED_PART}:
         shutil.rmtree(folder / sub, ignore_errors=True)
     (folder / MODEL_INDEX).unlink()
     return True

@@ -17,7 +17,7 @@ from .machine import free_memory
 from .record import Recorder
 from .static_shapes import reshaped
 from .tiling import TILE_LATENT_SIZE, TILE_OVERLAP, check_tiling, decode_in_tiles
-from .variants import IR_NAME, DamagedVariantError, Variant, how_to_make
+from .variants import IR_NAME, VAE_ENCODER, DamagedVariantError, Variant, VariantNotReadyError, how_to_make
 
 
 class OVModelPart:
@@ -162,7 +162,7 @@ class OVModelPart:
         adapters' matrices for the branches it has."""
         request = self.requests[model]
         names = self._input_names[model]
-        if self.adapted:
+        if self.adapters is not None:  # the feed is cached until the adapters change; {} for a part with no branch
             inputs = self.adapters.feed(self.part_name) | inputs
         feed = {name: _to_numpy(value) for name, value in inputs.items() if value is not None and name in names}
         outputs = request.infer(feed)
@@ -219,12 +219,15 @@ class OVTransformer(OVModelPart):
         return (self.infer(**inputs),)
 
     def models_to_compile(self) -> dict[str, Path | ov.Model]:
-        """The IR with its first output only, the sample: the others it carries (the step cache's cut points) would
-        be copied out at every step."""
-        model = self.read_ir()
-        for result in model.get_results()[1:]:
-            model.remove_result(result)
-        return {"model": model}
+        return {"model": sample_only(self.read_ir())}
+
+
+def sample_only(transformer: ov.Model) -> ov.Model:
+    """The transformer IR with its first output only, the sample: the others it carries (the step cache's cut
+    points) would be copied out at every step. Edits ``transformer`` in place and returns it."""
+    for result in transformer.get_results()[1:]:
+        transformer.remove_result(result)
+    return transformer
 
 
 def transformer_inputs(hidden_states, encoder_hidden_states, timestep, added_cond_kwargs=None, encoder_attention_mask=None) -> dict:
@@ -241,7 +244,8 @@ def transformer_inputs(hidden_states, encoder_hidden_states, timestep, added_con
 
 
 class OVVaeDecoder(OVModelPart):
-    """The VAE decoder, behind the ``vae.decode(latents, return_dict=False)[0]`` call of the pipeline.
+    """The VAE decoder, behind the ``vae.decode(latents, return_dict=False)[0]`` call of the pipeline, and the VAE
+    encoder beside it (``encoder``, where the folder has one) behind ``vae.encode(images)``, as diffusers' one VAE.
 
     ``enable_tiling()`` decodes latents larger than a tile in overlapping tiles (``helpers.tiling``), as diffusers'
     ``AutoencoderKL.enable_tiling`` does: SDXL's VAE takes 17 GiB to decode a 2048² picture whole.
@@ -249,6 +253,7 @@ class OVVaeDecoder(OVModelPart):
 
     part_name = "vae_decoder"
     use_tiling = False
+    encoder: OVVaeEncoder | None = None
     tile_latent_size, tile_overlap = TILE_LATENT_SIZE, TILE_OVERLAP
 
     def enable_tiling(self, tile_latent_size: int = TILE_LATENT_SIZE, overlap: int = TILE_OVERLAP) -> None:
@@ -264,6 +269,33 @@ class OVVaeDecoder(OVModelPart):
         if self.use_tiling and max(latents.shape[-2:]) > self.tile_latent_size:
             return (decode_in_tiles(lambda tile: self.infer(latent_sample=tile), latents, self.tile_latent_size, self.tile_overlap),)
         return (self.infer(latent_sample=latents),)
+
+    def encode(self, sample: torch.Tensor, return_dict: bool = True):
+        """The encoder's ``encode``; a folder without one is refused with the commands that add it."""
+        if self.encoder is None:
+            raise VariantNotReadyError(missing_encoder_message(self.folder.parent))
+        return self.encoder.encode(sample, return_dict)
+
+
+def missing_encoder_message(folder: Path) -> str:
+    """One line: the folder has no VAE encoder, and what adds it (FP16's conversion, then the folder's own command)."""
+    steps = dict.fromkeys([how_to_make(folder.with_name("FP16")), how_to_make(folder)])
+    return (f"The model at {folder} has no VAE encoder ({VAE_ENCODER}/), which image-to-image and inpainting need "
+            f"(it was made before the encoder was): {', then '.join(steps)} to add it.")
+
+
+class OVVaeEncoder(OVModelPart):
+    """The VAE encoder, called as diffusers' ``vae.encode(images).latent_dist``: its IR gives the latent distribution's
+    parameters, which diffusers' own ``DiagonalGaussianDistribution`` reads (``mode()``, ``sample(generator)``)."""
+
+    part_name = VAE_ENCODER
+
+    def encode(self, sample: torch.Tensor, return_dict: bool = True):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+        from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+        latent_dist = DiagonalGaussianDistribution(self.infer(sample=sample))
+        return AutoencoderKLOutput(latent_dist=latent_dist) if return_dict else (latent_dist,)
 
 
 class PartMaker:

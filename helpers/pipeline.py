@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,18 +16,28 @@ from PIL import Image
 from .call_checks import check_generation_inputs
 from .checkpoints import scheduler_from_config
 from .devices import check_device, fits_in_memory
+from .editing import EditingMixin, edit_strength, steps_to_run
 from .lora import OVLoraMixin
-from .parts import OVModelPart, OVTextEncoder, OVTransformer, OVVaeDecoder, PartMaker
+from .parts import OVModelPart, OVTextEncoder, OVTransformer, OVVaeDecoder, OVVaeEncoder, PartMaker
 from .record import CallRecord
 from .settings import STEP_CACHE_THRESHOLD, SamplingRecipe, recipe_for
 from .sizes import ASPECT_RATIO_BINS, largest_side
 from .static_shapes import StaticShapesMixin, needs_static_shapes, static_device_message
-from .variants import DOWNSAMPLED_PART, Variant, VariantNotReadyError, how_to_make, read_index, save_variant
+from .variants import (
+    DOWNSAMPLED_PART,
+    VAE_ENCODER,
+    Variant,
+    VariantNotReadyError,
+    how_to_make,
+    read_index,
+    save_variant,
+)
 
 
-class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin):
+class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin):
     """What the OpenVINO pipelines add to diffusers' PixArt-α and PixArt-Σ pipelines, whose ``__call__``, checks,
-    bins and loop they keep: loading and saving in optimum-intel's habits, the device, clear errors for bad input.
+    bins and loop they keep: loading and saving in optimum-intel's habits, the device, clear errors for bad input,
+    and edits (``image=``, ``mask_image=``: ``helpers.editing``) where the folder has a VAE encoder.
 
     ``OVPixArtPipeline.from_pretrained(folder)`` returns the pipeline of the variant's own kind: an
     :class:`OVPixArtAlphaPipeline` or an :class:`OVPixArtSigmaPipeline`. No torch weights are loaded. Its
@@ -144,8 +153,13 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin):
         return getattr(self.transformer, "steps", None) if self.variant.token_downsampling else None
 
     @property
+    def vae_encoder(self) -> OVVaeEncoder | None:
+        """The VAE encoder edits need (optimum-intel's name for it); None for a folder made without it."""
+        return self.vae.encoder
+
+    @property
     def parts(self) -> tuple[OVModelPart, ...]:
-        return self.text_encoder, self.transformer, self.vae
+        return (self.text_encoder, self.transformer, self.vae) + ((self.vae_encoder,) if self.vae_encoder else ())
 
     def to(self, *args: Any, **kwargs: Any) -> "OVPixArtPipeline":
         """Move the pipeline to another OpenVINO device, compiling its parts for it (now, if they were compiled), as
@@ -219,14 +233,15 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin):
 
     def __call__(self, *args: Any, **kwargs: Any):
         """diffusers' call, its arguments and defaults, but for steps and guidance, which default to the checkpoint's
-        recipe (LCM: 4 steps, no guidance, as its model card gives; standard: diffusers' own 20 and 4.5)."""
-        given = dict(inspect.signature(super().__call__).bind(*args, **kwargs).arguments)
-        kwargs = self.recipe.defaults() | given | given.pop("kwargs", {})  # diffusers' **kwargs, flattened
+        recipe (LCM: 4 steps, no guidance, as its model card gives; standard: diffusers' own 20 and 4.5); with
+        ``image`` (and ``mask_image``), an edit of that picture (:class:`~helpers.editing.EditingMixin`)."""
+        kwargs = self.recipe.defaults() | self.call_arguments(*args, **kwargs)
         prompt = kwargs.pop("prompt", None)
         self.check_call_inputs(prompt, **kwargs)
         if self.reshape_each_call:
             self.reshape_for(prompt, **kwargs)
-        record = self.part_maker.recorder.start(kwargs["num_inference_steps"], step_cache=self.step_cache_threshold is not None)
+        steps = steps_to_run(kwargs["num_inference_steps"], edit_strength(kwargs))  # an edit runs its share of them
+        record = self.part_maker.recorder.start(steps, step_cache=self.step_cache_threshold is not None)
         output = super().__call__(prompt, **kwargs)
         if isinstance(output, tuple):  # return_dict=False gives a bare tuple, as in diffusers
             return output
@@ -244,6 +259,7 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin):
             num_images_per_prompt=kwargs.get("num_images_per_prompt", 1),
             **self.check_options(binning),
         )
+        self.check_edit_inputs(kwargs | {"prompt": prompt})
         self.check_static_shape(prompt, kwargs)
 
     def check_options(self, binning: bool) -> dict:
@@ -312,12 +328,15 @@ def pipeline_components(variant: Variant, maker: PartMaker) -> dict[str, Any]:
     :meth:`OVPixArtPipeline.compose_transformer`), its tokenizer and its scheduler."""
     from transformers import AutoTokenizer
 
+    vae = maker.make(OVVaeDecoder, "vae_decoder")
+    if VAE_ENCODER in variant.index["parts"]:
+        vae.encoder = maker.make(OVVaeEncoder, VAE_ENCODER)
     return dict(
         tokenizer=AutoTokenizer.from_pretrained(variant.part_dir("tokenizer")),
         scheduler=scheduler_from_config(variant.scheduler_config),
         text_encoder=maker.make(OVTextEncoder, "text_encoder"),
         transformer=maker.make(OVTransformer, "transformer"),
-        vae=maker.make(OVVaeDecoder, "vae_decoder"),
+        vae=vae,
     )
 
 

@@ -7,16 +7,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # How the parts are named in a record, and shown.
-PART_LABELS = {"text_encoder": "T5", "transformer": "transformer", "vae_decoder": "VAE"}
+PART_LABELS = {"text_encoder": "T5", "vae_encoder": "VAE encoder", "transformer": "transformer", "vae_decoder": "VAE"}
 
 
 @dataclass
 class CallRecord:
     """What one call of the pipeline did.
 
-    ``seconds``: each part's calls, in order (``"text_encoder"``, ``"transformer"``: one per denoising step,
-    ``"vae_decoder"``: one per picture, or per tile). ``reused``: steps whose blocks the step cache reused (``None``
-    with the step cache off). ``downsampled``: steps run by a ``-ToDo`` variant's downsampled transformer.
+    ``seconds``: each part's calls, in order (``"text_encoder"``, an edit's ``"vae_encoder"``: one per picture given,
+    ``"transformer"``: one per denoising step, ``"vae_decoder"``: one per picture, or per tile). ``reused``: steps
+    whose blocks the step cache reused (``None`` with the step cache off). ``downsampled``: steps run by a ``-ToDo``
+    variant's downsampled transformer. ``num_inference_steps``: the steps the call runs (an edit: its share).
     """
 
     num_inference_steps: int = 0

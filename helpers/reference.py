@@ -4,10 +4,12 @@ The real checkpoint's T5-XXL encoder is 19 GB in FP32: with the transformer and 
 pipeline does not fit a 24 GiB machine. The reference therefore runs in two stages, each loaded from the folder
 and freed before the next: T5 encodes every prompt, then the transformer and the VAE make the pictures from the
 stored embeddings. The pictures are those of the diffusers pipeline's ``__call__`` (α or Σ): same caption cleaning, same noise.
+The edits' reference (:func:`editing_reference`) is that pipeline whole, with ``helpers.editing`` mixed in.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +17,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from .editing import EditingMixin
 from .machine import bf16_instructions, free_memory
 from .settings import SamplingRecipe
 from .sources import diffusers_pipeline_class
@@ -86,6 +89,18 @@ def reference_images(
     del pipe
     free_memory()
     return images, seconds
+
+
+def editing_reference(source: Path, dtype: torch.dtype = torch.float32):
+    """diffusers' own pipeline of a folder (α or Σ), loaded whole, with image-to-image and inpainting mixed in: the
+    same code as the OpenVINO pipeline's edits (``helpers.editing``) on diffusers' PyTorch modules."""
+    return editing_pipeline_class(diffusers_pipeline_class(source)).from_pretrained(source, dtype=dtype)
+
+
+@functools.cache
+def editing_pipeline_class(pipeline_class: type) -> type:
+    """``PixArtAlphaPipeline`` (or Σ's) with :class:`~helpers.editing.EditingMixin` before it."""
+    return type(f"{pipeline_class.__name__}WithEdits", (EditingMixin, pipeline_class), {})
 
 
 def add_torch_adapters(transformer: torch.nn.Module, adapters: dict[str, tuple[Path, float]]):

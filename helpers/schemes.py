@@ -18,10 +18,12 @@ W8A8_QUANTIZATION = {
     ),
     "ignored_types": ("ScaledDotProductAttention",),
 }
+# The VAE encoder (edits only) is compressed as the decoder is.
+VAE_WEIGHTS = {"vae_decoder": INT8_WEIGHTS, "vae_encoder": INT8_WEIGHTS}
 COMPRESSION_SCHEMES: dict[str, dict[str, dict]] = {
-    "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
-    "INT4-T5": {"text_encoder": INT4_WEIGHTS, "transformer": INT8_WEIGHTS, "vae_decoder": INT8_WEIGHTS},
-    "W8A8": {"text_encoder": INT8_WEIGHTS, "transformer": W8A8_QUANTIZATION, "vae_decoder": INT8_WEIGHTS},
+    "INT8": {"text_encoder": INT8_WEIGHTS, "transformer": INT8_WEIGHTS, **VAE_WEIGHTS},
+    "INT4-T5": {"text_encoder": INT4_WEIGHTS, "transformer": INT8_WEIGHTS, **VAE_WEIGHTS},
+    "W8A8": {"text_encoder": INT8_WEIGHTS, "transformer": W8A8_QUANTIZATION, **VAE_WEIGHTS},
 }
 
 # Prompts whose transformer inputs W8A8 is calibrated on, by default (notebook 3, ``compress --calibration-prompts``).

@@ -7,9 +7,10 @@ Two deployments make one application (:func:`build_app`):
   so replicas do not fight over cores) and draws one request at a time (``max_ongoing_requests=1``); the requests
   waiting for a painter are bounded (``max_queued_requests``).
 - :class:`ImagesAPI`, the HTTP front (FastAPI): ``POST /v1/images/generations`` in the shape OpenAI's images API and
-  OVMS speak, ``GET /v1/models``, ``GET /health``; the bearer token; and the errors, as OpenAI's JSON: 400 for bad
-  input (the pipeline's own checks, raised in the painter), 401 without the token, 503 with "retry" when the painters'
-  queue is full or a painter stopped while drawing.
+  OVMS speak, ``POST /v1/images/edits`` (OpenAI's multipart form, ``helpers.serving_edits``), ``GET /v1/models``,
+  ``GET /health``; the bearer token; and the errors, as OpenAI's JSON: 400 for bad input (the pipeline's own checks,
+  raised in the painter), 401 without the token, 413 for an upload over the limit, 503 with "retry" when the
+  painters' queue is full or a painter stopped while drawing.
 
 :func:`start_ray` starts a local Ray (or joins a cluster) without usage stats or dashboard, :func:`deploy` puts the
 application behind Ray's HTTP proxy, :func:`shutdown` stops both. ``python -m helpers serve`` does all three.
@@ -30,6 +31,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
+from .serving_edits import UploadError, edit_arguments, read_edit_form
 from .settings import MAX_QUEUED_REQUESTS
 from .variants import Variant, as_variant
 
@@ -37,7 +39,8 @@ APP_NAME = "pixart"
 MAX_IMAGES_PER_REQUEST = 4  # a request holds its painter for n pictures: larger batches go as more requests
 RETRY_HEADERS = {"Retry-After": "1"}  # on a 503: the openai client waits that long, then retries by itself
 PIPELINE_FIELDS = {"num_images_per_prompt": "n", "num_inference_steps": "num_inference_steps",
-                   "guidance_scale": "guidance_scale", "height": "size", "width": "size"}
+                   "guidance_scale": "guidance_scale", "height": "size", "width": "size", "mask_image": "mask"}
+REQUEST_FIELDS = ("prompt", "n", "seed", "response_format", "negative_prompt", "lora", "image", "mask", "strength")
 
 
 def served_model_id(variant: Variant) -> str:
@@ -50,10 +53,11 @@ def api_size(height: int, width: int) -> str:
     return f"{width}x{height}"
 
 
-def generation_call(body: dict[str, Any], pipe: Any) -> tuple[str, dict[str, Any], int | None]:
+def generation_call(body: dict[str, Any], pipe: Any, edit: bool = False) -> tuple[str, dict[str, Any], int | None]:
     """The prompt, the pipeline call's arguments and the seed of a request body, or a ``ValueError`` naming the
     problem and the fix: the fields the pipeline knows are checked by its own checks (``check_call_inputs``, the size
-    by ``parse_size`` against the model's bins); this adds only what the API adds (types, the limit on ``n``)."""
+    by ``parse_size`` against the model's bins); this adds only what the API adds (types, the limit on ``n``). An
+    ``edit`` (the edits route's body) adds its picture, mask and strength (``helpers.serving_edits``)."""
     from .sizes import parse_size
 
     prompt, n, seed = body.get("prompt"), body.get("n", 1), body.get("seed")
@@ -64,15 +68,18 @@ def generation_call(body: dict[str, Any], pipe: Any) -> tuple[str, dict[str, Any
                          f"{MAX_IMAGES_PER_REQUEST} and send more requests for more.")
     if body.get("response_format", "b64_json") not in ("b64_json", None):
         raise ValueError(f"response_format={body['response_format']!r} is not served: ask for b64_json (the pictures come in the answer).")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise ValueError(f"seed={seed!r} is not allowed: use a whole number from 0, or leave it out for a random picture.")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):  # torch's range
+        raise ValueError(f"seed={seed!r} is not allowed: use a whole number from 0 to 2**64 - 1, or leave it out for a random picture.")
     negative = body.get("negative_prompt")
     if negative is not None and not isinstance(negative, str):
         raise ValueError(f"negative_prompt={negative!r} is not allowed: send a string (\"\" for none).")
-    height, width = parse_size(body.get("size") or api_size(*pipe.variant.native_size), pipe.variant.sizes)
+    if edit:
+        asked = edit_arguments(body, pipe)
+    else:
+        asked = dict(zip(("height", "width"), parse_size(body.get("size") or api_size(*pipe.variant.native_size), pipe.variant.sizes)))
     arguments = pipe.recipe.call_arguments(
         negative_prompt=negative, num_inference_steps=body.get("num_inference_steps"),
-        guidance_scale=body.get("guidance_scale"), num_images_per_prompt=n, height=height, width=width,
+        guidance_scale=body.get("guidance_scale"), num_images_per_prompt=n, **asked,
     )
     pipe.check_call_inputs(prompt, **arguments)
     return prompt, arguments, seed
@@ -86,7 +93,7 @@ def requested_adapters(body: dict[str, Any], served: list[str]) -> dict[str, flo
         return {}
     asked = {asked: 1.0} if isinstance(asked, str) else asked
     if not isinstance(asked, dict) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in asked.values()):
-        raise ValueError(f'lora={body["lora"]!r} is not allowed: send an adapter\'s name ("lora": "star") or names with strengths ("lora": {{"star": 0.8}}).')
+        raise ValueError(f'lora={body["lora"]!r} is not allowed: send an adapter\'s name ("lora": "ring") or names with strengths ("lora": {{"ring": 0.8}}).')
     unknown = [name for name in asked if name not in served]
     if unknown:
         raise ValueError(f"lora={unknown[0]!r} is not served here: ask for one of {', '.join(served) or 'none (serve --lora NAME=PATH adds some)'}.")
@@ -117,7 +124,7 @@ def decode_picture(b64_json: str):
 def field_of(message: str) -> str | None:
     """The request field a check's message is about (its ``param`` in the error), from the name it starts with."""
     name = message.replace("=", " ").split(" ", 1)[0]  # "n=0 is ...", "prompt is missing ..."
-    return PIPELINE_FIELDS.get(name, name if name in ("prompt", "n", "seed", "response_format", "negative_prompt", "lora") else None)
+    return PIPELINE_FIELDS.get(name, name if name in REQUEST_FIELDS else None)
 
 
 def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
@@ -153,13 +160,13 @@ class Painter:
 
         return {"replica": serve.get_replica_context().replica_id.unique_id, "node": ray.get_runtime_context().get_node_id()}
 
-    async def draw(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The pictures a request asks for, base64 PNGs, with where they were drawn; for bad input, ``{"error": the
-        check's message}`` (returned, not raised: Ray would log each as a failed request).
+    async def draw(self, body: dict[str, Any], edit: bool = False) -> dict[str, Any]:
+        """The pictures a request asks for (an ``edit``: of its picture), base64 PNGs, with where they were drawn; for
+        bad input, ``{"error": the check's message}`` (returned, not raised: Ray would log each as a failed request).
 
         The pipeline runs in a thread: the replica's event loop stays free for Ray's health checks."""
         try:
-            prompt, arguments, seed = generation_call(body, self.pipe)
+            prompt, arguments, seed = generation_call(body, self.pipe, edit)
             adapters = requested_adapters(body, self.loras)
         except ValueError as error:
             return {"error": str(error)}
@@ -230,17 +237,30 @@ class ImagesAPI:
                            "Content-Type: application/json.") from None
         if not isinstance(body, dict):
             raise APIError(400, f'The body is JSON but not an object ({type(body).__name__}): send {{"prompt": "..."}}.')
+        return await self._answer(body)
+
+    @app.post("/v1/images/edits")
+    async def edit(self, request: Request) -> JSONResponse:
+        """OpenAI's edits: the form read here (its size bounded), the picture and mask read by the painter."""
+        self._authorize(request)
+        try:
+            body = await read_edit_form(request)
+        except UploadError as error:
+            raise APIError(error.status, str(error), param=error.param) from None
+        return await self._answer(body, edit=True)
+
+    async def _answer(self, body: dict, edit: bool = False) -> JSONResponse:
         if body.get("model") not in (None, self.model_id):
             raise APIError(404, f"The model {body['model']!r} is not served here: ask for {self.model_id!r} "
                            "(GET /v1/models), or leave model out.", param="model", code="model_not_found")
-        drawn = await self._draw(body)
+        drawn = await self._draw(body, edit)
         if "error" in drawn:  # the pipeline's checks, run in the painter
             raise APIError(400, drawn["error"], param=field_of(drawn["error"]))
         return images_response(drawn)
 
-    async def _draw(self, body: dict) -> dict:
+    async def _draw(self, body: dict, edit: bool) -> dict:
         try:
-            return await self.painter.draw.remote(body)
+            return await self.painter.draw.remote(body, edit)
         except BackPressureError as error:
             raise APIError(503, f"The server is busy ({error}): retry in a moment; every replica is drawing and "
                            "the queue is full.", kind="server_error", headers=RETRY_HEADERS) from None

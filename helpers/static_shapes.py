@@ -67,6 +67,11 @@ def vae_decoder_shapes(call: CallShape, config: dict, vae_scale_factor: int, til
     return {"latent_sample": [call.pictures, config["latent_channels"], *latent]}
 
 
+def vae_encoder_shapes(call: CallShape, config: dict) -> dict[str, list[int]]:
+    """An edit encodes its pictures one at a time, at the size the call draws."""
+    return {"sample": [1, config["in_channels"], call.height, call.width]}
+
+
 def reshaped(model: ov.Model, shapes: dict[str, list[int]]) -> ov.Model:
     """``model`` with its inputs fixed to ``shapes`` (inputs it lacks are skipped); a ``ValueError`` names any input
     left dynamic."""
@@ -141,6 +146,8 @@ class StaticShapesMixin:
         self.text_encoder.reshape(text_encoder_shapes(call))
         self.transformer.reshape(transformer_shapes(call, self.transformer.config, scale))
         self.vae.reshape(vae_decoder_shapes(call, self.vae.config, scale, tile))
+        if self.vae.encoder is not None:
+            self.vae.encoder.reshape(vae_encoder_shapes(call, self.vae.encoder.config))
         self.static_shape = call
         self.compile()
         return self

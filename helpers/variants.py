@@ -1,8 +1,8 @@
 """The variant folder, the one contract between stages: its format and its index, read and checked here, and
 finished here (its parts are made by ``helpers.part_writing``, for conversion and compression).
 
-``model/<model-name>/<VARIANT>/`` holds ``text_encoder/``, ``transformer/``, ``vae_decoder/`` (an
-``openvino_model.xml/.bin`` each, with its ``config.json``), ``tokenizer/``, ``scheduler/`` and
+``model/<model-name>/<VARIANT>/`` holds ``text_encoder/``, ``transformer/``, ``vae_decoder/``, ``vae_encoder/`` (for
+edits; an ``openvino_model.xml/.bin`` each, with its ``config.json``), ``tokenizer/``, ``scheduler/`` and
 ``model_index.json``. The index is written last: a folder without it is unfinished. It records the folder format's
 version (a folder of another version is refused, with the command that makes it again) and every other file's size
 and SHA-256, so a folder damaged on its way to another machine is named as such when it is loaded (sizes, cheap) or
@@ -29,7 +29,9 @@ from .schemes import COMPRESSION_SCHEMES
 from .settings import MODEL_INDEX, MODEL_ROOT, SamplingRecipe, model_name, recipe_for
 from .sizes import native_size, size_choices, wide_size
 
-PARTS = ("text_encoder", "transformer", "vae_decoder")
+PARTS = ("text_encoder", "transformer", "vae_decoder")  # what a folder needs to draw
+VAE_ENCODER = "vae_encoder"  # what edits need too (image-to-image, inpainting); folders made before it lack it
+MADE_PARTS = (*PARTS, VAE_ENCODER)  # what conversion and compression make
 IR_NAME = "openvino_model.xml"
 # The index's version of the folder format: raised when a folder of the previous one can't be read as it is.
 FORMAT_VERSION = 1
@@ -83,6 +85,11 @@ def is_part_converted(folder: Path, part: str) -> bool:
     """True when ``folder/part`` holds an IR and its weights (parts are written in a temporary folder, then renamed)."""
     xml = ir_path(folder, part)
     return xml.is_file() and xml.with_suffix(".bin").is_file()
+
+
+def present_parts(folder: Path) -> list[str]:
+    """The parts a variant folder holds, of those conversion and compression make."""
+    return [part for part in MADE_PARTS if is_part_converted(folder, part)]
 
 
 def read_index(folder: Path) -> dict[str, Any]:
@@ -349,7 +356,7 @@ def finish_variant(source: Path, out_dir: Path, record: dict, show_progress: boo
     if not all(is_part_converted(out_dir, part) for part in PARTS):
         return None
     files = file_records(out_dir, show_progress)
-    index = {"_class_name": VARIANT_CLASS, "format_version": FORMAT_VERSION, "parts": list(PARTS),
+    index = {"_class_name": VARIANT_CLASS, "format_version": FORMAT_VERSION, "parts": present_parts(out_dir),
              "pipeline": source_pipeline(source), **record, "files": files}
     tmp = out_dir / f".{MODEL_INDEX}.partial"
     tmp.write_text(json.dumps(index, indent=2))
@@ -389,4 +396,4 @@ def folder_size_mb(folder: Path) -> float:
 
 def part_sizes_mb(folder: Path) -> dict[str, float]:
     """Weights size (the IR's ``.bin``) of each part of a variant folder, in MB."""
-    return {part: ir_path(folder, part).with_suffix(".bin").stat().st_size / 1e6 for part in PARTS}
+    return {part: ir_path(folder, part).with_suffix(".bin").stat().st_size / 1e6 for part in present_parts(folder)}

@@ -5,8 +5,11 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
+
+from helpers.cli import main
 
 
 def run_cli(*args: str, root) -> subprocess.CompletedProcess:
@@ -57,10 +60,60 @@ def test_generate_with_a_lora_at_a_strength_and_an_unknown_one_refused(cli_root,
     assert result.returncode == 1 and "No LoRA at 'nowhere': give a PEFT folder or a .safetensors file" in error_line(result)
 
 
+@pytest.fixture(scope="module")
+def edit_files(tmp_path_factory) -> dict:
+    """A 384×256 picture, a mask white (repaint) over its bottom-right quarter, and pictures the edit refuses."""
+    folder = tmp_path_factory.mktemp("edit-files")
+    Image.fromarray((np.random.default_rng(0).random((256, 384, 3)) * 255).astype(np.uint8)).save(folder / "in.png")
+    mask = Image.new("L", (384, 256))
+    mask.paste(255, (192, 128, 384, 256))
+    mask.save(folder / "mask.png")
+    Image.new("L", (100, 100)).save(folder / "small-mask.png")
+    Image.new("RGB", (1001, 750)).save(folder / "odd.png")
+    (folder / "text.png").write_text("not a picture")
+    return {path.stem: path for path in folder.iterdir()}
+
+
+def test_edit_repaints_where_the_mask_is_white_at_the_pictures_size(cli_root, edit_files, tmp_path):
+    out = tmp_path / "edited.png"
+    result = run_cli("edit", "--model", "tiny", "--image", str(edit_files["in"]), "--mask", str(edit_files["mask"]),
+                     "--prompt", "a red circle", "--strength", "0.5", "--steps", "4", "--out", str(out), root=cli_root)
+    assert result.returncode == 0, result.stderr
+    assert "2 steps: VAE encoder" in result.stdout and f"(inpainting of {edit_files['in']} where {edit_files['mask']} is white" in result.stdout
+    assert f"Saved {out} (384×256)" in result.stdout and Image.open(out).size == (384, 256)
+
+
+def test_edit_help_gives_the_masks_convention(capsys):
+    with pytest.raises(SystemExit) as exit:  # in-process: a process per --help costs seconds of imports
+        main(["edit", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert exit.value.code == 0 and "white = repaint, black = keep (diffusers' convention)" in help_text
+
+
+@pytest.mark.parametrize(
+    "files,options,message",
+    [
+        (("text", None), (), r"--image .*text.png is not a picture: send a PNG, JPEG or WebP file"),
+        (("nowhere", None), (), r"--image .*nowhere.png: no such file"),
+        (("in", "small-mask"), (), r"--mask is 100×100 but --image is 384×256: make the mask the picture's size"),
+        (("odd", None), (), r"--image is 1001×750: .* multiples of 8: give --size .* or crop it to 1000×744"),
+        (("in", None), ("--strength", "1.5"), r"argument --strength: '1.5' is not a strength: use a number in \(0, 1\]"),
+    ],
+)
+def test_edit_refuses_bad_files_before_loading_a_model(edit_files, files, options, message, tmp_path, capsys):
+    image, mask = files
+    pictures = ["--image", str(edit_files.get(image, tmp_path / f"{image}.png"))] + (["--mask", str(edit_files[mask])] if mask else [])
+    try:  # in-process: each refused before a model loads
+        code = main(["edit", "--model", "tiny", "--model-root", str(tmp_path), *pictures, "--prompt", "a cat", *options])
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    assert code == 1 and re.search(message, capsys.readouterr().err)
+
+
 def test_verify_passes_then_names_a_truncated_copy(cli_root):
     result = run_cli("verify", "--model", "tiny", root=cli_root)
     assert result.returncode == 0, result.stderr
-    assert "FP16: 12 files, sizes and checksums as written" in result.stdout and "INT8:" in result.stdout
+    assert "FP16: 15 files, sizes and checksums as written" in result.stdout and "INT8:" in result.stdout
 
     copy = shutil.copytree(cli_root / "tiny" / "INT8", cli_root / "tiny" / "INT4-T5")
     weights = copy / "text_encoder" / "openvino_model.bin"

@@ -10,7 +10,7 @@ from helpers.conversion import sinusoid_tables
 from helpers.pipeline import OVPixArtPipeline, generate
 from helpers.schemes import COMPRESSION_SCHEMES
 from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
-from helpers.variants import IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
+from helpers.variants import IR_NAME, MADE_PARTS, VariantNotReadyError, check_variant, is_part_converted
 
 
 def _read(folder, part):
@@ -31,7 +31,7 @@ def fp16_weight_matrices(model) -> int:
     return found
 
 
-@pytest.mark.parametrize("part", PARTS)
+@pytest.mark.parametrize("part", MADE_PARTS)
 def test_int8_compresses_every_weight_matrix(tiny_variant, tiny_compressed, part):
     assert fp16_weight_matrices(_read(tiny_variant, part)) >= 16  # T5: 16 linear layers; others 31
     assert fp16_weight_matrices(_read(tiny_compressed["INT8"], part)) == 0
@@ -47,7 +47,7 @@ def test_int4_t5_variant_has_int4_text_encoder_and_int8_rest(tiny_compressed):
     # the token embedding stays INT8 (NNCF's backup precision for embeddings); every other linear layer is int4
     assert t5.get("i4", 0) > 0.45 * sum(t5.values())
     assert fp16_weight_matrices(_read(folder, "text_encoder")) == 0
-    for part in ("transformer", "vae_decoder"):
+    for part in ("transformer", "vae_decoder", "vae_encoder"):
         types = weight_types(folder / part / IR_NAME)
         assert "i4" not in types and types.get("u8", 0) > 0.9 * sum(types.values())
 
@@ -94,7 +94,7 @@ def test_w8a8_quantizes_the_transformers_block_activations_only(tiny_compressed)
     assert len(in_blocks) == 2 * 10 and all(".attn2.to_k" in n or ".attn2.to_v" in n for n in float_in_blocks)
     assert len(float_in_blocks) == 2 * 2  # the cross-attention's keys and values (120 caption tokens) stay float
     assert all(kind != "i8" for name, kind in weights.items() if "transformer_blocks" not in name)  # embeddings
-    for part in ("text_encoder", "vae_decoder"):  # weight-only INT8, as in the INT8 variant
+    for part in ("text_encoder", "vae_decoder", "vae_encoder"):  # weight-only INT8, as in the INT8 variant
         assert fake_quantized_activations(_read(folder, part)) == []
         assert fp16_weight_matrices(_read(folder, part)) == 0
 
@@ -115,7 +115,7 @@ def test_w8a8_without_calibration_says_how_to_make_it(tiny_variant, tmp_path):
 def test_compressed_weights_are_smaller(tiny_variant, tiny_compressed):
     table = size_table(tiny_variant, tiny_compressed["INT8"])
     assert table.loc["total", "ratio"] > 1.7  # INT8 + per-channel scales: a bit under 2x of FP16
-    for part in PARTS:
+    for part in MADE_PARTS:
         assert table.loc[part, "MB after"] < table.loc[part, "MB before"]
     int4 = size_table(tiny_variant, tiny_compressed["INT4-T5"])
     assert int4.loc["text_encoder", "MB after"] < table.loc["text_encoder", "MB after"]
@@ -132,7 +132,7 @@ def test_compressed_variant_is_complete_and_skipped_when_done(tiny_variant, tiny
     assert (folder / "tokenizer").is_dir() and (folder / "scheduler").is_dir()
     messages = []
     assert compress_variant(tiny_variant, folder, COMPRESSION_SCHEMES["INT8"], report=messages.append) == {}
-    assert len(messages) == 3 and all("skipped" in m for m in messages)
+    assert len(messages) == 4 and all("skipped" in m for m in messages)
 
 
 def test_interrupted_compression_is_not_taken_as_done(tiny_variant, tmp_path, monkeypatch):

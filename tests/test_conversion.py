@@ -1,4 +1,4 @@
-"""Conversion: three IRs, skipping, interruption, and the IR measures (dynamic sizes, FP32 timestep table, T5)."""
+"""Conversion: four IRs, skipping, interruption, and the IR measures (dynamic sizes, FP32 timestep table, T5)."""
 
 import json
 
@@ -9,13 +9,13 @@ import torch
 
 from helpers.checkpoints import stored_dtypes, upcast_checkpoint
 from helpers.conversion import convert_pipeline, float32_source, load_torch_part, sinusoid_tables
-from helpers.parts import OVTextEncoder, OVTransformer, OVVaeDecoder
+from helpers.parts import OVTextEncoder, OVTransformer, OVVaeDecoder, OVVaeEncoder
 from helpers.settings import F32_CONFIG, MODEL_INDEX
-from helpers.variants import IR_NAME, PARTS, VariantNotReadyError, check_variant, is_part_converted
+from helpers.variants import IR_NAME, MADE_PARTS, VariantNotReadyError, check_variant, is_part_converted
 
 
 def test_conversion_writes_a_self_contained_variant(tiny_variant):
-    for part in PARTS:
+    for part in MADE_PARTS:
         assert is_part_converted(tiny_variant, part)
         assert (tiny_variant / part / "config.json").is_file()
     assert (tiny_variant / "tokenizer" / "tokenizer_config.json").is_file()
@@ -26,11 +26,11 @@ def test_conversion_writes_a_self_contained_variant(tiny_variant):
 
 
 def test_converted_parts_are_skipped(tiny_source, tiny_variant):
-    before = {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in PARTS}
+    before = {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in MADE_PARTS}
     messages = []
     assert convert_pipeline(tiny_source, tiny_variant, report=messages.append) == {}
-    assert all("skipped" in m for m in messages) and len(messages) == 3
-    assert before == {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in PARTS}
+    assert all("skipped" in m for m in messages) and len(messages) == 4
+    assert before == {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in MADE_PARTS}
 
 
 def test_interrupted_conversion_is_not_taken_as_done(tiny_source, tmp_path, monkeypatch):
@@ -48,7 +48,7 @@ def test_interrupted_conversion_is_not_taken_as_done(tiny_source, tmp_path, monk
         check_variant(tmp_path)
 
     monkeypatch.setattr(ov, "save_model", real_save)
-    assert set(convert_pipeline(tiny_source, tmp_path)) == set(PARTS)  # the next run finishes it
+    assert set(convert_pipeline(tiny_source, tmp_path)) == set(MADE_PARTS)  # the next run finishes it
     check_variant(tmp_path)
 
 
@@ -70,9 +70,10 @@ def test_text_encoder_carries_the_activations_scale_factor(tiny_variant):
     assert model.get_rt_info(["runtime_options", "ACTIVATIONS_SCALE_FACTOR"]).astype(str) == "8.0"
 
 
-def test_the_alpha_vae_decoder_needs_no_activation_scaling(tiny_variant):
+@pytest.mark.parametrize("part", ["vae_decoder", "vae_encoder"])
+def test_the_alpha_vae_needs_no_activation_scaling(tiny_variant, part):
     """Only SDXL's VAE (PixArt-Σ) gets one (tests/test_sigma.py); α's sd-vae-ft-ema runs FP16 as it is."""
-    model = ov.Core().read_model(tiny_variant / "vae_decoder" / IR_NAME)
+    model = ov.Core().read_model(tiny_variant / part / IR_NAME)
     assert not model.has_rt_info(["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
 
 
@@ -128,6 +129,20 @@ def test_vae_decoder_ir_matches_torch_non_square(tiny_source, tiny_variant):
     assert actual.shape == (1, 3, 192, 320)
     # FP16 weights through convolutions and group norms: ~2e-3 of the output's scale measured.
     assert torch.allclose(actual, expected, atol=5e-3 * expected.abs().max(), rtol=0)
+
+
+def test_vae_encoder_ir_gives_diffusers_latent_distribution_non_square(tiny_source, tiny_variant):
+    torch_model = load_torch_part(tiny_source, "vae_encoder")
+    ov_model = OVVaeEncoder(tiny_variant / "vae_encoder", ov.Core(), "CPU", F32_CONFIG)
+    torch.manual_seed(0)
+    pictures = torch.rand(2, 3, 192, 320) * 2 - 1
+    with torch.no_grad():
+        expected = torch_model.encode(pictures).latent_dist
+    actual = ov_model.encode(pictures).latent_dist
+    assert actual.mean.shape == (2, 4, 24, 40)
+    # FP16 weights through convolutions and group norms, as the decoder (measured ~1e-3 of the scale)
+    for ours, theirs in ((actual.mean, expected.mean), (actual.logvar, expected.logvar), (actual.mode(), expected.mode())):
+        assert torch.allclose(ours, theirs, atol=5e-3 * theirs.abs().max(), rtol=0)
 
 
 def test_half_precision_checkpoint_is_upcast_on_disk_not_in_memory(tiny_source, tmp_path):

@@ -1,4 +1,5 @@
-"""The Gradio demo: its helpers, a real browser (Debian's chromium through Playwright), and 8 requests at once."""
+"""The Gradio demo: its helpers, a real browser (Debian's chromium through Playwright) on both tabs, and 8 requests
+at once."""
 
 import os
 import re
@@ -7,11 +8,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from helpers import variants
 from helpers.demo import DemoBackend, build_demo, launch_demo
+from helpers.edit_inputs import editor_inputs
 from helpers.settings import LCM_RECIPE
 from helpers.sizes import parse_size
 from helpers.variants import Variant, VariantNotReadyError, available_variants
@@ -25,6 +28,12 @@ def demo_url(model_root, tiny_compressed):
     demo = launch_demo(build_demo("tiny", "CPU", root=model_root), block=False)
     yield demo.local_url
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def backend(model_root, tiny_compressed) -> DemoBackend:
+    """The demo's backend over tiny's variants, its pipelines compiled once for the tests that draw with it."""
+    return DemoBackend("tiny", "CPU", root=model_root)
 
 
 def test_variants_on_disk_fp16_first(model_root, tiny_compressed):
@@ -53,8 +62,7 @@ def test_sizes_are_the_aspect_ratio_bins(tiny_variant):
         parse_size("1000×1000", sizes)
 
 
-def test_backend_follows_the_checkpoint_recipe(model_root, tiny_compressed):
-    backend = DemoBackend("tiny", "CPU", root=model_root)
+def test_backend_follows_the_checkpoint_recipe(backend):
     assert backend.recipe == LCM_RECIPE
     steps = []
     image, seconds, cache = backend.generate("a red circle", "", 1, 2, 0.0, "768×1344", "INT8", on_step=lambda done, total: steps.append((done, total)))
@@ -82,7 +90,36 @@ def test_the_adapter_list_and_strength_switch_without_compiling(tmp_path, tiny_v
         draw(lora="other")
 
 
-def test_browser_generates_and_shows_errors(demo_url):
+def test_the_editors_painted_layer_is_the_mask_and_strength_picks_the_steps(backend):
+    picture = Image.new("RGBA", (1001, 750), (0, 0, 255, 255))  # a photo's odd size: cut to multiples of 8
+    layer = Image.new("RGBA", picture.size)
+    layer.paste((255, 255, 255, 255), (500, 400, 700, 600))  # the brush's white, opaque where painted
+    image, mask = editor_inputs({"background": picture, "layers": [layer], "composite": None}, max_side=2048)
+    assert image.mode == "RGB" and image.size == mask.size == (1000, 744)
+    painted = np.asarray(mask) == 255
+    assert painted[450, 600] and not painted[100, 100] and 0.04 < painted.mean() < 0.06
+    assert editor_inputs({"background": picture, "layers": [Image.new("RGBA", picture.size)]}, 2048)[1] is None  # nothing painted
+    assert editor_inputs({"background": Image.new("RGB", (4096, 1024)), "layers": []}, 2048)[0].size == (2048, 512)
+    with pytest.raises(ValueError, match="No picture to edit: upload one"):
+        editor_inputs({"background": None, "layers": []}, 2048)
+    steps = []
+    edited, _, summary = backend.edit(
+        "a red circle", 1, 4, 0.0, image.resize((256, 184)), mask.resize((256, 184)), 0.5, "INT8",
+        on_step=lambda done, total: steps.append((done, total)))
+    assert edited.size == (256, 184) and summary == "2 steps" and steps == [(1, 2), (2, 2)]
+
+
+def loaded_size(image) -> list[int]:
+    """A result's own picture (served as a file: Gradio's icons are data: SVGs), once loaded: its size."""
+    from playwright.sync_api import expect
+
+    expect(image).to_have_attribute("src", re.compile(r"/gradio_api/file="), timeout=60_000)
+    image.scroll_into_view_if_needed()  # the image loads lazily
+    image.page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=30_000)
+    return image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+
+
+def test_browser_generates_edits_and_shows_errors(demo_url, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
@@ -94,19 +131,39 @@ def test_browser_generates_and_shows_errors(demo_url):
         page.goto(demo_url)
         page.get_by_label("Prompt", exact=True).fill("A small cactus with a happy face in the Sahara desert.")
         page.get_by_role("button", name="Generate").click()
-        # the result's own image, served as a file (Gradio's icons are data: SVGs)
-        result = page.locator("#result img")
-        expect(result).to_have_attribute("src", re.compile(r"/gradio_api/file="), timeout=60_000)
-        result.scroll_into_view_if_needed()  # the image loads lazily
-        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=result.element_handle(), timeout=30_000)
-        assert result.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [1024, 1024]
+        assert loaded_size(page.locator("#result img")) == [1024, 1024]
         expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · W8A8 · seed 42 · 1024×1024 · \d+ steps$"))
 
         page.get_by_label("Prompt", exact=True).fill("   ")
         page.get_by_role("button", name="Generate").click()
         expect(page.get_by_text("A prompt is empty").first).to_be_visible(timeout=30_000)
         assert "Traceback" not in page.content()
+        edit_where_the_brush_paints(page, tmp_path / "picture.png")
         browser.close()
+
+
+def edit_where_the_brush_paints(page, picture: Path) -> None:
+    """The edit tab: a picture uploaded, one stroke of the brush (the tool selected at first), then Edit."""
+    from playwright.sync_api import expect
+
+    Image.new("RGB", (256, 256), (0, 0, 255)).save(picture)
+    page.get_by_role("tab", name="Edit").click()
+    page.get_by_label("Edit prompt").fill("a red circle")
+    page.locator("#editor input[type=file]").set_input_files(picture)
+    expect(page.get_by_role("button", name="Undo")).to_be_enabled()  # the picture is on the canvas (undoable)
+    canvas = page.locator("#editor canvas").first
+    canvas.scroll_into_view_if_needed()  # the mouse paints where the canvas is on the screen
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 20, y + 10, steps=5)
+    page.mouse.up()
+    page.get_by_role("button", name="Edit", exact=True).click()
+    assert loaded_size(page.locator("#edited img")) == [256, 256]  # the picture's own size
+    info = page.locator("#edit-info textarea")
+    expect(info).to_have_value(re.compile(r"s · W8A8 · seed 42 · 256×256 · inpainting \d+% of the picture at strength 0.8 · 3 steps$"))
+    assert " 0% of" not in info.input_value()  # the stroke is the mask
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 The tiny model draws 1024² pictures (its bins are the 1024 ones) in 2 steps: about a second each on one core.
 """
 
+import io
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -20,6 +22,7 @@ import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
 from helpers.serving import MAX_IMAGES_PER_REQUEST, build_app, decode_picture, deploy, running_painters  # noqa: E402
+from helpers.serving_edits import MAX_UPLOAD_BYTES, UploadError, read_edit_form  # noqa: E402
 from helpers.variants import DamagedVariantError  # noqa: E402
 
 KEY = "test-key"
@@ -70,6 +73,29 @@ def post(url: str, body, headers=AUTH, **options) -> httpx.Response:
     return httpx.post(f"{url}/images/generations", json=body, headers=headers, timeout=TIMEOUT, **options)
 
 
+def png(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PICTURE = png(Image.fromarray((np.random.default_rng(0).random((256, 256, 3)) * 255).astype(np.uint8)))
+
+
+def openai_mask(width: int = 256, height: int = 256, hole: bool = True) -> bytes:
+    """OpenAI's mask: opaque, with the bottom-right quarter fully transparent (where to edit) when ``hole``."""
+    mask = Image.new("RGBA", (width, height), (0, 0, 0, 255))
+    if hole:
+        mask.paste((0, 0, 0, 0), (width // 2, height // 2, width, height))
+    return png(mask)
+
+
+def post_edit(url: str, files: dict, fields: dict | None = None, headers=AUTH) -> httpx.Response:
+    """A multipart edits request of the tiny model (2 steps), as the openai client sends it."""
+    data = {"prompt": "a red circle", "num_inference_steps": "2", **(fields or {})}
+    return httpx.post(f"{url}/images/edits", files=files, data=data, headers=headers, timeout=TIMEOUT)
+
+
 def pictures(response: httpx.Response) -> list[Image.Image]:
     return [decode_picture(item["b64_json"]) for item in response.json()["data"]]
 
@@ -105,7 +131,8 @@ def test_health_says_ready_with_both_replicas(url):
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}], ids=["missing", "wrong"])
 def test_without_the_key_401(url, headers):
-    for response in (post(url, FAST, headers=headers), httpx.get(f"{url}/models", headers=headers)):
+    edit = post_edit(url, {"image": PICTURE}, headers=headers)
+    for response in (post(url, FAST, headers=headers), httpx.get(f"{url}/models", headers=headers), edit):
         assert response.status_code == 401 and "Authorization: Bearer" in response.json()["error"]["message"]
 
 
@@ -138,6 +165,88 @@ def test_body_not_json_400(url):
     assert response.status_code == 400 and "not JSON" in response.json()["error"]["message"]
     response = post(url, ["a cat"])
     assert response.status_code == 400 and "not an object" in response.json()["error"]["message"]
+    response = httpx.post(f"{url}/images/edits", json=FAST, headers=AUTH, timeout=TIMEOUT)  # edits take a form
+    assert response.status_code == 400 and "not a multipart form" in response.json()["error"]["message"]
+
+
+def test_openai_client_edits_with_and_without_a_mask(url):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=TIMEOUT)
+    extra = {"strength": 0.5, "seed": 3, "num_inference_steps": 2}  # one step of LCM's two
+    whole = client.images.edit(image=("in.png", PICTURE, "image/png"), prompt="a red circle", size="1344x768",
+                               response_format="b64_json", extra_body=extra)
+    assert [image.size for image in pictures_of(whole)] == [(1344, 768)]
+    masked = client.images.edit(image=PICTURE, mask=("mask.png", openai_mask(), "image/png"), prompt="a red circle", n=2, extra_body=extra)
+    first, second = (np.asarray(image, dtype=float) for image in pictures_of(masked))
+    assert first.shape == (256, 256, 3)  # the picture's own size
+    # two pictures of different noise: the same outside the transparent quarter (the picture's latents, kept), not in it
+    assert np.abs(first[:96, :96] - second[:96, :96]).max() <= 2
+    assert np.abs(first[160:, 160:] - second[160:, 160:]).mean() > 5
+
+
+def test_an_upload_over_the_limit_413(url):
+    response = post_edit(url, {"image": b"\x89PNG" + bytes(MAX_UPLOAD_BYTES)})
+    error = response.json()["error"]
+    assert response.status_code == 413 and error["param"] == "image" and "more than the 32 MiB this server takes" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "files, fields, param, says",
+    [
+        ({"image": b"not a picture"}, {}, "image", "image is not a picture: send a PNG, JPEG or WebP file"),
+        ({"image": png(Image.new("RGB", (4096, 16)))}, {}, "image", "image is 4096×16, larger than this model draws: send a picture of at most 2048"),
+        ({"image": PICTURE, "mask": openai_mask(128, 128)}, {}, "mask", "mask is 128×128 but image is 256×256"),
+        ({"image": PICTURE, "mask": openai_mask(hole=False)}, {}, "mask", "no fully transparent pixel, so nothing to edit"),
+        ({"image": PICTURE, "mask": png(Image.new("RGB", (256, 256)))}, {}, "mask", "mask has no transparency: send a PNG with an alpha channel"),
+        ({"image": PICTURE}, {"strength": "0"}, "strength", "strength=0.0 is not allowed: use a number in (0, 1]"),
+        ({"image": PICTURE}, {"strength": "1.5"}, "strength", "strength=1.5 is not allowed"),
+        ({"image": PICTURE}, {"size": "1000x1000"}, None, "can't make '1000x1000'"),
+        ({"image": PICTURE}, {"seed": str(2**64)}, "seed", "use a whole number from 0 to 2**64 - 1"),
+        ({"mask": openai_mask()}, {}, "image", "image is missing"),
+        ({"image": PICTURE}, {"mask": "transparent"}, "mask", "mask is not a file: send it as a file of the form"),
+    ],
+    ids=["not-a-picture", "too-large", "mask-size", "mask-empty", "mask-opaque", "strength-0", "strength-1.5", "size", "seed",
+         "no-image", "mask-text"],
+)
+def test_bad_edits_400_name_the_field(url, files, fields, param, says):
+    response = post_edit(url, files, fields)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["type"] == "invalid_request_error", response.text
+    assert says in error["message"] and error["param"] == param
+
+
+def form_request(files: dict, fields: dict, declare_length: bool = True, chunk: int = 2**20):
+    """A Starlette request of a multipart form as httpx encodes it, its body arriving in chunks (without a
+    Content-Length header unless ``declare_length``)."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    encoded = httpx.Request("POST", "http://test/v1/images/edits", files=files, data=fields)
+    body = encoded.read()
+    headers = [(k.lower().encode(), v.encode()) for k, v in encoded.headers.items() if declare_length or k.lower() != "content-length"]
+    chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+    messages = [{"type": "http.request", "body": part, "more_body": i + 1 < len(chunks)} for i, part in enumerate(chunks)]
+
+    async def receive():
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "path": "/v1/images/edits", "headers": headers}, receive)
+    return asyncio.run(read_edit_form(request))
+
+
+def test_the_form_becomes_the_body_a_painter_takes():
+    fields = {"prompt": "a cat", "n": "2", "strength": "0.6", "seed": "seven", "lora[star]": "0.5", "guidance_scale": "inf"}
+    body = form_request({"image[]": PICTURE, "mask": openai_mask()}, fields)
+    assert body == {"prompt": "a cat", "n": 2, "strength": 0.6, "seed": "seven", "lora": {"star": 0.5}, "guidance_scale": "inf",
+                    "image": PICTURE, "mask": openai_mask()}  # text that is no number stays, for the checks to name
+
+
+def test_an_upload_without_its_length_is_cut_at_the_limit():
+    with pytest.raises(UploadError, match="more than the 32 MiB this server takes") as refused:
+        form_request({"image": bytes(MAX_UPLOAD_BYTES + 1)}, {"prompt": "a cat"}, declare_length=False)
+    assert refused.value.status == 413 and refused.value.param == "image"
 
 
 def test_16_concurrent_requests_over_2_nodes(url, cluster):

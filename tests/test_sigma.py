@@ -34,8 +34,9 @@ def test_tiny_sigma_is_a_sigma_checkpoint_and_its_variant_says_so(sigma_source, 
     assert Variant.load(sigma_variant).sizes[0] == "2048×2048"  # the 2048 bins of sample size 256
 
 
-def test_its_sdxl_vae_decoder_carries_the_fp16_activation_scaling_as_optimum_gives_it(sigma_variant):
-    model = ov.Core().read_model(sigma_variant / "vae_decoder" / "openvino_model.xml")
+@pytest.mark.parametrize("part", ["vae_decoder", "vae_encoder"])
+def test_its_sdxl_vae_carries_the_fp16_activation_scaling_as_optimum_gives_it(sigma_variant, part):
+    model = ov.Core().read_model(sigma_variant / part / "openvino_model.xml")
     assert model.get_rt_info(["runtime_options", "ACTIVATIONS_SCALE_FACTOR"]).astype(str) == SDXL_VAE_ACTIVATIONS_SCALE_FACTOR == "128.0"
 
 

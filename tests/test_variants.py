@@ -12,7 +12,7 @@ from helpers.pipeline import OVPixArtPipeline
 from helpers.settings import MODEL_INDEX
 from helpers.variants import (
     FORMAT_VERSION,
-    PARTS,
+    MADE_PARTS,
     DamagedVariantError,
     OutdatedVariantError,
     check_variant,
@@ -31,7 +31,7 @@ def test_index_records_every_file_with_its_size_and_checksum(tiny_variant):
     files = json.loads((tiny_variant / MODEL_INDEX).read_text())["files"]
     on_disk = {p.relative_to(tiny_variant).as_posix() for p in tiny_variant.rglob("*") if p.is_file()} - {MODEL_INDEX}
     assert set(files) == on_disk
-    assert {f"{part}/openvino_model.bin" for part in PARTS} <= set(files)
+    assert {f"{part}/openvino_model.bin" for part in MADE_PARTS} <= set(files)
     bin_file = tiny_variant / "transformer" / "openvino_model.bin"
     record = files["transformer/openvino_model.bin"]
     assert record["size"] == bin_file.stat().st_size
@@ -107,5 +107,5 @@ def test_converting_again_remakes_a_folder_of_another_format_whole(tiny_source, 
     (copy / MODEL_INDEX).write_text(json.dumps(index | {"format_version": FORMAT_VERSION - 1}))
     messages = []
     seconds = convert_pipeline(tiny_source, copy, report=messages.append)
-    assert sorted(seconds) == sorted(PARTS) and any("another folder format, made again" in line for line in messages)
+    assert sorted(seconds) == sorted(MADE_PARTS) and any("another folder format, made again" in line for line in messages)
     assert check_variant(copy) == copy and json.loads((copy / MODEL_INDEX).read_text())["format_version"] == FORMAT_VERSION
