@@ -11,6 +11,7 @@ Writes ``results/alignment-lora-<concept>.json``, ``.md`` and a grid ``.png`` of
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -90,12 +91,13 @@ def main() -> None:
     table = pd.DataFrame.from_dict(rows(pytorch, openvino), orient="index").round(3)
     table.columns = [f"{args.concept} prompts ({args.prompts})", "known prompts (64)"]
     name = f"alignment-lora-{args.concept}"
-    results = {"machine": machine(), "model": MODEL, "adapter": str(args.adapter), "concept": args.concept,
+    adapter = os.path.relpath(args.adapter)  # as the reader's checkout names it
+    results = {"machine": machine(), "model": MODEL, "adapter": adapter, "concept": args.concept,
                "pytorch": pytorch, "openvino": openvino, "table": table.to_dict(orient="index"),
                "seconds": time.perf_counter() - start}
     save_results(args.out / f"{name}.json", results)
     (args.out / f"{name}.md").write_text(
-        f"Model `{MODEL}` with the LoRA `{args.adapter}` ({args.concept}): the fraction of pictures whose shape, colour, "
+        f"Model `{MODEL}` with the LoRA `{adapter}` ({args.concept}): the fraction of pictures whose shape, colour, "
         f"place and background are all right, at the model's recipe.\n\n{machine_line(results['machine'])}\n\n"
         f"{table.to_markdown()}\n")
     figure = show_evaluation(pictures, [scene for scene, _ in sets["concept"]])
