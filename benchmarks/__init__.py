@@ -14,8 +14,10 @@
     vae_int8.py            the VAE decoder with INT8 activations
     lora.py                LoRA in a full-size step: no adapter, run-time rank 16 and 64, fused; the switch
     alignment.py           the alignment score of a model's variants
+    alignment_combos.py    what picture.py's fastest combinations cost in alignment on shapes: its caches' settings
     editing.py             edits scored on the shapes model; the VAE encoder against PyTorch, an edit's cost
     lora_alignment.py      a trained LoRA's alignment on its concept and the known prompts, PyTorch and variants
+    previews.py            a preview's cost per step, the tiny decoder against the VAE: speed and pictures
     serving.py             Ray Serve: pictures per minute of two layouts, Ray's overhead
     notebooks.py           the notebooks run one by one on a model: time and peak memory
     registry.py            every task a plan names, by name (and the child process's entry)

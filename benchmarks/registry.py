@@ -19,7 +19,8 @@ TASKS = {
     "build_sigma_part": tasks.task_build_sigma_part, "convert_part": tasks.task_convert_part,
     "calibrate_examples": tasks.task_calibrate_examples, "compress_transformer": tasks.task_compress_transformer,
     # the whole picture against PyTorch (benchmarks/picture.py)
-    "picture": picture.task_picture, "static_vs_dynamic": picture.task_static_vs_dynamic,
+    "picture": picture.task_picture, "picture_draft": picture.task_picture_draft,
+    "static_vs_dynamic": picture.task_static_vs_dynamic,
     # token downsampling (benchmarks/token_downsampling.py)
     "todo_quality_torch": token_downsampling.task_quality_torch,
     "todo_quality_openvino": token_downsampling.task_quality_openvino,

@@ -106,6 +106,11 @@ TINY_SEED = 0
 # full-size folders with random weights: speed and memory do not depend on the weights' values.
 FULL_CONFIGS = ASSETS / "pixart-xl-configs"
 RANDOM_PRESETS = ("full", "tiny")
+# The tiny VAE (TAESD's architecture, diffusers' ``AutoencoderTiny``) a random model gets in ``tiny_vae/``: TAESD's own
+# shapes at full size (madebyollin/taesd, taesdxl), a narrow one for the small models.
+TINY_VAE_FOLDER = "tiny_vae"
+SMALL_TINY_VAE_CONFIG = {"encoder_block_out_channels": (8,) * 4, "decoder_block_out_channels": (8,) * 4,
+                         "num_encoder_blocks": (1,) * 4, "num_decoder_blocks": (1,) * 4}
 SCHEDULERS = {"lcm": LCM_SCHEDULER_CONFIG, "dpm": DPM_SCHEDULER_CONFIG}
 
 
@@ -136,7 +141,8 @@ def build_random(
         raise ValueError(f"Unknown scheduler {scheduler!r}: choose one of {', '.join(SCHEDULERS)}.")
     transformer, vae, t5 = random_configs(preset, sample_size, family)
     dtype = torch.bfloat16 if preset == "full" else torch.float32
-    return build_random_pipeline(folder, transformer, vae, t5, SCHEDULERS[scheduler], dtype, FAMILIES[family])
+    tiny_vae = {} if preset == "full" else SMALL_TINY_VAE_CONFIG
+    return build_random_pipeline(folder, transformer, vae, t5, SCHEDULERS[scheduler], dtype, FAMILIES[family], tiny_vae)
 
 
 def random_configs(preset: str = "full", sample_size: int | None = None, family: str = "alpha") -> tuple[dict, dict, dict]:
@@ -180,8 +186,10 @@ def build_random_pipeline(
     scheduler_config: dict = LCM_SCHEDULER_CONFIG,
     text_encoder_dtype: torch.dtype = torch.float32,
     pipeline_class: str = "PixArtAlphaPipeline",
+    tiny_vae_config: dict = SMALL_TINY_VAE_CONFIG,
 ) -> Path:
-    """A PixArt diffusers folder (``pipeline_class``: α or Σ) with seeded random weights in the given configs, and the project's tokenizer.
+    """A PixArt diffusers folder (``pipeline_class``: α or Σ) with seeded random weights in the given configs, the project's
+    tokenizer, and a tiny VAE in ``tiny_vae/`` (``tiny_vae_config`` over TAESD's).
 
     Used for ``tiny`` and, with the real configs, for full-size folders (random weights run as fast as real
     ones). ``text_encoder_dtype=torch.bfloat16`` halves T5-XXL's 19 GB while it is built; it is then stored in FP32,
@@ -210,11 +218,22 @@ def build_random_pipeline(
             scheduler=scheduler_from_config(scheduler_config),
         )
         pipe.save_pretrained(tmp)
+        save_random_tiny_vae(tmp / TINY_VAE_FOLDER, {**tiny_vae_config, "latent_channels": vae.config.latent_channels})
         del pipe, text_encoder, transformer, vae
         shutil.rmtree(tmp / "_spm")
         if text_encoder_dtype != torch.float32:
             store_in_float32(tmp / "text_encoder")
     return folder
+
+
+def save_random_tiny_vae(folder: Path, config: dict) -> Path:
+    """A seeded random ``AutoencoderTiny`` (``config`` over TAESD's), saved in ``folder``: a model's tiny VAE where the
+    speed matters and the pictures do not."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(TINY_SEED + 3)
+    AutoencoderTiny(**config).eval().save_pretrained(folder)
+    return Path(folder)
 
 
 @contextlib.contextmanager

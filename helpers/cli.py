@@ -166,6 +166,8 @@ def _drawing_arguments(command: argparse.ArgumentParser) -> None:
                          f"THRESHOLD (default when given: {STEP_CACHE_THRESHOLD}; 0: every step computed); off without the flag")
     command.add_argument("--lora", action="append", default=[], metavar="PATH[:STRENGTH]", help="a LoRA adapter (PEFT folder, "
                          ".safetensors, or a name in model/<model>/lora/) at a strength (default 1); repeat to blend")
+    command.add_argument("--decoder", choices=("full", "tiny"), default="full", help="tiny: decode with the tiny VAE, a draft "
+                         "in a fraction of the decode's time (default: %(default)s, the model's own VAE)")
     command.add_argument("--device", default="AUTO", help="OpenVINO device (default: %(default)s)")
 
 

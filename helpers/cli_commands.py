@@ -57,7 +57,7 @@ def loaded_pipeline(args, **options):
     from .variants import Variant
 
     variant = Variant.of(args.model, args.variant, args.model_root)
-    pipe = OVPixArtPipeline.from_pretrained(variant, args.device, step_cache=args.step_cache, **options)
+    pipe = OVPixArtPipeline.from_pretrained(variant, args.device, step_cache=args.step_cache, decoder=args.decoder, **options)
     adapters = [parse_lora(text, available_loras(args.model, args.model_root)) for text in args.lora]
     load_adapters(pipe, adapters)
     for name, path, strength in adapters:

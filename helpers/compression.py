@@ -153,15 +153,22 @@ def compress_variant(
     pending = missing_parts(source, out_dir, scheme)
     if needs_calibration(pending) and not calibration:  # said before T5 is compressed, not after
         raise ValueError(NO_CALIBRATION)
-    make = lambda part: compress_part(source, out_dir, part, scheme[part], calibration)  # noqa: E731
-    seconds = make_parts(out_dir, present_parts(source), make, "compressed", report)
+    seconds = make_parts(out_dir, present_parts(source), lambda part: compress_or_link(source, out_dir, part, scheme, calibration), "compressed", report)
     finish_variant(source, out_dir, {"variant": out_dir.name, "source": str(source), "compression": scheme})
     return seconds
 
 
 def missing_parts(source: Path, out_dir: Path, scheme: dict[str, dict]) -> dict[str, dict]:
     """The method of each part ``source`` has and ``out_dir`` does not have yet (a VAE encoder added later, say)."""
-    return {part: scheme[part] for part in present_parts(source) if not is_part_converted(out_dir, part)}
+    return {part: scheme[part] for part in present_parts(source) if part in scheme and not is_part_converted(out_dir, part)}
+
+
+def compress_or_link(source: Path, out_dir: Path, part: str, scheme: dict[str, dict], calibration: Calibration | None = None) -> Path:
+    """A part compressed by its scheme's method, or linked as it is where the scheme has none (the tiny decoder: a
+    few MB, where INT8 would cost pictures and save nothing)."""
+    if part not in scheme:
+        return link_part(source, out_dir, part)
+    return compress_part(source, out_dir, part, scheme[part], calibration)
 
 
 def make_downsampled_variant(

@@ -1,4 +1,5 @@
-"""Conversion: the T5 encoder, the transformer, the VAE decoder and encoder to OpenVINO IR, one part at a time."""
+"""Conversion: the T5 encoder, the transformer, the VAE decoder and encoder, and the tiny VAE's decoder where the model
+has one, to OpenVINO IR, one part at a time."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from tqdm.auto import tqdm
 
 from .checkpoints import SDXL_VAE_SCALING_FACTOR, stored_dtypes, upcast_checkpoint
 from .part_writing import make_parts, prepare_folder, save_part
-from .sources import resolve_model_source
+from .previews import LATENT_RGB_KEY, fit_latent_rgb
+from .sources import resolve_model_source, tiny_vae_source
 from .step_cache import CUT_POINTS, captured_cut_points
 from .token_downsampling import TokenDownsampling, enable_token_downsampling
 from .variants import (
     DOWNSAMPLED_PART,
     MADE_PARTS,
+    TINY_VAE_DECODER,
     Variant,
     as_variant,
     finish_variant,
@@ -81,6 +84,10 @@ class _VaeDecoderForExport(torch.nn.Module):
 
     def forward(self, latent_sample: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latent_sample, return_dict=False)[0]
+
+
+class _TinyVaeDecoderForExport(_VaeDecoderForExport):
+    """TAESD's decoder: the latents as the denoising loop holds them to pictures in [-1, 1]."""
 
 
 class _VaeEncoderForExport(torch.nn.Module):
@@ -164,6 +171,8 @@ PART_SPECS = {
     ),
     "vae_decoder": PartSpec("vae", "diffusers.AutoencoderKL", _VaeDecoderForExport, vae_decoder_example),
     "vae_encoder": PartSpec("vae", "diffusers.AutoencoderKL", _VaeEncoderForExport, vae_encoder_example, ("latent_parameters",)),
+    # from the tiny VAE's own folder (``tiny_vae_source``), not a subfolder of the pipeline's
+    TINY_VAE_DECODER: PartSpec("", "diffusers.AutoencoderTiny", _TinyVaeDecoderForExport, vae_decoder_example),
 }
 
 
@@ -174,7 +183,7 @@ def load_torch_part(source: Path, part: str, dtype: torch.dtype = torch.float32)
     spec = PART_SPECS[part]
     module_name, class_name = spec.loader.rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.from_pretrained(source, subfolder=spec.subfolder, dtype=dtype).eval()
+    return cls.from_pretrained(source, subfolder=spec.subfolder or None, dtype=dtype).eval()
 
 
 @contextlib.contextmanager
@@ -193,9 +202,9 @@ def float32_source(source: Path, part: str, scratch: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def convert_part(model: torch.nn.Module, part: str, out_dir: Path, folder_name: str | None = None) -> Path:
-    """Convert one torch part to an FP16-compressed IR with its config, in a temporary folder renamed at the end, into
-    ``out_dir/<folder_name>`` (default: the part's name)."""
+def convert_part(model: torch.nn.Module, part: str, out_dir: Path, folder_name: str | None = None, extra_config: dict | None = None) -> Path:
+    """Convert one torch part to an FP16-compressed IR with its config (and ``extra_config``), in a temporary folder
+    renamed at the end, into ``out_dir/<folder_name>`` (default: the part's name)."""
     spec = PART_SPECS[part]
     example = spec.example(model.config)
     with torch.no_grad():
@@ -209,7 +218,7 @@ def convert_part(model: torch.nn.Module, part: str, out_dir: Path, folder_name: 
     if scale:
         ov_model.set_rt_info(scale, ["runtime_options", "ACTIVATIONS_SCALE_FACTOR"])
     tables = sinusoid_tables(ov_model)
-    config = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)
+    config = (model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)) | (extra_config or {})
     finish = (lambda xml: restore_sinusoid_tables(xml, tables)) if tables else None
     return save_part(out_dir, folder_name or part, ov_model, config, finish=finish)
 
@@ -275,9 +284,24 @@ def convert_pipeline(
     part. Returns seconds per part.
     """
     source, out_dir = Path(source), Path(out_dir)
-    seconds = make_parts(out_dir, parts, lambda part: _convert_from(source, part, out_dir), "converted", report)
+    sources = part_sources(source, parts, report)
+    seconds = make_parts(out_dir, sources, lambda part: _convert_from(sources[part], part, out_dir), "converted", report)
     finish_variant(source, out_dir, {"variant": "FP16", "source": str(source)})
     return seconds
+
+
+def part_sources(source: Path, parts: tuple[str, ...], report: Callable[[str], None] = tqdm.write) -> dict[str, Path]:
+    """The folder each part converts from: the diffusers folder, and for the tiny decoder the tiny VAE's own
+    (:func:`~helpers.sources.tiny_vae_source`); a model without one converts without it, said in a line."""
+    sources = {part: source for part in parts}
+    if TINY_VAE_DECODER in sources:
+        tiny = tiny_vae_source(source)
+        if tiny is None:
+            del sources[TINY_VAE_DECODER]
+            report(f"{TINY_VAE_DECODER}: no tiny VAE for {source} (its tiny_vae/ or the hub's TAESD): draft decoding off")
+        else:
+            sources[TINY_VAE_DECODER] = tiny
+    return sources
 
 
 def export_variant(model_id: str, out_dir: Path | None = None, report: Callable[[str], None] = tqdm.write) -> Variant:
@@ -317,4 +341,5 @@ def _convert_from(
         model = load_torch_part(folder, part)
         if downsampling is not None:
             enable_token_downsampling(model, downsampling)
-        return convert_part(model, part, out_dir, folder_name)
+        extra = {LATENT_RGB_KEY: fit_latent_rgb(model)} if part == "vae_decoder" else None  # the previews' projection
+        return convert_part(model, part, out_dir, folder_name, extra)

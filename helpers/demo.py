@@ -1,14 +1,18 @@
 """Demo: the Gradio app over the variants on disk, and its command line: a tab that generates pictures, and one that
 edits a picture: uploaded into Gradio's ``ImageEditor``, the mask painted over it with a white brush (the painted
 layer's pixels are the mask, white = repaint as diffusers takes it), a strength slider; nothing painted redraws the
-whole picture (image-to-image)."""
+whole picture (image-to-image). Both show the picture forming: the linear preview (``helpers.previews``) after each
+step, then the picture; a checkbox decodes a generated one with the tiny VAE (a draft)."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Generator, Iterator
 
 import numpy as np
 import torch
@@ -18,6 +22,7 @@ from .edit_inputs import editor_inputs
 from .editing import steps_to_run
 from .lora import available_loras
 from .pipeline import OVPixArtPipeline
+from .previews import Preview, pictures_as_they_form
 from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, example_prompts
 from .sizes import largest_side, parse_size
 from .variants import VARIANTS, VariantNotReadyError, available_variants
@@ -25,6 +30,7 @@ from .variants import VARIANTS, VariantNotReadyError, available_variants
 EXAMPLE_SEEDS = (42, 42, 0, 0)
 NO_LORA = "none"
 BRUSH_SIZE = 48  # pixels: a stroke or two covers a shape of the shapes model's pictures
+Drawn = tuple[Image.Image, float, str]  # a picture, its seconds and the steps its call ran
 
 
 class DemoBackend:
@@ -60,7 +66,11 @@ class DemoBackend:
             self._pipelines[variant] = pipe
         return self._pipelines[variant]
 
-    def generate(
+    def generate(self, *args: Any, **kwargs: Any) -> Drawn:
+        """:meth:`generating`'s picture, seconds and steps, its previews passed over."""
+        return last(self.generating(*args, **kwargs))
+
+    def generating(
         self,
         prompt: str,
         negative_prompt: str,
@@ -73,19 +83,25 @@ class DemoBackend:
         on_step: Callable[[int, int], None] | None = None,
         lora: str = NO_LORA,
         lora_strength: float = 1.0,
-    ) -> tuple[Image.Image, float, str]:
-        """One picture, its seconds and the steps its call ran (computed and reused with the step cache);
-        ``on_step(done, total)`` follows the denoising steps.
+        draft: bool = False,
+    ) -> Iterator[Preview | Drawn]:
+        """One picture as it forms: a :class:`Preview` after each step but the last, then the picture, its seconds and
+        the steps its call ran (computed and reused with the step cache); ``on_step(done, total)`` follows the steps.
 
         ``step_cache``: the cache's threshold, 0 for off. ``lora``: one of :attr:`loras` at ``lora_strength``, or none.
+        ``draft``: decoded by the tiny VAE (this request only).
         """
         height, width = parse_size(size, self.sizes)
         steps = int(steps)  # prompt, steps and size are checked by the pipeline's own __call__
         options = dict(negative_prompt=negative_prompt or "", num_inference_steps=steps, guidance_scale=float(guidance_scale),
                        height=height, width=width)
-        return self.draw(prompt, seed, variant, steps, on_step, float(step_cache), lora, lora_strength, **options)
+        yield from self.drawing(prompt, seed, variant, steps, on_step, float(step_cache), lora, lora_strength, draft, **options)
 
-    def edit(
+    def edit(self, *args: Any, **kwargs: Any) -> Drawn:
+        """:meth:`editing`'s picture, seconds and steps, its previews passed over."""
+        return last(self.editing(*args, **kwargs))
+
+    def editing(
         self,
         prompt: str,
         seed: int,
@@ -98,30 +114,37 @@ class DemoBackend:
         on_step: Callable[[int, int], None] | None = None,
         lora: str = NO_LORA,
         lora_strength: float = 1.0,
-    ) -> tuple[Image.Image, float, str]:
-        """The picture edited after the prompt (where ``mask`` is white, or all of it), at its size, as :meth:`generate`
-        gives pictures; ``on_step`` counts the steps ``strength`` runs."""
+    ) -> Iterator[Preview | Drawn]:
+        """The picture edited after the prompt (where ``mask`` is white, or all of it), at its size, as :meth:`generating`
+        gives pictures; ``on_step`` and the previews count the steps ``strength`` runs."""
         steps, strength = int(steps), float(strength)
         options = dict(image=image, mask_image=mask, strength=strength, num_inference_steps=steps,
                        guidance_scale=float(guidance_scale), height=image.height, width=image.width)
-        return self.draw(prompt, seed, variant, steps_to_run(steps, strength), on_step, 0.0, lora, lora_strength, **options)
+        yield from self.drawing(prompt, seed, variant, steps_to_run(steps, strength), on_step, 0.0, lora, lora_strength,
+                                False, **options)
 
-    def draw(self, prompt: str, seed: int, variant: str, steps: int, on_step: Callable[[int, int], None] | None,
-             step_cache: float, lora: str, lora_strength: float, **options) -> tuple[Image.Image, float, str]:
-        """One call of a variant's pipeline with the step cache and adapter asked for; its picture, seconds and steps."""
+    def drawing(self, prompt: str, seed: int, variant: str, steps: int, on_step: Callable[[int, int], None] | None,
+                step_cache: float, lora: str, lora_strength: float, draft: bool, **options) -> Iterator[Preview | Drawn]:
+        """One call of a variant's pipeline with the step cache, adapter and decoder asked for: its linear previews at
+        the picture's size, then its picture, seconds and steps.
+
+        The previews stay linear when drafting too: a tiny decode after every step would cost more time than the
+        draft saves on the one decode at the end; the linear one costs nothing."""
         with self._lock:
             pipe = self.pipeline(variant)
             self._set_step_cache(pipe, step_cache)
             self._set_lora(pipe, lora, float(lora_strength))
-            start = time.perf_counter()
-            output = pipe(
-                prompt,
-                generator=torch.Generator("cpu").manual_seed(int(seed)),
-                callback=(lambda step, t, latents: on_step(step + 1, steps)) if on_step else None,
-                **options,
-            )
-            seconds = time.perf_counter() - start
-            return output.images[0], seconds, output.record.steps_summary()
+            try:
+                pipe.set_decoder("tiny" if draft else "full")  # a folder without a tiny decoder says what adds one
+                start = time.perf_counter()
+                forming = pictures_as_they_form(
+                    pipe, prompt, generator=torch.Generator("cpu").manual_seed(int(seed)),
+                    callback=(lambda step, t, latents: on_step(step + 1, steps)) if on_step else None, **options)
+                output = yield from previews_of(forming, (options["width"], options["height"]))
+                seconds = time.perf_counter() - start
+            finally:
+                pipe.set_decoder("full")  # a draft is this request's only, even when it failed
+        yield output.images[0], seconds, output.record.steps_summary()
 
     def _set_lora(self, pipe: OVPixArtPipeline, lora: str, strength: float) -> None:
         """This request's adapter at its strength, or none (switching compiles nothing)."""
@@ -140,26 +163,67 @@ class DemoBackend:
             pipe.enable_step_cache(threshold)
 
 
+def previews_of(forming: Iterator, size: tuple[int, int]) -> Generator[Preview, None, Any]:
+    """Pass on a call's previews (:func:`~helpers.previews.pictures_as_they_form`) at the picture's ``size``, so that the
+    result image keeps its place in the page as it forms; return the call's output. Closed early (a request
+    cancelled), it still waits for the call to end: the backend's lock is not let go while the pipeline runs."""
+    try:
+        for item in forming:
+            if not isinstance(item, Preview):
+                return item
+            yield replace(item, images=[one.resize(size, Image.Resampling.BILINEAR) for one in item.images])
+    finally:
+        with contextlib.suppress(Exception):  # the call's error, if any, was already the request's
+            for _ in forming:
+                pass
+
+
+def last(items: Iterator) -> Any:
+    """The last of ``items``, the others dropped as they come."""
+    return collections.deque(items, maxlen=1)[0]
+
+
+@contextlib.contextmanager
+def messages_in_page() -> Iterator[None]:
+    """A bad request's error as a message in the page, not a stack trace."""
+    import gradio as gr
+
+    try:
+        yield
+    except (ValueError, VariantNotReadyError) as error:
+        raise gr.Error(str(error)) from None
+
+
+def as_it_forms(drawing: Iterator[Preview | Drawn], progress: Callable, other_outputs: int) -> Generator[tuple, None, Drawn]:
+    """A handler's outputs while the picture forms: each preview in the result image (the ``other_outputs`` left as
+    they are) and the progress bar at its step; returns the picture, its seconds and steps."""
+    import gradio as gr
+
+    with messages_in_page():
+        for item in drawing:
+            if not isinstance(item, Preview):
+                return item
+            progress(item.step / item.steps, desc=f"Denoising step {item.step}/{item.steps}")
+            yield (item.images[0], *[gr.skip()] * other_outputs)
+
+
 def request_handler(backend: DemoBackend) -> Callable:
-    """The app's handler of one request: the picture, a line saying how it was drawn, and the seed used."""
+    """The app's handler of one request, a generator: a preview in the result image after each step but the last, then
+    the picture, a line saying how it was drawn, and the seed used."""
     import random
 
     import gradio as gr
 
     def generate(prompt, negative_prompt, seed, randomize, steps, guidance, size, variant, step_cache=0.0, lora=NO_LORA,
-                 lora_strength=1.0, progress=gr.Progress()):
+                 lora_strength=1.0, draft=False, progress=gr.Progress()):
         seed = random.randint(0, 2**31 - 1) if randomize else int(seed)
         progress(0, desc="Encoding the prompt")
-        try:
-            image, seconds, steps_run = backend.generate(
-                prompt, negative_prompt, seed, steps, guidance, size, variant, step_cache,
-                on_step=lambda done, total: progress(done / total, desc=f"Denoising step {done}/{total}"),
-                lora=lora, lora_strength=lora_strength,
-            )
-        except (ValueError, VariantNotReadyError) as error:  # a message in the page, not a stack trace
-            raise gr.Error(str(error)) from None
+        drawing = backend.generating(prompt, negative_prompt, seed, steps, guidance, size, variant, step_cache,
+                                     lora=lora, lora_strength=lora_strength, draft=bool(draft))
+        image, seconds, steps_run = yield from as_it_forms(drawing, progress, other_outputs=2)
         adapter = f" · LoRA {lora} at {float(lora_strength):g}" if lora != NO_LORA else ""
-        return image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height} · {steps_run}{adapter}", seed
+        decoder = " · draft decode (tiny VAE)" if draft else ""
+        yield image, f"{seconds:.1f} s · {variant} · seed {seed} · {image.width}×{image.height} · {steps_run}{adapter}{decoder}", seed
 
     return generate
 
@@ -207,13 +271,15 @@ def generate_tab(backend: DemoBackend, model_id: str) -> None:
                 lora = gr.Dropdown([NO_LORA, *backend.loras], value=NO_LORA, label="LoRA adapter",
                                    info="from model/<model>/lora/; switching compiles nothing")
                 lora_strength = gr.Slider(0.0, 1.5, value=1.0, step=0.1, label="LoRA strength")
+            draft = gr.Checkbox(label="Draft decode (tiny VAE)", value=False,
+                                info="a draft: the tiny VAE decodes in a fraction of the time, with less detail")
             button = gr.Button("Generate", variant="primary")
         with gr.Column():
             image = gr.Image(label="Picture", type="pil", format="png", elem_id="result")
             info = gr.Textbox(label="Generation", interactive=False, elem_id="info")
-    inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant, step_cache, lora, lora_strength]
+    inputs = [prompt, negative, seed, randomize, steps, guidance, size, variant, step_cache, lora, lora_strength, draft]
     gr.Examples(
-        [[p, "", s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.default_variant, 0.0, NO_LORA, 1.0]
+        [[p, "", s, False, recipe.num_inference_steps, recipe.guidance_scale, backend.sizes[0], backend.default_variant, 0.0, NO_LORA, 1.0, False]
          for p, s in zip(example_prompts(model_id), EXAMPLE_SEEDS)],
         inputs=inputs,
     )
@@ -230,23 +296,20 @@ def described(mask: Image.Image | None, strength: float) -> str:
 
 
 def edit_handler(backend: DemoBackend) -> Callable:
-    """The tab's handler of one request: the edited picture and a line saying how it was drawn."""
+    """The tab's handler of one request, a generator as :func:`request_handler`'s: previews, then the edited picture
+    and a line saying how it was drawn."""
     import gradio as gr
 
     def edit(editor, prompt, strength, seed, steps, guidance, variant, lora=NO_LORA, lora_strength=1.0, progress=gr.Progress()):
         progress(0, desc="Encoding the picture and the prompt")
-        try:
+        with messages_in_page():
             image, mask = editor_inputs(editor, backend.max_side)
-            picture, seconds, steps_run = backend.edit(
-                prompt, int(seed), steps, guidance, image, mask, strength, variant,
-                on_step=lambda done, total: progress(done / total, desc=f"Denoising step {done}/{total}"),
-                lora=lora, lora_strength=lora_strength,
-            )
-        except (ValueError, VariantNotReadyError) as error:  # a message in the page, not a stack trace
-            raise gr.Error(str(error)) from None
+        drawing = backend.editing(prompt, int(seed), steps, guidance, image, mask, strength, variant, lora=lora,
+                                  lora_strength=lora_strength)
+        picture, seconds, steps_run = yield from as_it_forms(drawing, progress, other_outputs=1)
         adapter = f" · LoRA {lora} at {float(lora_strength):g}" if lora != NO_LORA else ""
-        return picture, (f"{seconds:.1f} s · {variant} · seed {int(seed)} · {picture.width}×{picture.height} · "
-                         f"{described(mask, float(strength))} · {steps_run}{adapter}")
+        yield picture, (f"{seconds:.1f} s · {variant} · seed {int(seed)} · {picture.width}×{picture.height} · "
+                        f"{described(mask, float(strength))} · {steps_run}{adapter}")
 
     return edit
 

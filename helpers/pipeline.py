@@ -23,6 +23,7 @@ from .record import CallRecord
 from .settings import STEP_CACHE_THRESHOLD, SamplingRecipe, recipe_for
 from .sizes import ASPECT_RATIO_BINS, largest_side
 from .static_shapes import StaticShapesMixin, needs_static_shapes, static_device_message
+from .tiny_vae import TinyVaeMixin
 from .variants import (
     DOWNSAMPLED_PART,
     VAE_ENCODER,
@@ -34,10 +35,11 @@ from .variants import (
 )
 
 
-class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin):
+class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin, TinyVaeMixin):
     """What the OpenVINO pipelines add to diffusers' PixArt-α and PixArt-Σ pipelines, whose ``__call__``, checks,
     bins and loop they keep: loading and saving in optimum-intel's habits, the device, clear errors for bad input,
-    and edits (``image=``, ``mask_image=``: ``helpers.editing``) where the folder has a VAE encoder.
+    edits (``image=``, ``mask_image=``: ``helpers.editing``) where the folder has a VAE encoder, and a draft decoder
+    (``set_decoder("tiny")``: ``helpers.tiny_vae``) where it has a tiny VAE.
 
     ``OVPixArtPipeline.from_pretrained(folder)`` returns the pipeline of the variant's own kind: an
     :class:`OVPixArtAlphaPipeline` or an :class:`OVPixArtSigmaPipeline`. No torch weights are loaded. Its
@@ -61,6 +63,7 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin):
         low_memory: bool | None = None,
         step_cache: float | bool | None = None,
         downsampled_steps: float | None = None,
+        decoder: str = "full",
     ) -> "OVPixArtPipeline":
         """Load a variant folder (or a :class:`~helpers.variants.Variant`) and compile its parts for ``device``, as
         optimum-intel's ``OVDiffusionPipeline.from_pretrained`` does; returns the α or Σ pipeline, as its model is.
@@ -83,14 +86,16 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin):
         ``step_cache``: a threshold turns the step cache on (:meth:`enable_step_cache`), ``False`` leaves it off,
         ``None`` does as the folder says (a folder saved from a cached pipeline records its threshold).
         ``downsampled_steps``: for a ``-ToDo`` variant, the fraction of each picture's first steps its downsampled
-        transformer runs (default: the folder's; see :meth:`set_downsampled_steps`).
+        transformer runs (default: the folder's; see :meth:`set_downsampled_steps`). ``decoder="tiny"`` decodes with
+        the folder's tiny VAE (draft quality; :meth:`set_decoder`).
         """
         variant, core = variant_to_load(model_id_or_path, export, export_dir), ov.Core()
         device = check_device(device, core)
         low_memory = not fits_in_memory(variant, device, ov_config, core) if low_memory is None else low_memory
         maker = PartMaker(variant, core, device, ov_config, low_memory)
         pipe = OV_PIPELINES[variant.pipeline_name](**pipeline_components(variant, maker))
-        pipe.variant, pipe.part_maker, pipe.low_memory = variant, maker, low_memory
+        pipe.variant, pipe.part_maker, pipe.low_memory, pipe.full_vae = variant, maker, low_memory, pipe.vae
+        pipe.set_decoder(decoder)
         pipe.reshape_each_call = needs_static_shapes(device)
         threshold = {None: variant.step_cache_threshold, False: None, True: STEP_CACHE_THRESHOLD}.get(step_cache, step_cache)
         pipe.compose_transformer(threshold)
@@ -159,7 +164,8 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin):
 
     @property
     def parts(self) -> tuple[OVModelPart, ...]:
-        return (self.text_encoder, self.transformer, self.vae) + ((self.vae_encoder,) if self.vae_encoder else ())
+        optional = (self.vae_encoder, self._tiny_vae)  # the tiny decoder once made (``tiny_vae``)
+        return (self.text_encoder, self.transformer, self.full_vae, *(part for part in optional if part is not None))
 
     def to(self, *args: Any, **kwargs: Any) -> "OVPixArtPipeline":
         """Move the pipeline to another OpenVINO device, compiling its parts for it (now, if they were compiled), as

@@ -10,7 +10,8 @@ Two deployments make one application (:func:`build_app`):
   OVMS speak, ``POST /v1/images/edits`` (OpenAI's multipart form, ``helpers.serving_edits``), ``GET /v1/models``,
   ``GET /health``; the bearer token; and the errors, as OpenAI's JSON: 400 for bad input (the pipeline's own checks,
   raised in the painter), 401 without the token, 413 for an upload over the limit, 503 with "retry" when the
-  painters' queue is full or a painter stopped while drawing.
+  painters' queue is full or a painter stopped while drawing. ``"stream": true`` answers with OpenAI's image events,
+  previews then the picture, and ``"quality": "low"`` draws a draft with the tiny VAE (``helpers.serving_stream``).
 
 :func:`start_ray` starts a local Ray (or joins a cluster) without usage stats or dashboard, :func:`deploy` puts the
 application behind Ray's HTTP proxy, :func:`shutdown` stops both. ``python -m helpers serve`` does all three.
@@ -19,19 +20,22 @@ application behind Ray's HTTP proxy, :func:`shutdown` stops both. ``python -m he
 
 import asyncio
 import base64
+import functools
 import io
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from .serving_edits import UploadError, edit_arguments, read_edit_form
+from .serving_stream import draw_options, event_stream, painted_events, painter_options, png_base64, where_headers
 from .settings import MAX_QUEUED_REQUESTS
 from .variants import Variant, as_variant
 
@@ -40,7 +44,8 @@ MAX_IMAGES_PER_REQUEST = 4  # a request holds its painter for n pictures: larger
 RETRY_HEADERS = {"Retry-After": "1"}  # on a 503: the openai client waits that long, then retries by itself
 PIPELINE_FIELDS = {"num_images_per_prompt": "n", "num_inference_steps": "num_inference_steps",
                    "guidance_scale": "guidance_scale", "height": "size", "width": "size", "mask_image": "mask"}
-REQUEST_FIELDS = ("prompt", "n", "seed", "response_format", "negative_prompt", "lora", "image", "mask", "strength")
+REQUEST_FIELDS = ("prompt", "n", "seed", "response_format", "negative_prompt", "lora", "image", "mask", "strength",
+                  "stream", "partial_images", "quality")
 
 
 def served_model_id(variant: Variant) -> str:
@@ -108,12 +113,6 @@ def served_lora(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def png_base64(image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def decode_picture(b64_json: str):
     """A picture of an answer's ``data`` (its ``b64_json``), as a PIL image."""
     from PIL import Image
@@ -153,6 +152,7 @@ class Painter:
         self.loras = list(loras or {})
         self.pipe.compile()  # here, once: a replica is ready (and routed requests) only when compiled
         self.pipe.set_progress_bar_config(disable=True)
+        self._drawing = threading.Lock()  # one call at a time: a stopped stream's call may still finish its step
 
     def where(self) -> dict[str, str]:
         """This replica's id and the Ray node it runs on (the answer's X-Replica and X-Node headers)."""
@@ -160,27 +160,51 @@ class Painter:
 
         return {"replica": serve.get_replica_context().replica_id.unique_id, "node": ray.get_runtime_context().get_node_id()}
 
+    def _checked(self, body: dict[str, Any], edit: bool) -> tuple:
+        """A request's call (prompt, arguments, seed), adapters and options, or a ``ValueError`` naming the fix."""
+        prompt, arguments, seed = generation_call(body, self.pipe, edit)
+        return prompt, arguments, seed, requested_adapters(body, self.loras), painter_options(body, self.pipe, edit)
+
     async def draw(self, body: dict[str, Any], edit: bool = False) -> dict[str, Any]:
         """The pictures a request asks for (an ``edit``: of its picture), base64 PNGs, with where they were drawn; for
         bad input, ``{"error": the check's message}`` (returned, not raised: Ray would log each as a failed request).
 
         The pipeline runs in a thread: the replica's event loop stays free for Ray's health checks."""
         try:
-            prompt, arguments, seed = generation_call(body, self.pipe, edit)
-            adapters = requested_adapters(body, self.loras)
+            *call, options = self._checked(body, edit)
         except ValueError as error:
             return {"error": str(error)}
-        output = await asyncio.to_thread(self._paint, prompt, arguments, seed, adapters)
-        return {"images": [png_base64(image) for image in output.images], "steps": output.record.steps_summary(), **self.where()}
+        output = await asyncio.to_thread(self._paint, *call, options.decoder)
+        return {"images": [png_base64(image) for image in output.images], "steps": output.record.steps_summary(),
+                "decoder": options.decoder, **self.where()}
 
-    def _paint(self, prompt: str, arguments: dict[str, Any], seed: int | None, adapters: dict[str, float]):
+    async def stream(self, body: dict[str, Any], edit: bool = False):
+        """A streamed request's events (``helpers.serving_stream``): first ``{"error": ...}`` for bad input (and no
+        more), or where it is drawn; then OpenAI's image events, previews and the picture, as they are made."""
+        try:
+            *call, options = self._checked(body, edit)
+        except ValueError as error:
+            yield {"error": str(error)}
+            return
+        yield {**self.where(), "decoder": options.decoder}
+        async for event in painted_events(functools.partial(self._paint, *call, options.decoder), self.pipe, options, edit):
+            yield event
+
+    def _paint(self, prompt: str, arguments: dict[str, Any], seed: int | None, adapters: dict[str, float],
+               decoder: str = "full", through=None):
+        """The call, with this request's adapters and decoder; ``through``: what calls the pipeline (a stream's)."""
         import torch
 
-        if adapters:  # this request's adapters: strengths switched, nothing compiled
-            self.pipe.set_adapters(list(adapters), list(adapters.values()))
-        self.pipe.set_lora_enabled(bool(adapters))
-        generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
-        return self.pipe(prompt, generator=generator, **arguments)
+        with self._drawing:
+            if adapters:  # this request's adapters: strengths switched, nothing compiled
+                self.pipe.set_adapters(list(adapters), list(adapters.values()))
+            self.pipe.set_lora_enabled(bool(adapters))
+            generator = torch.Generator("cpu").manual_seed(seed) if seed is not None else None
+            self.pipe.set_decoder(decoder)
+            try:
+                return (through or self.pipe)(prompt, generator=generator, **arguments)
+            finally:
+                self.pipe.set_decoder("full")  # a draft is this request's only
 
 
 class APIError(Exception):
@@ -196,7 +220,7 @@ def images_response(drawn: dict) -> JSONResponse:
     """The answer to a request: OpenAI's images response, which replica on which node drew it, and the steps its
     call ran (the call's record: computed and reused with the step cache)."""
     body = {"created": int(time.time()), "data": [{"b64_json": image} for image in drawn["images"]]}
-    return JSONResponse(body, headers={"X-Replica": drawn["replica"], "X-Node": drawn["node"], "X-Steps": drawn["steps"]})
+    return JSONResponse(body, headers={**where_headers(drawn), "X-Steps": drawn["steps"]})
 
 
 def running_painters(app_name: str = APP_NAME) -> int:
@@ -249,18 +273,26 @@ class ImagesAPI:
             raise APIError(error.status, str(error), param=error.param) from None
         return await self._answer(body, edit=True)
 
-    async def _answer(self, body: dict, edit: bool = False) -> JSONResponse:
+    async def _answer(self, body: dict, edit: bool = False) -> JSONResponse | StreamingResponse:
         if body.get("model") not in (None, self.model_id):
             raise APIError(404, f"The model {body['model']!r} is not served here: ask for {self.model_id!r} "
                            "(GET /v1/models), or leave model out.", param="model", code="model_not_found")
-        drawn = await self._draw(body, edit)
+        try:
+            stream = draw_options(body, edit).stream
+        except ValueError as error:  # refused here: no painter waited for
+            raise APIError(400, str(error), param=field_of(str(error))) from None
+        events = self.painter.options(stream=True).stream.remote(body, edit) if stream else None
+        drawn = await self._draw(body, edit, events)
         if "error" in drawn:  # the pipeline's checks, run in the painter
             raise APIError(400, drawn["error"], param=field_of(drawn["error"]))
+        if stream:  # the checks passed: the painter draws, its events follow
+            return StreamingResponse(event_stream(events), media_type="text/event-stream", headers=where_headers(drawn))
         return images_response(drawn)
 
-    async def _draw(self, body: dict, edit: bool) -> dict:
+    async def _draw(self, body: dict, edit: bool, events=None) -> dict:
+        """The painter's answer (a stream's: its first item), or the 503s."""
         try:
-            return await self.painter.draw.remote(body, edit)
+            return await (events.__anext__() if events is not None else self.painter.draw.remote(body, edit))
         except BackPressureError as error:
             raise APIError(503, f"The server is busy ({error}): retry in a moment; every replica is drawing and "
                            "the queue is full.", kind="server_error", headers=RETRY_HEADERS) from None

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .building import PIPELINE_CLASSES, build_tiny_pipeline
+from .building import PIPELINE_CLASSES, TINY_VAE_FOLDER, build_tiny_pipeline
 from .settings import MODEL_INDEX, MODEL_ROOT, SHIPPED_MODEL_IDS, TINY_MODEL_IDS
+
+# The tiny VAEs (TAESD) that decode each family's latents: SD's VAE for PixArt-α, SDXL's for PixArt-Σ.
+TAESD_REPOS = {"PixArtAlphaPipeline": "madebyollin/taesd", "PixArtSigmaPipeline": "madebyollin/taesdxl"}
 
 
 class ModelSourceError(RuntimeError):
@@ -74,3 +77,18 @@ def diffusers_pipeline_class(folder: Path):
     import diffusers
 
     return getattr(diffusers, pipeline_class_name(folder))
+
+
+def tiny_vae_source(folder: Path) -> Path | None:
+    """The tiny VAE (an ``AutoencoderTiny`` folder) for the model in a diffusers folder: its own ``tiny_vae/`` (the
+    models built or trained here have one), else the TAESD of its family from the hub; None when neither is there."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    own = Path(folder) / TINY_VAE_FOLDER
+    if (own / "config.json").is_file():
+        return own
+    try:
+        return Path(snapshot_download(TAESD_REPOS[pipeline_class_name(folder)], allow_patterns=["config.json", "*.safetensors"]))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError):
+        return None

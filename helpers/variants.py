@@ -1,8 +1,8 @@
 """The variant folder, the one contract between stages: its format and its index, read and checked here, and
 finished here (its parts are made by ``helpers.part_writing``, for conversion and compression).
 
-``model/<model-name>/<VARIANT>/`` holds ``text_encoder/``, ``transformer/``, ``vae_decoder/``, ``vae_encoder/`` (for
-edits; an ``openvino_model.xml/.bin`` each, with its ``config.json``), ``tokenizer/``, ``scheduler/`` and
+``model/<model-name>/<VARIANT>/`` holds ``text_encoder/``, ``transformer/``, ``vae_decoder/``, ``vae_encoder/`` (edits),
+``vae_tiny_decoder/`` (drafts, previews; a model with a tiny VAE), an IR each with its ``config.json``; ``tokenizer/``, ``scheduler/`` and
 ``model_index.json``. The index is written last: a folder without it is unfinished. It records the folder format's
 version (a folder of another version is refused, with the command that makes it again) and every other file's size
 and SHA-256, so a folder damaged on its way to another machine is named as such when it is loaded (sizes, cheap) or
@@ -31,7 +31,8 @@ from .sizes import native_size, size_choices, wide_size
 
 PARTS = ("text_encoder", "transformer", "vae_decoder")  # what a folder needs to draw
 VAE_ENCODER = "vae_encoder"  # what edits need too (image-to-image, inpainting); folders made before it lack it
-MADE_PARTS = (*PARTS, VAE_ENCODER)  # what conversion and compression make
+TINY_VAE_DECODER = "vae_tiny_decoder"  # the draft decoder and previews (a TAESD), where the model has one
+MADE_PARTS = (*PARTS, VAE_ENCODER, TINY_VAE_DECODER)  # what conversion and compression make
 IR_NAME = "openvino_model.xml"
 # The index's version of the folder format: raised when a folder of the previous one can't be read as it is.
 FORMAT_VERSION = 1

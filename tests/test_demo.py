@@ -1,8 +1,10 @@
-"""The Gradio demo: its helpers, a real browser (Debian's chromium through Playwright) on both tabs, and 8 requests
-at once."""
+"""The Gradio demo: its helpers, its handler's previews and draft decode, a real browser (Debian's chromium through
+Playwright) on both tabs and on the picture as it forms, and 8 requests at once."""
 
+import contextlib
 import os
 import re
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +15,12 @@ import pytest
 from PIL import Image
 
 from helpers import variants
-from helpers.demo import DemoBackend, build_demo, launch_demo
+from helpers.demo import DemoBackend, build_demo, launch_demo, request_handler
 from helpers.edit_inputs import editor_inputs
+from helpers.pipeline import generate
 from helpers.settings import LCM_RECIPE
 from helpers.sizes import parse_size
-from helpers.variants import Variant, VariantNotReadyError, available_variants
+from helpers.variants import PARTS, Variant, VariantNotReadyError, available_variants, finish_variant, variant_dir
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (Playwright's own download can't run here)
@@ -109,6 +112,45 @@ def test_the_editors_painted_layer_is_the_mask_and_strength_picks_the_steps(back
     assert edited.size == (256, 184) and summary == "2 steps" and steps == [(1, 2), (2, 2)]
 
 
+def test_the_handler_yields_a_preview_a_step_then_the_picture_a_plain_call_draws(backend):
+    import gradio as gr
+
+    handler = request_handler(backend)
+    *previews, (image, info, seed) = handler("a red circle", "", 3, False, 6, 0.0, "1024×1024", "INT8")
+    assert len(previews) == 5  # a preview after each step but the last, whose picture is the result
+    assert all(picture.size == (1024, 1024) and rest == [gr.skip(), gr.skip()] for picture, *rest in previews)
+    assert len({picture.tobytes() for picture, *_ in previews}) == 5  # each step's own latents
+    plain, _ = generate(backend.pipeline("INT8"), "a red circle", seed=3, num_inference_steps=6, guidance_scale=0.0,
+                        height=1024, width=1024)
+    assert image.tobytes() == plain.tobytes() and seed == 3 and info.endswith("· 6 steps")  # previews change nothing
+
+
+def test_a_draft_decodes_with_the_tiny_vae_for_its_request_only(backend):
+    import gradio as gr
+
+    handler = request_handler(backend)
+    draw = lambda prompt="a red circle", draft=False: list(handler(prompt, "", 3, False, 2, 0.0, "1024×1024", "INT8", draft=draft))[-1]  # noqa: E731
+    full, _, _ = draw()
+    drafted, info, _ = draw(draft=True)
+    assert drafted.size == full.size and drafted.tobytes() != full.tobytes() and info.endswith("· draft decode (tiny VAE)")
+    assert backend.pipeline("INT8").decoder == "full"
+    with pytest.raises(gr.Error, match="A prompt is empty"):  # the call fails after the switch: still switched back
+        draw("   ", draft=True)
+    assert backend.pipeline("INT8").decoder == "full"
+
+
+def test_a_draft_without_a_tiny_decoder_says_what_adds_one(tmp_path, tiny_source, tiny_variant):
+    import gradio as gr
+
+    folder = variant_dir("tiny", "FP16", root=tmp_path)  # a folder converted before tiny decoders: the parts to draw alone
+    for part in PARTS:
+        shutil.copytree(tiny_variant / part, folder / part)
+    finish_variant(tiny_source, folder, {"variant": "FP16", "source": str(tiny_source)}, show_progress=False)
+    handler = request_handler(DemoBackend("tiny", "CPU", root=tmp_path))
+    with pytest.raises(gr.Error, match=r"has no tiny VAE decoder \(vae_tiny_decoder/\).*decoder='full'"):
+        list(handler("a red circle", "", 1, False, 2, 0.0, "1024×1024", "FP16", draft=True))
+
+
 def loaded_size(image) -> list[int]:
     """A result's own picture (served as a file: Gradio's icons are data: SVGs), once loaded: its size."""
     from playwright.sync_api import expect
@@ -119,8 +161,10 @@ def loaded_size(image) -> list[int]:
     return image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
 
 
-def test_browser_generates_edits_and_shows_errors(demo_url, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+@contextlib.contextmanager
+def browser_page(url: str):
+    """A page of Debian's chromium at ``url``."""
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -128,18 +172,54 @@ def test_browser_generates_edits_and_shows_errors(demo_url, tmp_path):
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
         )
         page = browser.new_page()
-        page.goto(demo_url)
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def test_browser_generates_edits_and_shows_errors(demo_url, tmp_path):
+    from playwright.sync_api import expect
+
+    with browser_page(demo_url) as page:
         page.get_by_label("Prompt", exact=True).fill("A small cactus with a happy face in the Sahara desert.")
         page.get_by_role("button", name="Generate").click()
+        # the info line comes with the final picture (the previews before it leave it as it was)
+        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · W8A8 · seed 42 · 1024×1024 · \d+ steps$"), timeout=60_000)
         assert loaded_size(page.locator("#result img")) == [1024, 1024]
-        expect(page.locator("#info textarea")).to_have_value(re.compile(r"s · W8A8 · seed 42 · 1024×1024 · \d+ steps$"))
 
         page.get_by_label("Prompt", exact=True).fill("   ")
         page.get_by_role("button", name="Generate").click()
         expect(page.get_by_text("A prompt is empty").first).to_be_visible(timeout=30_000)
         assert "Traceback" not in page.content()
         edit_where_the_brush_paints(page, tmp_path / "picture.png")
-        browser.close()
+
+
+# Every picture the result image shows, in order: the previews, then the final one (an <img> replaced or its src changed).
+RECORD_RESULT_SOURCES = """() => {
+    window.resultSources = [];
+    const record = () => {
+        const src = document.querySelector('#result img')?.getAttribute('src') ?? '';
+        if (src.includes('/gradio_api/file=') && window.resultSources.at(-1) !== src) window.resultSources.push(src);
+    };
+    new MutationObserver(record).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ['src']});
+}"""
+
+
+def test_browser_shows_the_picture_forming(demo_url):
+    from playwright.sync_api import expect
+
+    with browser_page(demo_url) as page:
+        page.get_by_label("Prompt", exact=True).fill("a red circle")
+        steps = page.get_by_label("number input for Steps")
+        steps.fill("6")
+        steps.press("Enter")
+        page.evaluate(RECORD_RESULT_SOURCES)
+        page.get_by_role("button", name="Generate").click()
+        expect(page.locator("#info textarea")).to_have_value(re.compile(r"· 6 steps$"), timeout=60_000)
+        sources = page.evaluate("window.resultSources")
+        print(f"{len(sources)} pictures shown")
+        assert sources[-1] == page.locator("#result img").get_attribute("src")  # the final picture, shown last
+        assert len(set(sources[:-1])) >= 2, sources  # previews before it: the picture formed in the page
 
 
 def edit_where_the_brush_paints(page, picture: Path) -> None:
@@ -160,9 +240,10 @@ def edit_where_the_brush_paints(page, picture: Path) -> None:
     page.mouse.move(x + 20, y + 10, steps=5)
     page.mouse.up()
     page.get_by_role("button", name="Edit", exact=True).click()
-    assert loaded_size(page.locator("#edited img")) == [256, 256]  # the picture's own size
     info = page.locator("#edit-info textarea")
-    expect(info).to_have_value(re.compile(r"s · W8A8 · seed 42 · 256×256 · inpainting \d+% of the picture at strength 0.8 · 3 steps$"))
+    expect(info).to_have_value(re.compile(r"s · W8A8 · seed 42 · 256×256 · inpainting \d+% of the picture at strength 0.8 · 3 steps$"),
+                               timeout=60_000)
+    assert loaded_size(page.locator("#edited img")) == [256, 256]  # the picture's own size
     assert " 0% of" not in info.input_value()  # the stroke is the mask
 
 

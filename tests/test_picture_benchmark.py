@@ -1,9 +1,25 @@
 """The whole-picture benchmark's task and table on the tiny model (no timing assertions)."""
 
+import json
+
 import pytest
 
-from benchmarks.picture import markdown, picture_plan, task_picture, task_static_vs_dynamic
+from benchmarks.alignment_combos import chosen
+from benchmarks.picture import (
+    CACHE_DIT,
+    DEFAULT_ENGINES,
+    ENGINES,
+    STEP_CACHE,
+    markdown,
+    picture_plan,
+    task_picture,
+    task_picture_draft,
+    task_static_vs_dynamic,
+)
+from benchmarks.runner import RESULTS
+from helpers.compression import make_downsampled_variant
 from helpers.machine import machine
+from helpers.token_downsampling import TokenDownsampling
 
 
 def test_each_engine_times_a_whole_picture_split_into_its_parts(tmp_path, tiny_source, tiny_variant):
@@ -31,3 +47,55 @@ def test_the_plan_runs_each_recipes_engines_lcm_first():
     plan = picture_plan({"LCM": ("torch", "ov-FP16"), "standard": ("torch",)}, 1024, {"LCM": 2, "standard": 1})
     assert [key for key, _, _ in plan] == ["LCM 1024² torch", "LCM 1024² ov-FP16", "standard 1024² torch", "static vs dynamic 1024² FP16"]
     assert plan[2][2] == {"engine": "torch", "recipe": "standard", "side": 1024, "runs": 1, "warmup": 1}
+
+
+def test_a_draft_engine_is_followed_by_its_picture_against_the_full_decode():
+    plan = picture_plan({"LCM": ("ov-W8A8-ToDo-static-tiny", "torch")}, 512, {"LCM": 2}, warmup=1, turns=False)
+    assert [key for key, _, _ in plan] == ["LCM 512² ov-W8A8-ToDo-static-tiny", "LCM 512² ov-W8A8-ToDo-static-tiny vs full decode", "LCM 512² torch"]
+    assert plan[1][1:] == ("picture_draft", {"engine": "ov-W8A8-ToDo-static-tiny", "recipe": "LCM", "side": 512, "seed": 2})  # the last timed seed
+
+
+def test_the_caches_settings_are_the_ones_the_shapes_measurement_chose():
+    results = json.loads((RESULTS / "alignment-combos-shapes.json").read_text())
+    rows, picks = results["rows"], chosen(results["rows"])
+    assert picks == results["chosen"]
+    assert rows[picks["PyTorch + cache-dit"]]["cache_dit"] == CACHE_DIT
+    assert rows[picks["OpenVINO W8A8 + step cache"]]["step_cache"] == STEP_CACHE
+    combination = ENGINES[DEFAULT_ENGINES["standard"][-2]]  # the standard recipe's fastest combination, then its draft
+    assert (combination["variant"], combination["step_cache"]) == (rows[picks["OpenVINO W8A8-ToDo (± step cache)"]]["variant"], STEP_CACHE)
+    assert ENGINES["torch-compile-cache-dit"]["cache_dit"] is CACHE_DIT and ENGINES["ov-W8A8-static-cache"]["step_cache"] == STEP_CACHE
+
+
+@pytest.fixture
+def standard_work(tmp_path, tiny_standard_source, tiny_standard_variant, monkeypatch):
+    """tiny-standard's folders as the benchmark reads them; the W8A8 engines draw with FP16 and FP16-ToDo here (the
+    engine names only a folder: what is smoke-tested is the caches, the draft and the table)."""
+    work = tmp_path / "tiny-standard"
+    work.mkdir()
+    (work / "diffusers").symlink_to(tiny_standard_source)
+    (work / "FP16").symlink_to(tiny_standard_variant)
+    make_downsampled_variant(tiny_standard_source, work / "FP16", work / "FP16-ToDo", TokenDownsampling(2), report=lambda message: None)
+    for engine, variant in (("ov-W8A8-static-cache", "FP16"), ("ov-W8A8-ToDo-static-cache-tiny", "FP16-ToDo")):
+        monkeypatch.setitem(ENGINES, engine, ENGINES[engine] | {"variant": variant})
+    return work
+
+
+def test_the_caching_engines_and_the_draft_report_their_steps_and_quality(standard_work):
+    engines = ("torch-cache-dit", "ov-W8A8-static-cache", "ov-W8A8-ToDo-static-cache-tiny")
+    steps = {f"standard 256² {engine}": task_picture(standard_work, engine, "standard", 256, runs=1, warmup=1) for engine in engines}
+    torch_cached, cached, draft = steps.values()
+    for step in steps.values():  # each cache counts the steps it reused: at most the 20 after its first computed one
+        assert 0 <= step["median"]["steps reused"] <= 19 and step["steps"] == 20 and step["image_size"] == [256, 256]
+    assert torch_cached["median"]["steps reused"] <= 20 - CACHE_DIT["max_warmup_steps"]
+    assert torch_cached["cache_dit"].startswith("DBCache_F1B0_W") and not torch_cached["torch_compile"]
+    assert cached["step_cache"] == draft["step_cache"] == STEP_CACHE and cached["static_shapes"] and "decoder" not in cached
+    assert draft["decoder"] == "tiny" and draft["downsampled_steps"] == 0.5
+    picture = draft["pictures"][0]
+    assert picture["T5 s"] + picture["steps s"] + picture["VAE s"] == pytest.approx(picture["seconds"])
+    key = "standard 256² ov-W8A8-ToDo-static-cache-tiny vs full decode"
+    steps[key] = versus = task_picture_draft(standard_work, "ov-W8A8-ToDo-static-cache-tiny", "standard", 256, seed=1)
+    assert versus["psnr_db"] < 60 and -1 <= versus["ssim"] < 1  # two decoders: never the same picture
+    report = markdown({"machine": machine(), "steps": steps})
+    assert "| vs PyTorch best | vs PyTorch uncached |" in report and "cache-dit DBCache_F1B0_W" in report
+    assert f"step cache {STEP_CACHE:g}, tiny decoder (draft)" in report and "| 1.00× | — |" in report  # no uncached PyTorch row
+    assert "- Draft OpenVINO FP16-ToDo (" in report and "(seed 1) decoded by the full VAE" in report
