@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # How the parts are named in a record, and shown.
-PART_LABELS = {"text_encoder": "T5", "vae_encoder": "VAE encoder", "transformer": "transformer", "vae_decoder": "VAE"}
+PART_LABELS = {"text_encoder": "T5", "vae_encoder": "VAE encoder", "transformer": "transformer", "vae_decoder": "VAE",
+               "vae_tiny_decoder": "tiny VAE"}
 
 
 @dataclass
