@@ -53,7 +53,7 @@ def task_speed(work: Path, folder: str, side: int, runs: int) -> dict:
     from helpers.devices import compute_precision
     from helpers.pipeline import OVPixArtPipeline
 
-    pipe = OVPixArtPipeline.from_pretrained(folder, "CPU")
+    pipe = OVPixArtPipeline.from_pretrained(folder, "CPU", compile=False, low_memory=False)  # compiled when called: T5 never is
     if side >= TILED_SIDE:
         pipe.full_vae.enable_tiling()
     seconds, _ = timed_in_turns(timing_calls(pipe, side), runs)
