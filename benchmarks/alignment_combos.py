@@ -1,6 +1,7 @@
 """What the fastest combinations cost in alignment, on the shapes model: the settings the whole-picture benchmark times.
 
-    python benchmarks/alignment_combos.py                 # shapes, 64 evaluation prompts: about 30 minutes on 2 busy cores
+    python benchmarks/alignment_combos.py                 # shapes, 64 evaluation prompts: about 40 minutes on 2 busy cores
+    python benchmarks/alignment_combos.py --again         # every row again (default: the rows not measured yet)
 
 ``benchmarks/picture.py`` times each recipe's fastest configurations at full size, where random weights cannot say
 what a setting costs in quality. This measures it on the shipped ``shapes`` model at its own recipe (20 DPM-Solver
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 from benchmarks.picture import cache_dit_steps, with_cache_dit
-from benchmarks.runner import RESULTS, machine_line, save_results
+from benchmarks.runner import RESULTS, load_results, machine_line, save_results
 
 BAR = 0.02  # the largest alignment loss a faster setting may cost (notebook 8's, the step cache's default)
 # cache-dit's DBCache: Fn_compute_blocks lowered from its default 8 (the shapes model has 6 blocks); 1 computed block
@@ -35,7 +36,8 @@ BAR = 0.02  # the largest alignment loss a faster setting may cost (notebook 8's
 CACHE_DIT_SETTINGS = {
     f"F1B0 W{warmup} {threshold:g}": {"Fn_compute_blocks": 1, "Bn_compute_blocks": 0, "max_warmup_steps": warmup,
                                        "residual_diff_threshold": threshold}
-    for warmup, threshold in ((8, 0.08), (8, 0.12), (8, 0.2), (4, 0.12), (2, 0.12), (2, 0.2))
+    for warmup, threshold in ((8, 0.08), (8, 0.12), (8, 0.2), (4, 0.12), (4, 0.2), (2, 0.12), (2, 0.15), (2, 0.2),
+                              (1, 0.12), (1, 0.15))
 }
 STEP_CACHE_THRESHOLDS = (0.1, 0.15, 0.2)
 # A step's full-size cost, as a share of a computed step (1024², batch 2, W8A8): a reused one runs the embeddings, block
@@ -57,9 +59,10 @@ def combination_rows(thresholds=STEP_CACHE_THRESHOLDS, cache_dit=CACHE_DIT_SETTI
     return rows
 
 
-def torch_pictures(source: Path, evaluation: list, recipe, settings: dict | None) -> tuple[list, list[dict]]:
+def torch_pictures(source: Path, evaluation: list, recipe, settings: dict | None, **call) -> tuple[list, list[dict]]:
     """diffusers' pipeline (bf16 where the CPU has bf16 instructions), with cache-dit at ``settings`` (None: uncached):
-    a picture per (scene, seed), and each call's steps and the steps cache-dit cached."""
+    a picture per (scene, seed) (``call``: more call arguments, a size), and each call's steps and the steps cache-dit
+    cached."""
     import torch
 
     from helpers.pipeline import timed_call
@@ -73,23 +76,24 @@ def torch_pictures(source: Path, evaluation: list, recipe, settings: dict | None
     pictures, counts = [], []
     with torch.no_grad():
         for scene, seed in evaluation:
-            output, seconds = timed_call(pipe, scene.caption, seed, recipe)
+            output, seconds = timed_call(pipe, scene.caption, seed, recipe, **call)
             pictures.append(output.images[0])
             counts.append({"steps": recipe.num_inference_steps, "reused": cache_dit_steps(pipe) if settings else 0,
                            "downsampled": 0, "seconds": seconds})
     return pictures, counts
 
 
-def openvino_pictures(folder: Path, evaluation: list, recipe, threshold: float | None, device: str) -> tuple[list, list[dict]]:
+def openvino_pictures(folder: Path, evaluation: list, recipe, threshold: float | None, device: str, **call) -> tuple[list, list[dict]]:
     """A variant folder's pipeline (a ``-ToDo`` variant with its own share of downsampled steps), with the step cache
-    at ``threshold`` (None: off): a picture per (scene, seed), and each call's steps from its record."""
+    at ``threshold`` (None: off): a picture per (scene, seed) (``call``: more call arguments), and each call's steps
+    from its record."""
     from helpers.pipeline import OVPixArtPipeline, timed_call
 
     pipe = OVPixArtPipeline.from_pretrained(folder, device, step_cache=False if threshold is None else threshold)
     pipe.set_progress_bar_config(disable=True)
     pictures, counts = [], []
     for scene, seed in evaluation:
-        output, seconds = timed_call(pipe, scene.caption, seed, recipe)
+        output, seconds = timed_call(pipe, scene.caption, seed, recipe, **call)
         record = output.record
         pictures.append(output.images[0])
         counts.append({"steps": record.steps, "reused": record.reused or 0, "downsampled": record.downsampled, "seconds": seconds})
@@ -117,16 +121,22 @@ def measure_row(row: dict, pictures: list, counts: list[dict], reference: list |
 
 
 def run_combinations(model_id: str, evaluation: list, rows: dict[str, dict], device: str = "CPU",
-                     after_each=lambda results: None) -> dict[str, dict]:
+                     after_each=lambda results: None, done: dict | None = None) -> dict[str, dict]:
     """Each row's pictures drawn and measured, references first (their pictures kept for the rows after them);
-    ``after_each`` gets the rows measured so far."""
+    ``after_each`` gets the rows measured so far. Rows in ``done`` (an earlier run's) are kept, but a reference a
+    row still to measure needs is drawn again."""
     from helpers.sources import resolve_model_source
     from helpers.variants import Variant, variant_dir
 
     recipe, source = Variant.of(model_id, "FP16").recipe, resolve_model_source(model_id)
     scenes = [scene for scene, _ in evaluation]
+    done = done or {}
+    needed = {row["reference"] for name, row in rows.items() if name not in done}
     results, references = {}, {}
     for name, row in rows.items():
+        if name in done and name not in needed:
+            results[name] = done[name]
+            continue
         start = time.perf_counter()
         if row["engine"] == "torch":
             pictures, counts = torch_pictures(source, evaluation, recipe, row.get("cache_dit"))
@@ -196,16 +206,19 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64, help="evaluation prompts (at least 8)")
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--again", action="store_true", help="measure every row again (default: only rows not in the results file)")
     args = parser.parse_args()
     recipe = Variant.of(args.model, "FP16").recipe
     results = {"machine": machine(), "model": args.model, "prompts": args.prompts,
                "recipe": f"{recipe.num_inference_steps} steps, guidance {recipe.guidance_scale:g}", "rows": {}}
     path = args.out / f"alignment-combos-{model_name(args.model)}.json"
+    earlier = {} if args.again else load_results(path)
+    done = earlier.get("rows", {}) if earlier.get("prompts") == args.prompts else {}
 
     def save(rows: dict) -> None:
         save_results(path, results | {"rows": rows})
 
-    results["rows"] = run_combinations(args.model, evaluation_scenes(args.prompts), combination_rows(), args.device, save)
+    results["rows"] = run_combinations(args.model, evaluation_scenes(args.prompts), combination_rows(), args.device, save, done)
     results["chosen"] = chosen(results["rows"])
     save_results(path, results)
     path.with_suffix(".md").write_text(markdown(results))

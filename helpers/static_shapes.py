@@ -142,12 +142,15 @@ class StaticShapesMixin:
                                 num_images_per_prompt=num_images_per_prompt, **self.check_options(use_resolution_binning))
         call = self.call_shape(["a prompt"] * batch_size, kwargs)
         scale = self.vae_scale_factor
-        tile = self.vae.tile_latent_size if self.vae.use_tiling else None
+        vae = self.full_vae  # the model's own VAE, whichever decoder is set
+        tile = vae.tile_latent_size if vae.use_tiling else None
         self.text_encoder.reshape(text_encoder_shapes(call))
         self.transformer.reshape(transformer_shapes(call, self.transformer.config, scale))
-        self.vae.reshape(vae_decoder_shapes(call, self.vae.config, scale, tile))
-        if self.vae.encoder is not None:
-            self.vae.encoder.reshape(vae_encoder_shapes(call, self.vae.encoder.config))
+        vae.reshape(vae_decoder_shapes(call, vae.config, scale, tile))
+        if self._tiny_vae is not None:  # the tiny decoder, once made: it decodes whole latents
+            self._tiny_vae.reshape(vae_decoder_shapes(call, vae.config, scale))
+        if vae.encoder is not None:
+            vae.encoder.reshape(vae_encoder_shapes(call, vae.encoder.config))
         self.static_shape = call
         self.compile()
         return self

@@ -25,6 +25,7 @@ class OVTinyVaeDecoder(OVModelPart):
     to what TAESD decodes: the latents as the denoising loop holds them (:meth:`decode_scaled`)."""
 
     part_name = TINY_VAE_DECODER
+    use_tiling = False
 
     @classmethod
     def beside(cls, full_vae: OVVaeDecoder, make: Any) -> "OVTinyVaeDecoder":
@@ -32,6 +33,8 @@ class OVTinyVaeDecoder(OVModelPart):
         for ``full_vae``."""
         tiny = make(cls, TINY_VAE_DECODER)
         tiny.config, tiny.encoder = full_vae.config, full_vae.encoder
+        if full_vae.input_shapes and not full_vae.use_tiling:  # a reshaped pipeline's shapes (the tiny one never tiles)
+            tiny.reshape(full_vae.input_shapes)
         return tiny
 
     def decode(self, latents: torch.Tensor, return_dict: bool = False):

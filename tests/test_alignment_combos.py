@@ -48,13 +48,14 @@ def test_the_cheapest_row_within_the_bar_of_each_kind_is_chosen():
 def test_each_engine_draws_and_counts_its_steps_on_the_tiny_model(tiny_standard_source, tiny_standard_variant):
     evaluation = evaluation_scenes(8)[:2]
     scenes = [scene for scene, _ in evaluation]
+    size = {"height": 256, "width": 256, "use_resolution_binning": False}  # tiny's native size is 1024²
     settings = {"Fn_compute_blocks": 1, "Bn_compute_blocks": 0, "max_warmup_steps": 2, "residual_diff_threshold": 0.5}
-    exact, exact_counts = torch_pictures(tiny_standard_source, evaluation, STANDARD_RECIPE, None)
-    cached, cached_counts = torch_pictures(tiny_standard_source, evaluation, STANDARD_RECIPE, settings)
+    exact, exact_counts = torch_pictures(tiny_standard_source, evaluation, STANDARD_RECIPE, None, **size)
+    cached, cached_counts = torch_pictures(tiny_standard_source, evaluation, STANDARD_RECIPE, settings, **size)
     reference = measure_row({"reference": "PyTorch"}, exact, exact_counts, None, scenes)
     measured = measure_row({"reference": "PyTorch"}, cached, cached_counts, exact, scenes)
     assert reference["psnr_db"] is None and reference["reused"] == 0 and reference["full-size step cost"] == 1
     assert measured["steps"] == 40 and 0 <= measured["reused"] <= 2 * (20 - 2)  # never in its 2 warm-up steps
     assert measured["full-size step cost"] < 1 or measured["reused"] == 0
-    pictures, counts = openvino_pictures(tiny_standard_variant, evaluation, STANDARD_RECIPE, 0.5, "CPU")
+    pictures, counts = openvino_pictures(tiny_standard_variant, evaluation, STANDARD_RECIPE, 0.5, "CPU", **size)
     assert len(pictures) == 2 and [count["steps"] for count in counts] == [20, 20] and all(0 <= c["reused"] <= 19 for c in counts)

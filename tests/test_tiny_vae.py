@@ -103,3 +103,18 @@ def test_a_model_without_a_tiny_vae_converts_without_one_and_says_so(tiny_source
     assert set(part_sources(source, ("vae_decoder", TINY_VAE_DECODER), said.append)) == {"vae_decoder"}
     assert said == [f"{TINY_VAE_DECODER}: no tiny VAE for {source} (its tiny_vae/ or the hub's TAESD): draft decoding off"]
     assert part_sources(tiny_source, (TINY_VAE_DECODER,), said.append) == {TINY_VAE_DECODER: tiny_source / TINY_VAE_FOLDER}
+
+
+@pytest.mark.parametrize("draft_first", [True, False])
+def test_static_shapes_hold_the_tiny_decoder_whether_set_before_or_after_reshape(tiny_variant, draft_first):
+    pipe = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG, compile=False)
+    call = dict(height=256, width=256, num_inference_steps=2, generator=torch.Generator().manual_seed(2))
+    dynamic = OVPixArtPipeline.from_pretrained(tiny_variant, "CPU", F32_CONFIG, decoder="tiny")("a red circle", **call).images[0]
+    if draft_first:
+        pipe.set_decoder("tiny")
+    pipe.reshape(batch_size=1, height=256, width=256)
+    pipe.set_decoder("tiny")
+    call["generator"] = torch.Generator().manual_seed(2)
+    drawn = pipe("a red circle", **call).images[0]
+    assert pipe.tiny_vae.input_shapes == pipe.full_vae.input_shapes and pipe.tiny_vae.input_shapes is not None
+    assert np.abs(np.asarray(drawn, float) - np.asarray(dynamic, float)).max() <= 1
