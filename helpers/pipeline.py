@@ -68,12 +68,11 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin, TinyVaeMixi
         """Load a variant folder (or a :class:`~helpers.variants.Variant`) and compile its parts for ``device``, as
         optimum-intel's ``OVDiffusionPipeline.from_pretrained`` does; returns the α or Σ pipeline, as its model is.
 
-        ``export=True`` takes what ``PIXART_MODEL_ID`` takes (a hub id, a diffusers folder, ``tiny``, ``shapes``) and
-        converts it first (:func:`~helpers.conversion.export_variant`) into ``export_dir``, by default the FP16 folder
-        notebook 1 makes (``model/<model-name>/FP16``); a finished one is loaded as it is.
+        ``export=True`` converts what ``PIXART_MODEL_ID`` takes (:func:`~helpers.conversion.export_variant`) into
+        ``export_dir``, by default notebook 1's ``model/<model-name>/FP16``; a finished one is loaded as it is.
 
-        ``ov_config``: OpenVINO compile properties (``{"INFERENCE_PRECISION_HINT": "f32"}``, say). ``compile=False``
-        compiles each part at its first call instead (after a :meth:`reshape`, say); :meth:`compile` compiles now. A
+        ``ov_config``: OpenVINO compile properties. ``compile=False`` compiles each part at its first call instead
+        (after a :meth:`reshape`, say); :meth:`compile` compiles now. A
         device that compiles static shapes only (``NPU``) compiles nothing here: each call reshapes the parts to its
         own shapes (``reshape_each_call``), compiling them again when they change; or call :meth:`reshape` once.
 
@@ -84,10 +83,9 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin, TinyVaeMixi
         (:func:`~helpers.devices.fits_in_memory`).
 
         ``step_cache``: a threshold turns the step cache on (:meth:`enable_step_cache`), ``False`` leaves it off,
-        ``None`` does as the folder says (a folder saved from a cached pipeline records its threshold).
+        ``None`` does as the folder says (as a cached pipeline's ``save_pretrained`` recorded).
         ``downsampled_steps``: for a ``-ToDo`` variant, the fraction of each picture's first steps its downsampled
-        transformer runs (default: the folder's; see :meth:`set_downsampled_steps`). ``decoder="tiny"`` decodes with
-        the folder's tiny VAE (draft quality; :meth:`set_decoder`).
+        transformer runs (default: the folder's). ``decoder="tiny"``: drafts (:meth:`set_decoder`).
         """
         variant, core = variant_to_load(model_id_or_path, export, export_dir), ov.Core()
         device = check_device(device, core)
