@@ -72,9 +72,8 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin, TinyVaeMixi
         ``export_dir``, by default notebook 1's ``model/<model-name>/FP16``; a finished one is loaded as it is.
 
         ``ov_config``: OpenVINO compile properties. ``compile=False`` compiles each part at its first call instead
-        (after a :meth:`reshape`, say); :meth:`compile` compiles now. A
-        device that compiles static shapes only (``NPU``) compiles nothing here: each call reshapes the parts to its
-        own shapes (``reshape_each_call``), compiling them again when they change; or call :meth:`reshape` once.
+        (after a :meth:`reshape`, say); :meth:`compile` compiles now. A device that compiles static shapes only (``NPU``)
+        compiles nothing here: each call reshapes the parts to its own shapes (``reshape_each_call``), or call :meth:`reshape`.
 
         ``low_memory=True`` keeps one part's weights in memory at a time: each part is compiled when it is called
         and frees the others (T5 once per prompt, the transformer once per picture). On a CPU without bf16,
