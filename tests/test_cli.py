@@ -113,7 +113,7 @@ def test_edit_refuses_bad_files_before_loading_a_model(edit_files, files, option
 def test_verify_passes_then_names_a_truncated_copy(cli_root):
     result = run_cli("verify", "--model", "tiny", root=cli_root)
     assert result.returncode == 0, result.stderr
-    assert "FP16: 15 files, sizes and checksums as written" in result.stdout and "INT8:" in result.stdout
+    assert "FP16: 18 files, sizes and checksums as written" in result.stdout and "INT8:" in result.stdout
 
     copy = shutil.copytree(cli_root / "tiny" / "INT8", cli_root / "tiny" / "INT4-T5")
     weights = copy / "text_encoder" / "openvino_model.bin"

@@ -29,7 +29,7 @@ def test_converted_parts_are_skipped(tiny_source, tiny_variant):
     before = {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in MADE_PARTS}
     messages = []
     assert convert_pipeline(tiny_source, tiny_variant, report=messages.append) == {}
-    assert all("skipped" in m for m in messages) and len(messages) == 4
+    assert all("skipped" in m for m in messages) and len(messages) == len(MADE_PARTS)
     assert before == {p: (tiny_variant / p / IR_NAME).stat().st_mtime_ns for p in MADE_PARTS}
 
 

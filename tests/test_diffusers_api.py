@@ -113,7 +113,7 @@ def test_save_pretrained_loads_back_to_the_same_pictures_bit_for_bit(tiny_standa
     pipe = OVPixArtPipeline.from_pretrained(tiny_standard_variant, "CPU", F32_CONFIG)
     saved = pipe.save_pretrained(tmp_path / "saved")
     assert isinstance(saved, Variant) and saved.damaged_files(checksums=True) == {}
-    assert saved.subfolders == ["scheduler", "text_encoder", "tokenizer", "transformer", "vae_decoder", "vae_encoder"]
+    assert saved.subfolders == ["scheduler", "text_encoder", "tokenizer", "transformer", "vae_decoder", "vae_encoder", "vae_tiny_decoder"]
     weights = "transformer/openvino_model.bin"
     assert os.path.samefile(tmp_path / "saved" / weights, tiny_standard_variant / weights)  # linked, not copied
     assert not list(tmp_path.glob(".*"))  # no temporary folder left
