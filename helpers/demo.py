@@ -203,7 +203,8 @@ def as_it_forms(drawing: Iterator[Preview | Drawn], progress: Callable, other_ou
         for item in drawing:
             if not isinstance(item, Preview):
                 return item
-            progress(item.step / item.steps, desc=f"Denoising step {item.step}/{item.steps}")
+            coming = item.step + 1  # the bar names what runs while this preview shows
+            progress(item.step / item.steps, desc=f"Denoising step {coming}/{item.steps}" + (", then the decode" if coming == item.steps else ""))
             yield (item.images[0], *[gr.skip()] * other_outputs)
 
 

@@ -10,7 +10,14 @@ from helpers.conversion import sinusoid_tables
 from helpers.pipeline import OVPixArtPipeline, generate
 from helpers.schemes import COMPRESSION_SCHEMES
 from helpers.settings import EXAMPLE_PROMPTS, F32_CONFIG, LCM_RECIPE
-from helpers.variants import IR_NAME, MADE_PARTS, TINY_VAE_DECODER, VariantNotReadyError, check_variant, is_part_converted
+from helpers.variants import (
+    IR_NAME,
+    MADE_PARTS,
+    TINY_VAE_DECODER,
+    VariantNotReadyError,
+    check_variant,
+    is_part_converted,
+)
 
 
 def _read(folder, part):

@@ -115,9 +115,12 @@ def test_the_editors_painted_layer_is_the_mask_and_strength_picks_the_steps(back
 def test_the_handler_yields_a_preview_a_step_then_the_picture_a_plain_call_draws(backend):
     import gradio as gr
 
-    handler = request_handler(backend)
-    *previews, (image, info, seed) = handler("a red circle", "", 3, False, 6, 0.0, "1024×1024", "INT8")
+    handler, bar = request_handler(backend), []
+    *previews, (image, info, seed) = handler("a red circle", "", 3, False, 6, 0.0, "1024×1024", "INT8",
+                                             progress=lambda done, desc: bar.append((done, desc)))
     assert len(previews) == 5  # a preview after each step but the last, whose picture is the result
+    assert bar[0] == (0, "Encoding the prompt") and [done for done, _ in bar[1:]] == [step / 6 for step in range(1, 6)]
+    assert bar[1][1] == "Denoising step 2/6" and bar[-1][1] == "Denoising step 6/6, then the decode"  # what runs now
     assert all(picture.size == (1024, 1024) and rest == [gr.skip(), gr.skip()] for picture, *rest in previews)
     assert len({picture.tobytes() for picture, *_ in previews}) == 5  # each step's own latents
     plain, _ = generate(backend.pipeline("INT8"), "a red circle", seed=3, num_inference_steps=6, guidance_scale=0.0,
