@@ -47,10 +47,17 @@ def model_id_from_env(default: str = DEFAULT_MODEL_ID) -> str:
 def model_name(model_id: str) -> str:
     """A folder name for a model id: the last part of a hub id or a local path (``tiny`` stays ``tiny``).
 
-    A local ``…/<name>/diffusers`` folder (how built and trained models are kept here) is named ``<name>``.
+    A local ``…/<name>/diffusers`` folder (how built and trained models are kept here) is named ``<name>``; one given
+    as ``..`` or ``x/..`` by where it is, so its variant folders stay inside the model root.
     """
-    path = Path(str(model_id).rstrip("/"))
-    return path.parent.name if path.name == "diffusers" and path.parent.name else path.name
+    path = Path(str(model_id).rstrip("/") or str(model_id))  # "/" stays the root, "" stays empty
+    if str(model_id) and path.exists():
+        path = Path(os.path.abspath(path))  # ".." resolved, links kept: a linked folder keeps its own name
+    name = path.parent.name if path.name == "diffusers" and path.parent.name else path.name
+    if name in ("", ".", ".."):
+        raise ValueError(f"The model id {str(model_id)!r} names no model: give a hub id (PixArt-alpha/PixArt-XL-2-1024-MS), "
+                         "a diffusers folder that exists, or tiny, tiny-sigma, shapes.")
+    return name
 
 
 def example_prompts(model_id: str) -> tuple[str, ...]:

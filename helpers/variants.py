@@ -61,7 +61,11 @@ class OutdatedVariantError(VariantNotReadyError):
 
 
 def variant_dir(model_id: str, variant: str = "FP16", root: Path = MODEL_ROOT) -> Path:
-    """Where the variant folder of a model lives: ``model/<model-name>/<VARIANT>``."""
+    """Where the variant folder of a model lives: ``model/<model-name>/<VARIANT>``; a variant name that is not a plain
+    folder name (``../x``, ``a/b``) is refused, so no variant is read or written outside the model's folder."""
+    if variant in ("", ".", "..") or Path(variant).name != variant or "\\" in variant:
+        raise ValueError(f"The variant {variant!r} is not a folder name: give one of the model's variant folders "
+                         f"({', '.join(VARIANTS)}, or a name of your own without '/').")
     return Path(root) / model_name(model_id) / variant
 
 

@@ -123,6 +123,8 @@ def test_verify_passes_then_names_a_truncated_copy(cli_root):
     assert f"{weights} has 100 bytes where" in error_line(result)
     result = run_cli("generate", "--model", "tiny", "--variant", "INT4-T5", "--prompt", "a cat", root=cli_root)
     assert result.returncode == 1 and "Copy the folder again, or run notebook 3" in error_line(result)
+    result = run_cli("verify", "--model", "tiny", "--variant", "../../x", root=cli_root)
+    assert result.returncode == 1 and "The variant '../../x' is not a folder name" in error_line(result)
     shutil.rmtree(copy)
 
 

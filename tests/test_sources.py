@@ -107,6 +107,22 @@ def test_untrained_shapes_model_says_how_to_make_it(tmp_path):
         resolve_model_source("shapes", root=tmp_path)
 
 
+def test_a_folder_given_as_dot_dot_is_named_by_where_it_is(tmp_path, monkeypatch):
+    (tmp_path / "pixart-512" / "diffusers" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "pixart-512" / "diffusers" / "sub")
+    assert model_name("..") == "pixart-512" and model_name("../../diffusers/..") == "pixart-512"
+    assert variant_dir("..", "FP16", tmp_path / "model") == tmp_path / "model" / "pixart-512" / "FP16"  # not model/../FP16
+    for nameless in ("/", "no/such/..", ""):
+        with pytest.raises(ValueError, match="names no model: give a hub id"):
+            model_name(nameless)
+
+
+@pytest.mark.parametrize("variant", ["..", "../../x", "FP16/../../x", "a/b", "/tmp/x", "a\\b", ""])
+def test_variant_names_outside_the_model_folder_are_refused(variant, tmp_path):
+    with pytest.raises(ValueError, match="is not a folder name: give one of the model's variant folders"):
+        variant_dir("tiny", variant, tmp_path)
+
+
 def test_diffusers_folders_are_named_after_their_parent():
     assert model_name("model/shapes-notebook/diffusers") == "shapes-notebook"
     assert variant_dir("model/tiny/diffusers", "INT8") == MODEL_ROOT / "tiny" / "INT8"
