@@ -212,7 +212,10 @@ def _add_serve(commands) -> None:
     command.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     command.add_argument("--lora", action="append", default=[], metavar="NAME=PATH", help="an adapter requests may ask "
                          'for by name ({"lora": "NAME"} or {"lora": {"NAME": 0.8}}); repeat for several')
-    command.add_argument("--api-key", default=None, help="refuse requests without 'Authorization: Bearer KEY' (401)")
+    command.add_argument("--api-key", default=None, help="refuse requests without 'Authorization: Bearer KEY' (401); "
+                         "it shows in ps and the shell history: prefer --api-key-file or $PIXART_API_KEY")
+    command.add_argument("--api-key-file", type=Path, default=None, metavar="FILE", help="the API key, on the file's first line")
+    command.add_argument("--insecure", action="store_true", help="serve a --host other machines reach without an API key")
     command.add_argument("--max-queued", type=int, default=MAX_QUEUED_REQUESTS, help="requests that may wait for a replica; more get 503, retry (default: %(default)s)")
     command.add_argument("--device", default="CPU", help="OpenVINO device of the replicas (default: %(default)s)")
     command.set_defaults(run=run_serve)

@@ -167,12 +167,15 @@ def run_demo(args) -> None:
 
 def run_serve(args) -> None:
     from .serving import build_app, check_capacity, deploy, served_lora, served_model_id, shutdown, start_ray
+    from .serving_access import api_key_of, check_exposure
     from .variants import Variant
 
+    api_key = api_key_of(args.api_key, args.api_key_file)
+    check_exposure(args.host, api_key, args.insecure)
     variant = Variant.of(args.model, args.variant, args.model_root)  # checked before Ray starts: which file, the fix
     threads = args.threads_per_replica or max(1, (os.cpu_count() or 1) // max(1, args.replicas))
     loras = dict(served_lora(text) for text in args.lora)
-    app = build_app(variant, args.replicas, threads, args.api_key, args.max_queued, args.device, loras=loras)
+    app = build_app(variant, args.replicas, threads, api_key, args.max_queued, args.device, loras=loras)
     start_ray(args.address)
     try:
         check_capacity(args.replicas, threads)

@@ -34,6 +34,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
+from .serving_access import is_authorized
 from .serving_edits import UploadError, edit_arguments, read_edit_form
 from .serving_stream import draw_options, event_stream, painted_events, painter_options, png_base64, where_headers
 from .settings import MAX_QUEUED_REQUESTS
@@ -244,10 +245,10 @@ class ImagesAPI:
     """The HTTP front: OpenAI's images API over the painters, the token, and the errors as OpenAI writes them."""
 
     def __init__(self, painter, model_id: str, api_key: str | None = None):
-        self.painter, self.model_id, self.api_key = painter, model_id, api_key
+        self.painter, self.model_id, self.api_key = painter, model_id, api_key or None
 
     def _authorize(self, request: Request) -> None:
-        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+        if not is_authorized(request.headers.get("authorization"), self.api_key):
             raise APIError(401, "Missing or wrong API key: send the header 'Authorization: Bearer <key>' with the "
                            "key the server was started with (the openai client: api_key=...).", code="invalid_api_key")
 

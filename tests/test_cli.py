@@ -144,6 +144,20 @@ def test_bad_input_fails_with_one_line_and_exit_code_1(cli_root, args, message):
     assert re.search(message, error_line(result))
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--host", "0.0.0.0"), "Serving on 0.0.0.0 without an API key .* or --insecure to serve openly"),
+        (("--api-key", "a", "--api-key-file", "key"), "Give the API key once"),
+        (("--variant", "../x"), "The variant '../x' is not a folder name"),
+    ],
+)
+def test_serve_refuses_before_ray_starts(args, message, tmp_path):
+    result = run_cli("serve", "--model", "tiny", *args, root=tmp_path)
+    assert result.returncode == 1 and re.search(message, error_line(result))
+    assert "Ray" not in result.stderr  # refused before a local Ray started
+
+
 def test_compress_before_convert_says_what_to_run(tmp_path):
     result = run_cli("compress", "--model", "tiny", "--variant", "W8A8", root=tmp_path)
     assert result.returncode == 1
