@@ -24,7 +24,7 @@ def run_convert(args) -> None:
 
 
 def run_compress(args) -> None:
-    from .compression import calibration_prompts, collect_calibration_data, compress_variant, make_downsampled_variant
+    from .compression import calibration_prompts, collect_calibration_data, compress_variant, make_downsampled_variant, missing_parts
     from .schemes import COMPRESSION_SCHEMES, needs_calibration
     from .sources import resolve_model_source
     from .token_downsampling import TokenDownsampling, parse_blocks
@@ -46,7 +46,8 @@ def run_compress(args) -> None:
         make_downsampled_variant(source, fp16, out, downsampling, calibration)
     else:
         scheme = COMPRESSION_SCHEMES[args.variant]
-        compress_variant(fp16, out, scheme, calibration=calibration(fp16) if needs_calibration(scheme) else None)
+        pending = missing_parts(fp16.folder, out, scheme)  # a finished variant is not calibrated again (an hour at full size)
+        compress_variant(fp16, out, scheme, calibration=calibration(fp16) if needs_calibration(pending) else None)
     print(f"Compressed {fp16.folder} into {out} ({folder_size_mb(fp16.folder):.1f} → {folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
 
 

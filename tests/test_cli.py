@@ -34,6 +34,18 @@ def cli_root(tmp_path_factory):
     return root
 
 
+def test_compressing_a_finished_w8a8_variant_again_records_no_calibration(cli_root, monkeypatch, capsys):
+    assert main(["compress", "--model", "tiny", "--variant", "W8A8", "--model-root", str(cli_root)]) == 0
+
+    def recorded(*args, **kwargs):
+        raise AssertionError("calibration data recorded for a finished variant")
+
+    monkeypatch.setattr("helpers.compression.collect_calibration_data", recorded)
+    assert main(["compress", "--model", "tiny", "--variant", "W8A8", "--model-root", str(cli_root)]) == 0
+    captured = capsys.readouterr()
+    assert "transformer: already compressed, skipped" in captured.out + captured.err
+
+
 def test_convert_compress_generate_make_pictures_of_the_asked_size(cli_root, tmp_path):
     assert (cli_root / "tiny" / "FP16" / "model_index.json").is_file() and (cli_root / "tiny" / "INT8" / "model_index.json").is_file()
     out = tmp_path / "pictures" / "shape.png"
