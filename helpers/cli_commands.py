@@ -24,7 +24,13 @@ def run_convert(args) -> None:
 
 
 def run_compress(args) -> None:
-    from .compression import calibration_prompts, collect_calibration_data, compress_variant, make_downsampled_variant, missing_parts
+    from .compression import (
+        calibration_prompts,
+        collect_calibration_data,
+        compress_variant,
+        make_downsampled_variant,
+        missing_parts,
+    )
     from .schemes import COMPRESSION_SCHEMES, needs_calibration
     from .sources import resolve_model_source
     from .token_downsampling import TokenDownsampling, parse_blocks
