@@ -24,14 +24,8 @@ def run_convert(args) -> None:
 
 
 def run_compress(args) -> None:
-    from .compression import (
-        calibration_prompts,
-        collect_calibration_data,
-        compress_variant,
-        make_downsampled_variant,
-        missing_parts,
-    )
-    from .schemes import COMPRESSION_SCHEMES, needs_calibration
+    from .compression import calibration_prompts, collect_calibration_data, compress_variant, make_downsampled_variant
+    from .schemes import COMPRESSION_SCHEMES
     from .sources import resolve_model_source
     from .token_downsampling import TokenDownsampling, parse_blocks
     from .variants import DOWNSAMPLED_VARIANTS, Variant, folder_size_mb, variant_dir
@@ -51,9 +45,7 @@ def run_compress(args) -> None:
         source = resolve_model_source(args.model, root=args.model_root)
         make_downsampled_variant(source, fp16, out, downsampling, calibration)
     else:
-        scheme = COMPRESSION_SCHEMES[args.variant]
-        pending = missing_parts(fp16.folder, out, scheme)  # a finished variant is not calibrated again (an hour at full size)
-        compress_variant(fp16, out, scheme, calibration=calibration(fp16) if needs_calibration(pending) else None)
+        compress_variant(fp16, out, COMPRESSION_SCHEMES[args.variant], calibration=calibration)
     print(f"Compressed {fp16.folder} into {out} ({folder_size_mb(fp16.folder):.1f} → {folder_size_mb(out):.1f} MB) in {time.perf_counter() - start:.0f} s")
 
 

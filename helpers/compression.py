@@ -141,16 +141,20 @@ def compress_variant(
     out_dir: Path,
     scheme: dict[str, dict],
     report: Callable[[str], None] = tqdm.write,
-    calibration: Calibration | None = None,
+    calibration: Calibration | Callable[[Variant], Calibration] | None = None,
 ) -> dict[str, float]:
     """Make a compressed variant folder from the FP16 variant (or its folder), part by part (one part's weights in memory).
 
     ``scheme``: the NNCF method of each part (:data:`~helpers.schemes.COMPRESSION_SCHEMES`). A W8A8 scheme needs
-    ``calibration`` (``collect_calibration_data``). Parts already compressed are skipped; ``model_index.json`` is
-    written last. ``report`` gets a line per part. Returns seconds per part.
+    ``calibration``: the set (``collect_calibration_data``), or a function of the FP16 variant that records it, called
+    only when a part still to make needs it. Parts already compressed are skipped; ``model_index.json`` is written
+    last. ``report`` gets a line per part. Returns seconds per part.
     """
-    source, out_dir = as_variant(source).folder, prepare_folder(out_dir, report)
+    fp16 = as_variant(source)
+    source, out_dir = fp16.folder, prepare_folder(out_dir, report)
     pending = missing_parts(source, out_dir, scheme)
+    if callable(calibration):  # a finished variant is not calibrated again (an hour at full size)
+        calibration = calibration(fp16) if needs_calibration(pending) else None
     if needs_calibration(pending) and not calibration:  # said before T5 is compressed, not after
         raise ValueError(NO_CALIBRATION)
     seconds = make_parts(out_dir, present_parts(source), lambda part: compress_or_link(source, out_dir, part, scheme, calibration), "compressed", report)
