@@ -18,11 +18,13 @@ def check_generation_inputs(
     binning: bool = True,
     max_side: int | None = None,
     scheduler: str = "LCMScheduler",
+    max_steps: int | None = None,
 ) -> None:
     """Raise a ``ValueError`` naming the problem and the fix for inputs the pipeline can't run.
 
     ``multiple`` is the pixel multiple the latent tiles into patches at (without binning), ``max_side`` the
-    largest side the model's aspect-ratio bins have (larger pictures need memory quadratic in their tokens).
+    largest side the model's aspect-ratio bins have (larger pictures need memory quadratic in their tokens),
+    ``max_steps`` the most steps the scheduler takes (LCM: its ``original_inference_steps``).
     """
     if isinstance(prompt, list) and not prompt:
         raise ValueError("The prompt list is empty: pass at least one prompt.")
@@ -37,6 +39,9 @@ def check_generation_inputs(
             f"num_inference_steps=1 is not allowed with {scheduler}: one step needs the LCM scheduler; use at least "
             f"2 steps (this checkpoint's recipe: 20)."
         )
+    if max_steps is not None and num_inference_steps > max_steps:
+        raise ValueError(f"num_inference_steps={num_inference_steps} is more than {scheduler} takes: use at most {max_steps} "
+                         f"(its original_inference_steps; the LCM recipe runs 4).")
     if not is_whole(num_images_per_prompt) or num_images_per_prompt < 1:
         raise ValueError(f"num_images_per_prompt={num_images_per_prompt!r} is not allowed: ask for at least 1 picture per prompt.")
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not guidance_scale >= 0:

@@ -64,11 +64,20 @@ def loaded_pipeline(args, **options):
     return pipe
 
 
+def check_limits(args, prompts: list[str]) -> None:
+    """The images API's limits on a drawing command's options (``helpers.request_limits``), before a model loads."""
+    from .request_limits import check_request_limits
+
+    for index, prompt in enumerate(prompts):  # the n-th prompt's seed is seed + n - 1
+        check_request_limits(prompt, args.negative_prompt, args.steps, args.images_per_prompt, args.seed + index, args.guidance)
+
+
 def run_generate(args) -> None:
     import torch
 
     from .static_shapes import needs_static_shapes
 
+    check_limits(args, args.prompt)
     static = args.static_shapes or needs_static_shapes(args.device)
     pipe = loaded_pipeline(args, compile=not static, downsampled_steps=args.downsampled_steps)
     height, width = args.size or (None, None)
@@ -98,6 +107,7 @@ def run_edit(args) -> None:
 
     from .edit_inputs import check_same_size, open_picture, own_size, rgb
 
+    check_limits(args, [args.prompt])
     image = rgb(open_picture(args.image, "--image"))  # the files checked before any model loads
     mask = open_picture(args.mask, "--mask") if args.mask else None
     if mask is not None:

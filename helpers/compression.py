@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -243,7 +244,7 @@ def weight_type_table(folder: Path):
 def save_calibration(calls: Iterable[dict[str, Any]], path: Path) -> Path:
     """Keep a calibration set (one dict of named arrays per recorded call) in one ``.npz`` file, written atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial.npz")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npz")  # a name of its own: two writers never mix
     np.savez(tmp, **{f"{index}/{name}": value for index, call in enumerate(calls) for name, value in call.items()})
     tmp.replace(path)
     return path

@@ -23,6 +23,7 @@ from .editing import steps_to_run
 from .lora import available_loras
 from .pipeline import OVPixArtPipeline
 from .previews import Preview, pictures_as_they_form
+from .request_limits import MAX_PROMPT_CHARS, check_request_limits
 from .settings import MODEL_ROOT, STEP_CACHE_THRESHOLD, example_prompts
 from .sizes import largest_side, parse_size
 from .variants import VARIANTS, VariantNotReadyError, available_variants
@@ -130,6 +131,8 @@ class DemoBackend:
 
         The previews stay linear when drafting too: a tiny decode after every step would cost more time than the
         draft saves on the one decode at the end; the linear one costs nothing."""
+        check_request_limits(prompt, options.get("negative_prompt"), options["num_inference_steps"], seed=int(seed),
+                             guidance_scale=options["guidance_scale"])  # the images API's limits: others may call
         with self._lock:
             pipe = self.pipeline(variant)
             self._set_step_cache(pipe, step_cache)
@@ -253,8 +256,8 @@ def generate_tab(backend: DemoBackend, model_id: str) -> None:
     generate, recipe = request_handler(backend), backend.recipe
     with gr.Row():
         with gr.Column():
-            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="Describe the picture")
-            negative = gr.Textbox(label="Negative prompt", value="")
+            prompt = gr.Textbox(label="Prompt", lines=2, placeholder="Describe the picture", max_length=MAX_PROMPT_CHARS)
+            negative = gr.Textbox(label="Negative prompt", value="", max_length=MAX_PROMPT_CHARS)
             with gr.Row():
                 seed = gr.Number(label="Seed", value=42, precision=0, minimum=0)
                 randomize = gr.Checkbox(label="Randomize seed", value=False)
@@ -327,7 +330,8 @@ def edit_tab(backend: DemoBackend) -> None:
                 sources=("upload", "clipboard"), layers=False, transforms=(), elem_id="editor",
                 brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=BRUSH_SIZE),
             )
-            prompt = gr.Textbox(label="Edit prompt", lines=2, placeholder="Describe the edited picture")
+            prompt = gr.Textbox(label="Edit prompt", lines=2, placeholder="Describe the edited picture",
+                                max_length=MAX_PROMPT_CHARS)
             strength = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="Strength",
                                  info="how much to redraw, where you painted (nothing painted: all of it): 0.3 small "
                                  "changes, 0.8 keeps the layout, 1 from noise; it runs that share of the steps")

@@ -276,7 +276,8 @@ class OVPixArtPipeline(OVLoraMixin, StaticShapesMixin, EditingMixin, TinyVaeMixi
                 f"and width from pipe.variant.sizes."
             )
         return dict(multiple=self.vae_scale_factor * self.transformer.config.patch_size, binning=binning,
-                    max_side=largest_side(sample_size), scheduler=type(self.scheduler).__name__)
+                    max_side=largest_side(sample_size), scheduler=type(self.scheduler).__name__,
+                    max_steps=getattr(self.scheduler.config, "original_inference_steps", None))
 
 
 def _diffusers_pipelines():

@@ -9,9 +9,11 @@ Two deployments make one application (:func:`build_app`):
 - :class:`ImagesAPI`, the HTTP front (FastAPI): ``POST /v1/images/generations`` in the shape OpenAI's images API and
   OVMS speak, ``POST /v1/images/edits`` (OpenAI's multipart form, ``helpers.serving_edits``), ``GET /v1/models``,
   ``GET /health``; the bearer token; and the errors, as OpenAI's JSON: 400 for bad input (the pipeline's own checks,
-  raised in the painter), 401 without the token, 413 for an upload over the limit, 503 with "retry" when the
-  painters' queue is full or a painter stopped while drawing. ``"stream": true`` answers with OpenAI's image events,
-  previews then the picture, and ``"quality": "low"`` draws a draft with the tiny VAE (``helpers.serving_stream``).
+  raised in the painter; the limits, ``helpers.request_limits``, checked here), 401 without the token, 413 for a body
+  or upload over the limit, 503 with "retry" when the painters' queue is full or a painter stopped while drawing, 500
+  with the request id (``X-Request-ID``) for anything else that failed while drawing, its traceback logged.
+  ``"stream": true`` answers with OpenAI's image events, previews then the picture, and ``"quality": "low"`` draws a
+  draft with the tiny VAE (``helpers.serving_stream``).
 
 :func:`start_ray` starts a local Ray (or joins a cluster) without usage stats or dashboard, :func:`deploy` puts the
 application behind Ray's HTTP proxy, :func:`shutdown` stops both. ``python -m helpers serve`` does all three.
@@ -22,6 +24,8 @@ import asyncio
 import base64
 import functools
 import io
+import json
+import logging
 import os
 import threading
 import time
@@ -34,19 +38,16 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 
+from .request_limits import BodyTooLarge, check_body_limits, read_body
 from .serving_access import is_authorized
 from .serving_edits import UploadError, edit_arguments, read_edit_form
+from .serving_errors import RETRY_HEADERS, APIError, field_of, one_line
 from .serving_stream import draw_options, event_stream, painted_events, painter_options, png_base64, where_headers
 from .settings import MAX_QUEUED_REQUESTS
 from .variants import Variant, as_variant
 
 APP_NAME = "pixart"
-MAX_IMAGES_PER_REQUEST = 4  # a request holds its painter for n pictures: larger batches go as more requests
-RETRY_HEADERS = {"Retry-After": "1"}  # on a 503: the openai client waits that long, then retries by itself
-PIPELINE_FIELDS = {"num_images_per_prompt": "n", "num_inference_steps": "num_inference_steps",
-                   "guidance_scale": "guidance_scale", "height": "size", "width": "size", "mask_image": "mask"}
-REQUEST_FIELDS = ("prompt", "n", "seed", "response_format", "negative_prompt", "lora", "image", "mask", "strength",
-                  "stream", "partial_images", "quality")
+
 
 
 def served_model_id(variant: Variant) -> str:
@@ -62,20 +63,16 @@ def api_size(height: int, width: int) -> str:
 def generation_call(body: dict[str, Any], pipe: Any, edit: bool = False) -> tuple[str, dict[str, Any], int | None]:
     """The prompt, the pipeline call's arguments and the seed of a request body, or a ``ValueError`` naming the
     problem and the fix: the fields the pipeline knows are checked by its own checks (``check_call_inputs``, the size
-    by ``parse_size`` against the model's bins); this adds only what the API adds (types, the limit on ``n``). An
+    by ``parse_size`` against the model's bins); this adds only what the API adds (types; the front checked the
+    limits, ``helpers.request_limits``). An
     ``edit`` (the edits route's body) adds its picture, mask and strength (``helpers.serving_edits``)."""
     from .sizes import parse_size
 
     prompt, n, seed = body.get("prompt"), body.get("n", 1), body.get("seed")
     if not isinstance(prompt, str):
         raise ValueError('prompt is missing or not a string: send {"prompt": "a red circle on a blue background"}.')
-    if isinstance(n, int) and n > MAX_IMAGES_PER_REQUEST:
-        raise ValueError(f"n={n} is more than {MAX_IMAGES_PER_REQUEST} pictures per request: ask for at most "
-                         f"{MAX_IMAGES_PER_REQUEST} and send more requests for more.")
     if body.get("response_format", "b64_json") not in ("b64_json", None):
         raise ValueError(f"response_format={body['response_format']!r} is not served: ask for b64_json (the pictures come in the answer).")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):  # torch's range
-        raise ValueError(f"seed={seed!r} is not allowed: use a whole number from 0 to 2**64 - 1, or leave it out for a random picture.")
     negative = body.get("negative_prompt")
     if negative is not None and not isinstance(negative, str):
         raise ValueError(f"negative_prompt={negative!r} is not allowed: send a string (\"\" for none).")
@@ -119,17 +116,6 @@ def decode_picture(b64_json: str):
     from PIL import Image
 
     return Image.open(io.BytesIO(base64.b64decode(b64_json)))
-
-
-def field_of(message: str) -> str | None:
-    """The request field a check's message is about (its ``param`` in the error), from the name it starts with."""
-    name = message.replace("=", " ").split(" ", 1)[0]  # "n=0 is ...", "prompt is missing ..."
-    return PIPELINE_FIELDS.get(name, name if name in REQUEST_FIELDS else None)
-
-
-def error_body(message: str, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None) -> dict:
-    """An error as OpenAI's API writes it (the ``openai`` client reads its message)."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 class Painter:
@@ -208,15 +194,6 @@ class Painter:
                 self.pipe.set_decoder("full")  # a draft is this request's only
 
 
-class APIError(Exception):
-    """An answer other than 200, in OpenAI's error shape."""
-
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.body, self.headers = status, error_body(message, kind, param, code), headers
-
-
 def images_response(drawn: dict) -> JSONResponse:
     """The answer to a request: OpenAI's images response, which replica on which node drew it, and the steps its
     call ran (the call's record: computed and reused with the step cache)."""
@@ -256,13 +233,15 @@ class ImagesAPI:
     async def generate(self, request: Request) -> JSONResponse:
         self._authorize(request)
         try:
-            body = await request.json()
+            body = json.loads(await read_body(request))
+        except BodyTooLarge as error:
+            raise APIError(413, str(error)) from None
         except ValueError:
             raise APIError(400, 'The body is not JSON: send {"prompt": "...", "n": 1, "size": "WxH"} with '
                            "Content-Type: application/json.") from None
         if not isinstance(body, dict):
             raise APIError(400, f'The body is JSON but not an object ({type(body).__name__}): send {{"prompt": "..."}}.')
-        return await self._answer(body)
+        return await self._answer(request, body)
 
     @app.post("/v1/images/edits")
     async def edit(self, request: Request) -> JSONResponse:
@@ -272,26 +251,28 @@ class ImagesAPI:
             body = await read_edit_form(request)
         except UploadError as error:
             raise APIError(error.status, str(error), param=error.param) from None
-        return await self._answer(body, edit=True)
+        return await self._answer(request, body, edit=True)
 
-    async def _answer(self, body: dict, edit: bool = False) -> JSONResponse | StreamingResponse:
+    async def _answer(self, request: Request, body: dict, edit: bool = False) -> JSONResponse | StreamingResponse:
         if body.get("model") not in (None, self.model_id):
             raise APIError(404, f"The model {body['model']!r} is not served here: ask for {self.model_id!r} "
                            "(GET /v1/models), or leave model out.", param="model", code="model_not_found")
         try:
             stream = draw_options(body, edit).stream
+            check_body_limits(body)
         except ValueError as error:  # refused here: no painter waited for
             raise APIError(400, str(error), param=field_of(str(error))) from None
         events = self.painter.options(stream=True).stream.remote(body, edit) if stream else None
-        drawn = await self._draw(body, edit, events)
+        drawn = await self._draw(body, edit, events, request.headers.get("x-request-id", "?"))
         if "error" in drawn:  # the pipeline's checks, run in the painter
             raise APIError(400, drawn["error"], param=field_of(drawn["error"]))
         if stream:  # the checks passed: the painter draws, its events follow
             return StreamingResponse(event_stream(events), media_type="text/event-stream", headers=where_headers(drawn))
         return images_response(drawn)
 
-    async def _draw(self, body: dict, edit: bool, events=None) -> dict:
-        """The painter's answer (a stream's: its first item), or the 503s."""
+    async def _draw(self, body: dict, edit: bool, events, request_id: str) -> dict:
+        """The painter's answer (a stream's: its first item), the 503s, or a 500 for what failed while drawing (the
+        painter serves on: Ray keeps a replica whose call raised)."""
         try:
             return await (events.__anext__() if events is not None else self.painter.draw.remote(body, edit))
         except BackPressureError as error:
@@ -301,6 +282,10 @@ class ImagesAPI:
             raise APIError(503, "The replica drawing this request stopped before it finished: retry; Ray Serve "
                            "sends it to another replica (and replaces the one that stopped).", kind="server_error",
                            headers=RETRY_HEADERS) from None
+        except Exception as error:
+            logging.getLogger("ray.serve").exception("Request %s failed while drawing", request_id)
+            raise APIError(500, f"The picture could not be drawn ({one_line(error)}): retry, or report request id "
+                           f"{request_id}.", kind="server_error") from None
 
     @app.get("/v1/models")
     async def models(self, request: Request) -> dict:

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -160,6 +161,7 @@ async def painted_events(paint: Callable, pipe: Any, options: DrawOptions, edit:
         except StreamStopped:
             pass
         except Exception as error:  # the call failed while drawing: the stream's headers are sent, so an event says it
+            logging.getLogger("ray.serve").exception("A streamed request failed while drawing")
             put(error_event(f"The picture could not be drawn ({type(error).__name__}: {error}); retry, or report it."))
         finally:
             put(None)

@@ -5,6 +5,7 @@ every training step."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -80,7 +81,7 @@ def cache_features(pipe, dataset, path: Path, batch_size: int = 32, device: str 
         "null_masks": null_masks.contiguous(),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # a name of its own: two writers never mix
     save_file(features, tmp, metadata={"fingerprint": fingerprint})
     tmp.replace(path)
     return features

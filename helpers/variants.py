@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from .folders import atomic_folder
+from .folders import atomic_folder, write_text_atomically
 from .schemes import COMPRESSION_SCHEMES
 from .settings import MODEL_INDEX, MODEL_ROOT, SamplingRecipe, model_name, recipe_for
 from .sizes import native_size, size_choices, wide_size
@@ -363,9 +363,7 @@ def finish_variant(source: Path, out_dir: Path, record: dict, show_progress: boo
     files = file_records(out_dir, show_progress)
     index = {"_class_name": VARIANT_CLASS, "format_version": FORMAT_VERSION, "parts": present_parts(out_dir),
              "pipeline": source_pipeline(source), **record, "files": files}
-    tmp = out_dir / f".{MODEL_INDEX}.partial"
-    tmp.write_text(json.dumps(index, indent=2))
-    tmp.replace(out_dir / MODEL_INDEX)
+    write_text_atomically(out_dir / MODEL_INDEX, json.dumps(index, indent=2))
     return Variant(out_dir, index)
 
 

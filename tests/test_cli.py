@@ -144,9 +144,11 @@ def test_verify_passes_then_names_a_truncated_copy(cli_root):
     "args,message",
     [
         (("--images-per-prompt", "0"), "num_images_per_prompt=0 is not allowed: ask for at least 1 picture"),
-        (("--guidance", "-1"), "guidance_scale=-1.0 is not allowed: use 0 or more"),
+        (("--guidance", "-1"), "guidance_scale=-1.0 is not allowed: use a number from 0 to 20"),
         (("--size", "4096x4096", "--no-binning"), "height=4096 is larger than this model draws: at most 2048"),
         (("--steps", "0"), "num_inference_steps=0 is not allowed"),
+        (("--steps", "101"), "num_inference_steps=101 is more than the 100 allowed"),  # the images API's limits
+        (("--seed", str(2**64 - 1), "--prompt", "a dog"), r"seed=18446744073709551616 is not allowed: use a whole number from 0 to 2\*\*64 - 1"),
         (("--variant", "INT3"), "No converted model at .*INT3.*convert"),
     ],
 )

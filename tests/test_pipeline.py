@@ -103,6 +103,7 @@ def test_the_call_and_generate_draw_the_same_picture_by_the_recipe(pipelines):
         (dict(prompt=[]), "prompt list is empty"),
         (dict(prompt="   "), "prompt is empty"),
         (dict(prompt="a cat", num_inference_steps=0), "at least 1 step"),
+        (dict(prompt="a cat", num_inference_steps=51), "num_inference_steps=51 is more than LCMScheduler takes: use at most 50"),
         (dict(prompt="a cat", height=1001), "height=1001 is not allowed"),
         (dict(prompt="a cat", width=-8), "width=-8 is not allowed"),
         (dict(prompt="a cat", height=520, use_resolution_binning=False), "multiple of 16"),

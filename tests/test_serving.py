@@ -21,7 +21,8 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray starts: no usage repor
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
 
-from helpers.serving import MAX_IMAGES_PER_REQUEST, build_app, decode_picture, deploy, running_painters  # noqa: E402
+from helpers.request_limits import MAX_BODY_BYTES, MAX_GUIDANCE, MAX_IMAGES, MAX_PROMPT_CHARS, MAX_STEPS  # noqa: E402
+from helpers.serving import Painter, build_app, decode_picture, deploy, running_painters  # noqa: E402
 from helpers.serving_edits import MAX_UPLOAD_BYTES, UploadError, read_edit_form  # noqa: E402
 from helpers.variants import DamagedVariantError  # noqa: E402
 
@@ -142,16 +143,24 @@ def test_without_the_key_401(url, headers):
         ({**FAST, "prompt": "  "}, None, "A prompt is empty"),
         ({**FAST, "prompt": None}, "prompt", "prompt is missing"),
         ({**FAST, "n": 0}, "n", "at least 1 picture"),
-        ({**FAST, "n": MAX_IMAGES_PER_REQUEST + 1}, "n", f"at most {MAX_IMAGES_PER_REQUEST}"),
+        ({**FAST, "n": MAX_IMAGES + 1}, "n", f"at most {MAX_IMAGES}"),
         ({**FAST, "size": "1000x1000"}, None, "can't make '1000x1000': pick one of its sizes, e.g. 1024×1024"),
         ({**FAST, "num_inference_steps": 0}, "num_inference_steps", "at least 1 step"),
-        ({**FAST, "guidance_scale": -1}, "guidance_scale", "use 0 or more"),
+        ({**FAST, "num_inference_steps": 10_000_000}, "num_inference_steps", f"more than the {MAX_STEPS} allowed"),
+        ({**FAST, "prompt": "a" * (MAX_PROMPT_CHARS + 1)}, "prompt", f"{MAX_PROMPT_CHARS + 1} characters, more than the {MAX_PROMPT_CHARS}"),
+        ({**FAST, "negative_prompt": "b" * (MAX_PROMPT_CHARS + 1)}, "negative_prompt", f"more than the {MAX_PROMPT_CHARS} allowed"),
+        ({**FAST, "guidance_scale": -1}, "guidance_scale", f"use a number from 0 to {MAX_GUIDANCE:g}"),
+        ({**FAST, "guidance_scale": 1e300}, "guidance_scale", f"use a number from 0 to {MAX_GUIDANCE:g}"),
         ({**FAST, "seed": "seven"}, "seed", "whole number"),
+        ({**FAST, "seed": 2**70}, "seed", "use a whole number from 0 to 2**64 - 1"),
+        ({**FAST, "seed": -1}, "seed", "use a whole number from 0 to 2**64 - 1"),
         ({**FAST, "response_format": "url"}, "response_format", "ask for b64_json"),
         ({**FAST, "lora": "other"}, "lora", "lora='other' is not served here: ask for one of random"),
         ({**FAST, "lora": ["random"]}, "lora", "send an adapter's name"),
     ],
-    ids=["empty-prompt", "no-prompt", "n-0", "n-too-many", "size", "steps", "guidance", "seed", "url", "lora-unknown", "lora-shape"],
+    ids=["empty-prompt", "no-prompt", "n-0", "n-too-many", "size", "steps", "steps-too-many", "prompt-too-long",
+         "negative-too-long", "guidance-negative", "guidance-too-large", "seed-text", "seed-too-large", "seed-negative", "url",
+         "lora-unknown", "lora-shape"],
 )
 def test_bad_input_400_names_the_fix(url, body, param, says):
     response = post(url, body)
@@ -167,6 +176,21 @@ def test_body_not_json_400(url):
     assert response.status_code == 400 and "not an object" in response.json()["error"]["message"]
     response = httpx.post(f"{url}/images/edits", json=FAST, headers=AUTH, timeout=TIMEOUT)  # edits take a form
     assert response.status_code == 400 and "not a multipart form" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("declare_length", [True, False], ids=["declared", "chunked"])
+def test_a_body_over_the_limit_413(url, declare_length):
+    body = b'{"prompt": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    content = body if declare_length else iter([body[:1000], body[1000:]])  # an iterator: sent chunked, no length
+    response = httpx.post(f"{url}/images/generations", content=content, headers={**AUTH, "Content-Type": "application/json"}, timeout=TIMEOUT)
+    error = response.json()["error"]
+    assert response.status_code == 413 and f"more than the {MAX_BODY_BYTES // 2**10} KiB allowed" in error["message"], response.text
+
+
+def test_a_limit_is_refused_on_the_edits_route_too(url):
+    response = post_edit(url, {"image": PICTURE}, {"num_inference_steps": str(MAX_STEPS + 1)})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "num_inference_steps"
+    assert post_edit(url, {"image": PICTURE}, {"num_inference_steps": "2"}).status_code == 200  # under the limit: drawn
 
 
 def test_openai_client_edits_with_and_without_a_mask(url):
@@ -266,24 +290,56 @@ def painter_replicas() -> list:
 
 
 def test_killed_replica_is_replaced_and_no_request_lost(url):
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(post, url, {**FAST, "seed": seed}) for seed in range(8)]
-        time.sleep(2)  # requests in flight on both replicas
-        assert not all(future.done() for future in futures)
+    """Two long requests, one on each replica (a replica takes one at a time), and short ones queued behind them; one
+    replica killed while both draw: its request gets a 503 that says retry, every other request its picture."""
+    long = {**FAST, "num_inference_steps": 45}  # about 9 s on one core: both still draw when the kill comes
+    with ThreadPoolExecutor(6) as pool:
+        drawing = [pool.submit(post, url, {**long, "seed": seed}) for seed in range(2)]
+        time.sleep(3)
+        queued = [pool.submit(post, url, {**FAST, "seed": seed}) for seed in range(4)]
+        assert not any(future.done() for future in drawing)
         ray.kill(painter_replicas()[0], no_restart=True)
-        responses = [future.result() for future in futures]  # each within TIMEOUT: none hangs
-    answered = [r for r in responses if r.status_code == 200]
-    failed = [r for r in responses if r.status_code != 200]
-    assert len(answered) + len(failed) == 8  # none silently dropped
-    for response in failed:  # a clear error, which a retry answers
-        assert response.status_code == 503 and "retry" in response.json()["error"]["message"], response.text
-        assert response.headers["Retry-After"] == "1"
-    retried = [post(url, FAST) for _ in failed]
-    assert all(response.status_code == 200 for response in retried)
+        answers = [future.result() for future in drawing]  # each within TIMEOUT: none hangs
+        behind = [future.result() for future in queued]
+    assert sorted(response.status_code for response in answers) == [200, 503]
+    refused = next(response for response in answers if response.status_code == 503)
+    assert "retry" in refused.json()["error"]["message"] and refused.headers["Retry-After"] == "1", refused.text
+    assert [response.status_code for response in behind] == [200] * 4  # queued, not lost: drawn by the other replica
+    assert post(url, long | {"num_inference_steps": 2}).status_code == 200  # the retry answers
     deadline = time.time() + 90
     while running_painters() < 2 and time.time() < deadline:  # Ray Serve starts a replacement
         time.sleep(1)
     assert running_painters() == 2
+
+
+def test_a_painter_that_raises_answers_500_and_serves_on(port, tiny_variant):
+    """A painter whose call raises (a bug, not bad input): a 500 in OpenAI's shape, the error's first line and the
+    request id; the same replica draws the next request."""
+    from helpers.serving import ImagesAPI
+
+    class RaisingPainter(Painter):  # defined here: Ray pickles it whole to its replica
+        def _paint(self, prompt, *args, **kwargs):
+            if prompt == "raise":
+                raise RuntimeError("the painter broke\nsecond line of its message")
+            return super()._paint(prompt, *args, **kwargs)
+
+    painter = serve.deployment(RaisingPainter, ray_actor_options={"num_cpus": 0}).bind(str(tiny_variant), 1)
+    serve.run(serve.deployment(ImagesAPI, ray_actor_options={"num_cpus": 0}).bind(painter, "tiny/FP16"),
+              name="raising", route_prefix="/raising")
+    try:
+        raising = f"http://127.0.0.1:{port}/raising/v1"
+        failed = post(raising, {**FAST, "prompt": "raise"}, headers={"X-Request-ID": "req-42"})
+        error = failed.json()["error"]
+        assert failed.status_code == 500 and error["type"] == "server_error", failed.text
+        assert error["message"] == ("The picture could not be drawn (RuntimeError: the painter broke): retry, or report "
+                                    "request id req-42.")
+        drawn = post(raising, FAST)
+        assert drawn.status_code == 200 and pictures(drawn)[0].size == (1024, 1024)
+        assert running_painters("raising") == 0  # named Painter only in the main application: count its own
+        states = serve.status().applications["raising"].deployments["RaisingPainter"].replica_states
+        assert states == {"RUNNING": 1}  # not restarted: the replica that raised drew the picture
+    finally:
+        serve.delete("raising")
 
 
 def test_full_queue_503_says_retry(port, tiny_variant):
