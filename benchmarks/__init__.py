@@ -19,6 +19,7 @@
     lora_alignment.py      a trained LoRA's alignment on its concept and the known prompts, PyTorch and variants
     previews.py            a preview's cost per step, the tiny decoder against the VAE: speed and pictures
     serving.py             Ray Serve: pictures per minute of two layouts, Ray's overhead
+    serving_soak.py        Ray Serve for half an hour: good and bad requests, replicas killed; lost, latency, memory
     notebooks.py           the notebooks run one by one on a model: time and peak memory
     registry.py            every task a plan names, by name (and the child process's entry)
     benchmark.py           the full-size benchmark's command (--quick: CI's smoke test; --sigma-2k)

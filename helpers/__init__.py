@@ -11,15 +11,17 @@ nor Gradio). Each module imports only modules listed above it (``tests/test_layo
 - ``checkpoints``, ``building``, ``sources``, ``editing``, ``reference`` — diffusers checkpoints, PixArt models built
   here, a model id resolved to a diffusers folder, image-to-image and inpainting on diffusers' call (for both
   pipelines), the PyTorch reference pipeline.
-- ``record``, ``call_checks``, ``static_shapes``, ``tiling``, ``devices`` — a call's record, its input checks, static
-  shapes (``reshape``), tiled decoding, devices and memory.
+- ``record``, ``call_checks``, ``request_limits``, ``static_shapes``, ``tiling``, ``devices`` — a call's record, its
+  input checks, what one request to the API, the demo or the CLI may ask for, static shapes (``reshape``), tiled
+  decoding, devices and memory.
 - ``parts`` — the core: one small class per OpenVINO part. ``step_cache`` and ``token_downsampling`` — pieces the
   loader composes around the transformer, each removable.
 - ``conversion`` — the T5 encoder, the transformer and the VAE decoder and encoder to OpenVINO IR, part by part.
 - ``pipeline`` — diffusers' α or Σ pipeline with the OpenVINO parts in it (``from_pretrained``, ``save_pretrained``).
 - ``shapes``, ``compression``, ``comparison`` — captioned shapes and their scorer; NNCF compression; variants compared.
 - ``training`` (with ``training_vae``, ``training_features``, ``training_transformer``) — a small PixArt trained here.
-- ``demo``         — the Gradio app; ``serving`` — Ray Serve replicas behind an OpenAI-style images API.
+- ``demo``         — the Gradio app; ``serving`` — Ray Serve replicas behind an OpenAI-style images API (with
+  ``serving_access``, ``serving_errors``, ``serving_edits``, ``serving_stream``).
 - ``cli``          — the terminal route (``python -m helpers --help``).
 
 Nothing in this package knows whether the model is real or small.

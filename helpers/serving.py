@@ -267,7 +267,8 @@ class ImagesAPI:
         if "error" in drawn:  # the pipeline's checks, run in the painter
             raise APIError(400, drawn["error"], param=field_of(drawn["error"]))
         if stream:  # the checks passed: the painter draws, its events follow
-            return StreamingResponse(event_stream(events), media_type="text/event-stream", headers=where_headers(drawn))
+            return StreamingResponse(event_stream(events, request.headers.get("x-request-id", "?")),
+                                     media_type="text/event-stream", headers=where_headers(drawn))
         return images_response(drawn)
 
     async def _draw(self, body: dict, edit: bool, events, request_id: str) -> dict:

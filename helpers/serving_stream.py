@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
+from .serving_errors import one_line
+
 MAX_PARTIAL_IMAGES = 3  # OpenAI's bound
 QUALITIES = ("auto", "low", "medium", "high", "xhigh", "max", "standard", "hd")  # OpenAI's; only "low" is a draft
 EVENT_PREFIX = {False: "image_generation", True: "image_edit"}  # the events' type, by route
@@ -162,7 +164,7 @@ async def painted_events(paint: Callable, pipe: Any, options: DrawOptions, edit:
             pass
         except Exception as error:  # the call failed while drawing: the stream's headers are sent, so an event says it
             logging.getLogger("ray.serve").exception("A streamed request failed while drawing")
-            put(error_event(f"The picture could not be drawn ({type(error).__name__}: {error}); retry, or report it."))
+            put(error_event(f"The picture could not be drawn ({one_line(error)}): retry, or report its request id."))
         finally:
             put(None)
 
@@ -184,14 +186,16 @@ def sse(event: dict[str, Any]) -> str:
     return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
 
-async def event_stream(events: Any) -> AsyncIterator[str]:
+async def event_stream(events: Any, request_id: str = "?") -> AsyncIterator[str]:
     """The painter's events (a Ray Serve streaming response) as server-sent events. A painter lost mid-stream ends it
-    with an error event; a client that leaves cancels the painter's call."""
+    with an error event; an error event names the request id; a client that leaves cancels the painter's call."""
     from ray.exceptions import RayActorError
 
     finished = False
     try:
         async for event in events:
+            if event["type"] == "error":
+                event["error"]["message"] += f" Request id: {request_id}."
             yield sse(event)
         finished = True
     except RayActorError:

@@ -1,6 +1,6 @@
 """The images API's streams and draft quality (helpers/serving_stream.py): OpenAI's image events as the openai client
 reads them, previews then the picture the same request draws unstreamed; the tiny decoder for quality "low"; a client
-leaving mid-stream. On the Ray cluster of tests/test_serving.py's fixtures, one painter of the tiny model."""
+leaving mid-stream. On the Ray cluster of this folder's conftest.py, one painter of the tiny model."""
 
 import asyncio
 import os
@@ -13,15 +13,13 @@ import pytest
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray starts: no usage report sent
 
-import test_serving  # noqa: E402
-from test_serving import AUTH, FAST, KEY, PICTURE, TIMEOUT, post, post_edit  # noqa: E402
-
 from helpers.serving import build_app, decode_picture, deploy  # noqa: E402
-from helpers.serving_stream import DrawOptions, draw_options, painted_events  # noqa: E402
+from helpers.serving_stream import DrawOptions, draw_options, event_stream, painted_events  # noqa: E402
 from helpers.tiny_vae import missing_tiny_vae_message  # noqa: E402
 from helpers.variants import PARTS, finish_variant, link_part  # noqa: E402
 
-cluster, port = test_serving.cluster, test_serving.port  # its fixtures: the two-node Ray and the proxy's port
+from .test_serving import AUTH, FAST, KEY, PICTURE, TIMEOUT, post, post_edit  # noqa: E402
+
 STREAMED = {"prompt": "a red circle", "size": "1024x1024", "extra_body": {"num_inference_steps": 4, "seed": 5}}
 
 
@@ -162,6 +160,26 @@ def test_a_stream_closed_early_stops_its_call():
 
     asyncio.run(leave_early())
     assert ended.wait(TIMEOUT) and len(steps) < 1000
+
+
+def test_a_call_that_fails_mid_stream_ends_it_with_an_error_event_naming_the_request():
+    def pipe(prompt, callback, callback_steps, **arguments):
+        raise RuntimeError("the painter broke\nsecond line")
+
+    async def events() -> list[dict]:
+        return [event async for event in painted_events(lambda through: through("a cat"), pipe, DrawOptions(stream=True), edit=False)]
+
+    async def streamed(items: list[dict]) -> list[str]:
+        async def source():
+            for item in items:
+                yield item
+        return [text async for text in event_stream(source(), "req-7")]
+
+    painted = asyncio.run(events())
+    assert [event["type"] for event in painted] == ["error"] and painted[0]["error"]["type"] == "server_error"
+    sent = asyncio.run(streamed(painted))
+    assert sent[0].startswith("event: error\n") and ("The picture could not be drawn (RuntimeError: the painter broke): "
+                                                      "retry, or report its request id. Request id: req-7.") in sent[0]
 
 
 def test_a_model_without_a_tiny_decoder_refuses_drafts(port, tiny_variant, tmp_path):

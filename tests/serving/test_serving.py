@@ -1,4 +1,4 @@
-"""Serving on Ray Serve (helpers/serving.py), on a cluster of 2 nodes the tests start on 127.0.0.1 and stop.
+"""Serving on Ray Serve (helpers/serving.py), on the cluster of 2 nodes of this folder's conftest.py.
 
 The tiny model draws 1024² pictures (its bins are the 1024 ones) in 2 steps: about a second each on one core.
 """
@@ -32,42 +32,18 @@ FAST = {"prompt": "a red circle", "num_inference_steps": 2, "size": "1024x1024"}
 TIMEOUT = 120  # seconds a client waits: a request that hangs fails the test instead of the run
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """Two Ray nodes of one CPU each on this machine, so two one-thread replicas land on different nodes."""
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        yield cluster
-    finally:
-        if ray.is_initialized():
-            serve.shutdown()
-            ray.shutdown()
-        cluster.shutdown()
-
-
-@pytest.fixture(scope="module")
-def port(cluster) -> int:
-    """The proxy's port: Serve's HTTP options are fixed once it has started, so every deployment here uses it."""
-    return free_port()
-
-
 @pytest.fixture(scope="module")
 def url(port, tiny_variant, tiny_adapter):
     """The images API over 2 replicas of the tiny FP16 variant with a LoRA adapter, with an API key; its base URL
     (``.../v1``)."""
     app = build_app(tiny_variant, replicas=2, threads=1, api_key=KEY, max_queued_requests=32, loras={"random": tiny_adapter})
     return deploy(app, port=port)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def post(url: str, body, headers=AUTH, **options) -> httpx.Response:
