@@ -1,9 +1,9 @@
 """Decoding latents in overlapping tiles, so that the VAE decoder's memory follows the tile, not the picture.
 
 The scheme of diffusers' ``AutoencoderKL.enable_tiling``: square latent tiles that overlap their neighbours,
-each decoded alone, averaged where they overlap with weights that ramp linearly across the overlap, so that no
-seam shows. The decoder's mid-block attention then sees one tile at a time: the picture differs a little from a
-whole decode, most near the seams.
+each decoded alone, averaged where they overlap with weights that ramp linearly across the overlap (a side at the
+picture's border keeps its full weight), so that no seam shows. The decoder's mid-block attention then sees one
+tile at a time: the picture differs a little from a whole decode, most near the seams.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ def decode_in_tiles(decode: Callable[[torch.Tensor], torch.Tensor], latents: tor
             if out is None:
                 out = piece.new_zeros(*piece.shape[:2], height * scale, width * scale)
                 weight = piece.new_zeros(height * scale, width * scale)
-            window = ramp(piece.shape[-2], overlap * scale)[:, None] * ramp(piece.shape[-1], overlap * scale)[None, :]
+            # no ramp on a side at the picture's border: near a tile barely inside it, two ramps would both be low there
+            # and give the other tile's edge, which lacks its neighbours, a large share
+            window = (ramp(piece.shape[-2], overlap * scale, top > 0, top + part.shape[-2] < height)[:, None]
+                      * ramp(piece.shape[-1], overlap * scale, left > 0, left + part.shape[-1] < width)[None, :])
             rows, columns = slice(top * scale, top * scale + piece.shape[-2]), slice(left * scale, left * scale + piece.shape[-1])
             out[..., rows, columns] += piece * window
             weight[rows, columns] += window
@@ -49,10 +52,13 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return [*range(0, size - tile, tile - overlap), size - tile]
 
 
-def ramp(length: int, overlap: int) -> torch.Tensor:
-    """A tile's weight along one side: rising over the first ``overlap`` values, 1 in the middle, falling at the
-    end; never 0, so that a picture's border, covered by one tile only, keeps that tile's values."""
+def ramp(length: int, overlap: int, rise: bool = True, fall: bool = True) -> torch.Tensor:
+    """A tile's weight along one side: rising over the first ``overlap`` values (if ``rise``), 1 in the middle,
+    falling at the end (if ``fall``); never 0, so that every pixel keeps a weight."""
     weights = torch.ones(length)
     edge = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
-    weights[:overlap], weights[length - overlap:] = edge, edge.flip(0)
+    if rise:
+        weights[:overlap] = edge
+    if fall:
+        weights[length - overlap:] = edge.flip(0)
     return weights

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -57,6 +58,22 @@ def test_a_variant_folder_is_read_once_from_the_demo_to_the_pipeline(model_root,
     assert set(reads) == set(backend.variants) and set(reads.values()) == {1}, reads
 
 
+@pytest.mark.parametrize(
+    "prompt, seed, steps, message",
+    [
+        ("a" * 4001, 1, 2, "prompt is 4001 characters, more than the 4000 allowed"),
+        ("a red circle", 2**64, 2, "seed=18446744073709551616 is not allowed"),
+        ("a red circle", 1, 101, "num_inference_steps=101 is more than the 100 allowed"),
+    ],
+    ids=["prompt", "seed", "steps"],
+)
+def test_the_images_api_limits_hold_in_the_demo(backend, prompt, seed, steps, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        backend.generate(prompt, "", seed, steps, 0.0, "1024×1024", "INT8")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        backend.edit(prompt, seed, steps, 0.0, Image.new("RGB", (256, 256)), None, 0.5, "INT8")
+
+
 def test_sizes_are_the_aspect_ratio_bins(tiny_variant):
     sizes = Variant.load(tiny_variant).sizes
     assert sizes[0] == "1024×1024" and "1344×768" in sizes and "768×1344" in sizes
@@ -65,11 +82,13 @@ def test_sizes_are_the_aspect_ratio_bins(tiny_variant):
         parse_size("1000×1000", sizes)
 
 
-def test_backend_follows_the_checkpoint_recipe(backend):
+def test_backend_follows_the_checkpoint_recipe(backend, monkeypatch):
     assert backend.recipe == LCM_RECIPE
     steps = []
+    # a clock that reads the steps done: the seconds span the whole call, from before the first step to after the last
+    monkeypatch.setattr("helpers.demo.time", SimpleNamespace(perf_counter=lambda: float(len(steps))))
     image, seconds, cache = backend.generate("a red circle", "", 1, 2, 0.0, "768×1344", "INT8", on_step=lambda done, total: steps.append((done, total)))
-    assert image.size == (768, 1344) and seconds > 0 and cache == "2 steps"  # no step cache: no steps reused
+    assert image.size == (768, 1344) and seconds == 2 and cache == "2 steps"  # no step cache: no steps reused
     assert steps == [(1, 2), (2, 2)]
     image, _, cache = backend.generate("a red circle", "", 1, 6, 0.0, "768×1344", "INT8", step_cache=0.3)
     assert image.size == (768, 1344) and re.fullmatch(r"6 steps \((\d) computed, (\d) reused\)", cache)

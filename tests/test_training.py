@@ -1,7 +1,11 @@
-"""Training: the noise schedule's terms, the loss, the feature cache, the VAE fit and a transformer that learns."""
+"""Training: the noise schedule's terms, the loss, the feature cache, the VAE fit, a transformer that learns, and the
+whole run: its stages as notebook 6 calls them, and all of them for real at a tiny size."""
 
+import ast
 import copy
+from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 import torch
@@ -22,11 +26,19 @@ from helpers.training_transformer import (
 )
 from helpers.training_vae import encode_pictures, fit_vae_once, pictures_to_tensor, train_vae, vae_steps_for
 
+NOTEBOOK_6 = Path(__file__).parents[1] / "notebooks" / "06-fine-tune.ipynb"
+
 
 @pytest.fixture(scope="module")
-def start(tmp_path_factory):
+def work(tmp_path_factory) -> Path:
+    """A training work folder, its starting pipeline built once for the module."""
+    return tmp_path_factory.mktemp("shapes")
+
+
+@pytest.fixture(scope="module")
+def start(work):
     """The untrained shapes pipeline (frozen random T5, untrained VAE and transformer)."""
-    return start_pipeline(tmp_path_factory.mktemp("shapes") / "start")
+    return start_pipeline(work / "start")
 
 
 @pytest.fixture(scope="module")
@@ -108,42 +120,74 @@ def test_run_sizes_follow_the_transformer_steps():
     assert vae_steps_for(4000) == 2000 and vae_steps_for(100) == 50 and vae_steps_for(10) == 20
 
 
-def test_whole_training_runs_the_notebooks_stages_in_order(tmp_path, monkeypatch):
-    """``train_shapes_model`` is the stages notebook 6's cells call, in their order, with the same arguments."""
+STAGES = ("prepare_data", "start_pipeline", "continue_from", "pictures_to_tensor", "fit_vae_once", "cache_features",
+          "train_transformer", "save_pipeline")
+
+
+def notebook_stage_calls(namespace: dict) -> list[tuple[str, tuple, dict]]:
+    """The stage functions notebook 6's code cells call, in their order, each call's arguments evaluated with the
+    notebook's names bound as in ``namespace``."""
+    cells = nbformat.read(NOTEBOOK_6, as_version=4).cells
+    calls = [sorted((node for node in ast.walk(ast.parse(cell.source)) if isinstance(node, ast.Call)
+                     and isinstance(node.func, ast.Name) and node.func.id in STAGES), key=lambda node: (node.lineno, node.col_offset))
+             for cell in cells if cell.cell_type == "code"]
+
+    def value(node):
+        return eval(compile(ast.Expression(node), NOTEBOOK_6.name, "eval"), dict(namespace))
+
+    return [(call.func.id, tuple(map(value, call.args)), {word.arg: value(word.value) for word in call.keywords})
+            for cell in calls for call in cell]
+
+
+def test_whole_training_calls_the_stages_as_notebook_6_does(tmp_path, monkeypatch):
+    """``train_shapes_model``, its stages stood in for (each is tested on its own above and below, and together in
+    the next test): the same stage calls as notebook 6's cells make, in their order, with the same arguments."""
     calls, plan = [], TrainingPlan(steps=100, device="cpu", seed=3)
     dataset = {"image": ["picture"] * 256}
+    results = {"prepare_data": dataset, "start_pipeline": "pipe", "continue_from": "trained pipe", "pictures_to_tensor": "pictures",
+               "fit_vae_once": [1.0], "cache_features": "features", "train_transformer": [{"loss": 1.0}]}
 
-    def stage(name, result=None):
-        def record(*args, **kwargs):
+    def stand_in(name):
+        def stage(*args, **kwargs):
             calls.append((name, args, kwargs))
-            return result
-        monkeypatch.setattr(training, name, record)
+            return results.get(name)
+        return stage
 
-    stage("prepare_data", dataset)
-    stage("start_pipeline", "pipe")
-    stage("continue_from", "trained pipe")
-    stage("pictures_to_tensor", "pictures")
-    stage("fit_vae_once", [1.0])
-    stage("cache_features", "features")
-    stage("train_transformer", [{"loss": 1.0}])
-    stage("save_pipeline")
+    for name in STAGES:
+        monkeypatch.setattr(training, name, stand_in(name))
     lines = []
     training.train_shapes_model(tmp_path / "out", tmp_path, plan, report=lines.append)
-    assert [name for name, _, _ in calls] == [
+    # the notebook's settings cell, with the stand-ins' results for what its cells make
+    namespace = {"WORK": tmp_path, "OUT": tmp_path / "out", "plan": plan, "DATASET_SIZE": dataset_size_for(plan.steps),
+                 "VAE_STEPS": vae_steps_for(plan.steps), "dataset": dataset, "pipe": "pipe", "pictures": "pictures",
+                 "features": "features", "draw_samples": None}
+    notebook = [(name, args, {word: value for word, value in kwargs.items() if word != "on_sample"})  # its pictures as it learns
+                for name, args, kwargs in notebook_stage_calls(namespace)]
+    assert [name for name, _, _ in notebook] == [
         "prepare_data", "start_pipeline", "pictures_to_tensor", "fit_vae_once", "cache_features", "train_transformer", "save_pipeline",
     ]
-    arguments = {name: (args, kwargs) for name, args, kwargs in calls}
-    assert arguments["prepare_data"] == ((tmp_path, 256, 3), {})
-    assert arguments["fit_vae_once"] == (("pipe", "pictures", tmp_path / "vae", 50), {"device": "cpu", "seed": 3})
-    assert arguments["cache_features"] == (("pipe", dataset, tmp_path / "features.safetensors"), {"device": "cpu"})
-    assert arguments["train_transformer"] == (("pipe", "features", plan), {})
-    assert arguments["save_pipeline"] == (("pipe", tmp_path / "out"), {})
-    assert len(lines) == 3
+    assert calls == notebook and len(lines) == 3
 
     calls.clear()
     training.train_shapes_model(tmp_path / "out", tmp_path, plan, dataset_size=8, report=lines.append, resume=tmp_path / "trained")
     assert [name for name, _, _ in calls] == ["prepare_data", "continue_from", "cache_features", "train_transformer", "save_pipeline"]
-    assert calls[0][1] == (tmp_path, 8, 3) and calls[-1][1] == ("trained pipe", tmp_path / "out")
+    assert calls[0][1] == (tmp_path, 8, 3) and calls[1][1] == (tmp_path / "trained",) and calls[-1][1] == ("trained pipe", tmp_path / "out")
+
+
+def test_whole_training_runs_its_real_stages_at_a_tiny_size(work, start):
+    """``python -m helpers train``'s code with nothing stood in for: 8 pictures, 2 VAE steps, 2 transformer steps
+    (a few seconds: the module's starting model is reused), then 2 more resumed from the model it saved."""
+    plan = TrainingPlan(steps=2, batch_size=4, warmup_steps=1)
+    lines = []
+    result = training.train_shapes_model(work / "out", work, plan, dataset_size=8, vae_steps=2, report=lines.append)
+    assert len(result["vae_losses"]) == 2 and [h["step"] for h in result["history"]] == [1, 2]
+    assert all(np.isfinite(h["loss"]) for h in result["history"]) and set(result["seconds"]) == {"data", "vae", "features", "transformer"}
+    assert lines[0].startswith("8 captioned pictures") and lines[1].startswith("VAE fitted") and len(lines) == 3
+    trained = continue_from(work / "out")
+    assert not torch.equal(trained.transformer.proj_out.weight, start.transformer.proj_out.weight)  # trained, and saved so
+    resumed = training.train_shapes_model(work / "resumed", work, plan, dataset_size=8, report=lines.append, resume=work / "out")
+    assert resumed["vae_losses"] == [] and len(resumed["history"]) == 2 and lines[4] == f"VAE kept from {work / 'out'}"
+    assert torch.equal(continue_from(work / "resumed").vae.decoder.conv_out.weight, trained.vae.decoder.conv_out.weight)
 
 
 def test_vae_fit_sets_a_unit_variance_scaling_factor(start, pictures):
