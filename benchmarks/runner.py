@@ -51,6 +51,13 @@ def save_results(path: Path, results: dict) -> None:
     os.replace(tmp, path)
 
 
+def save_with_page(path: Path, results: dict, page: str) -> str:
+    """:func:`save_results`, and its markdown page beside it (``.md``); returns the page."""
+    save_results(path, results)
+    path.with_suffix(".md").write_text(page)
+    return page
+
+
 def in_turns(calls: dict[str, Callable[[], Any]], runs: int, warmup: int = 1) -> Iterator[tuple[int, str, float, Any]]:
     """Each call once a turn, always in the same order, after ``warmup`` untimed turns: a slower or faster spell of
     the machine hits every call alike. Yields ``(turn, name, seconds, output)`` for each timed call as it ends."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.runner import RESULTS, machine_line, save_results
+from benchmarks.runner import RESULTS, machine_line, save_with_page
 from helpers.machine import machine
 from helpers.settings import MODEL_ROOT
 
@@ -119,10 +119,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = measure(args.folder, args.requests, args.clients, args.runs)
-    path = args.out / f"serving-{results['model']}.json"
-    save_results(path, results)
-    path.with_suffix(".md").write_text(markdown(results))
-    print(path.with_suffix(".md").read_text())
+    print(save_with_page(args.out / f"serving-{results['model']}.json", results, markdown(results)))
 
 
 if __name__ == "__main__":

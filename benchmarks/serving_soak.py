@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.runner import RESULTS, machine_line, save_results
+from benchmarks.runner import RESULTS, machine_line, save_with_page
 from helpers.machine import machine
 from helpers.settings import MODEL_ROOT
 
@@ -143,6 +143,14 @@ def kill_a_painter() -> None:
     newest.send_signal(signal.SIGKILL)
 
 
+def warm_up(url: str, picture: bytes) -> None:
+    """Pictures and edits, two at a time (one a replica), before memory is first sampled: a replica's first call of
+    each kind allocates what it keeps (tens of MiB), which is no growth."""
+    with httpx.Client(timeout=300) as client, ThreadPoolExecutor(2) as pool:
+        for kind in ("generate", "edit") * 3:
+            list(pool.map(lambda seed: send(client, url, kind, seed, picture), range(2)))
+
+
 def soak(folder: Path, minutes: float, clients: int, kills: int) -> dict:
     from helpers.serving import build_app, deploy, shutdown, start_ray
 
@@ -150,8 +158,7 @@ def soak(folder: Path, minutes: float, clients: int, kills: int) -> dict:
     try:
         url = deploy(build_app(folder, replicas=2, threads=1, api_key=KEY), port=8000)
         picture = picture_png()
-        with httpx.Client(timeout=300) as client:  # warm-up: each replica's first picture is slower
-            [send(client, url, "generate", seed, picture) for seed in range(4)]
+        warm_up(url, picture)
         log, samples, stop = [], {}, threading.Event()
         sampler = threading.Thread(target=sample_memory, args=(samples, stop), daemon=True)
         sampler.start()
@@ -223,10 +230,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = soak(args.folder, args.minutes, args.clients, args.kills)
-    path = args.out / f"serving-soak-{results['model']}.json"
-    save_results(path, results)
-    path.with_suffix(".md").write_text(markdown(results))
-    print(path.with_suffix(".md").read_text())
+    print(save_with_page(args.out / f"serving-soak-{results['model']}.json", results, markdown(results)))
 
 
 if __name__ == "__main__":
