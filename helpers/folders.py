@@ -2,8 +2,9 @@
 model, a dataset) writes into, so that a process killed at any point leaves nothing that is ever loaded, and two
 writers of one folder never mix or delete each other's work.
 
-A writer holds a lock beside the folder (``.<name>.lock``, released by the system when its process dies) while it
-builds ``.<name>.partial`` and swaps it in: the old folder stays whole and in place until the new one takes its place
+A writer holds a lock on the folder's path (a file in the system's temporary folder, named after the path, so that
+model folders hold nothing but the model; the system releases it when its process dies) while it builds
+``.<name>.partial`` and swaps it in: the old folder stays whole and in place until the new one takes its place
 in one step (Linux's ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, which the next writer completes if a kill
 falls between them). Files are flushed to disk (fsync) before the swap, so a power cut cannot leave a renamed folder
 of empty files.
@@ -14,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -32,7 +35,7 @@ def atomic_folder(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(final.with_name(f".{final.name}.lock")):
+    with FileLock(lock_path(final)):
         tmp, old = final.with_name(f".{final.name}.partial"), final.with_name(f".{final.name}.old")
         if old.is_dir() and not final.exists():  # a writer killed between the two renames of a swap
             old.rename(final)
@@ -45,6 +48,14 @@ def atomic_folder(final: Path) -> Iterator[Path]:
             swap_in(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # this writer's work on failure, the old folder on success
+
+
+def lock_path(folder: Path) -> Path:
+    """The lock file of a folder's writers: one per absolute path, kept out of the model folders."""
+    name = hashlib.sha256(str(Path(folder).resolve()).encode()).hexdigest()[:24]
+    locks = Path(tempfile.gettempdir()) / "pixart-openvino-locks"
+    locks.mkdir(exist_ok=True)
+    return locks / f"{name}.lock"
 
 
 def swap_in(new: Path, final: Path) -> None:

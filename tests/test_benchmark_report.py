@@ -7,7 +7,18 @@ import json
 import pytest
 from test_benchmark import quick_run
 
-from benchmarks import editing, lora, notebooks, picture, previews, serving, step_cache, token_downsampling, vae_int8
+from benchmarks import (
+    editing,
+    lora,
+    notebooks,
+    picture,
+    previews,
+    serving,
+    serving_soak,
+    step_cache,
+    token_downsampling,
+    vae_int8,
+)
 from benchmarks.plan import input_sizes, report_order
 from benchmarks.report import chart, derived, markdown, sigma_2k_markdown
 from benchmarks.runner import RESULTS
@@ -17,7 +28,7 @@ from helpers import machine
 RENDERERS = {"full": markdown, "sigma-2k": sigma_2k_markdown, "picture-": picture.markdown,
              "token-downsampling-": token_downsampling.markdown, "step-cache-shapes": step_cache.quality_markdown,
              "step-cache-steps-": step_cache.steps_markdown, "step-cache-": step_cache.speed_markdown,
-             "vae-int8-": vae_int8.markdown, "serving-": serving.markdown, "notebooks-": notebooks.markdown,
+             "vae-int8-": vae_int8.markdown, "serving-soak-": serving_soak.markdown, "serving-": serving.markdown, "notebooks-": notebooks.markdown,
              "lora-step-": lora.report, "editing-shapes": editing.quality_markdown, "editing-speed-": editing.speed_markdown,
              "previews-": previews.markdown}
 

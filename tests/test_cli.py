@@ -1,4 +1,5 @@
-"""The terminal route end to end on tiny, each command in its own process: exit codes, files, one-line errors."""
+"""The terminal route end to end on tiny, each command in its own process: exit codes, files, one-line errors (the
+refusals in this process, through the same ``main``: a process each would only add its start-up)."""
 
 import re
 import shutil
@@ -19,9 +20,21 @@ def run_cli(*args: str, root) -> subprocess.CompletedProcess:
 
 def error_line(result: subprocess.CompletedProcess) -> str:
     """The one line a failed command says (tqdm's bars and library warnings aside)."""
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return one_error_line(result.stderr)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
+
+
+def refused(capsys, *args: str, root) -> str:
+    """The one error line of a command run in this process through ``main``, which must exit with 1."""
+    code = main([*args, "--model-root", str(root)])
+    stderr = capsys.readouterr().err
+    assert code == 1, stderr
+    return one_error_line(stderr)
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +165,8 @@ def test_verify_passes_then_names_a_truncated_copy(cli_root):
         (("--variant", "INT3"), "No converted model at .*INT3.*convert"),
     ],
 )
-def test_bad_input_fails_with_one_line_and_exit_code_1(cli_root, args, message):
-    result = run_cli("generate", "--model", "tiny", "--prompt", "a cat", *args, root=cli_root)
-    assert result.returncode == 1
-    assert re.search(message, error_line(result))
+def test_bad_input_fails_with_one_line_and_exit_code_1(cli_root, args, message, capsys):
+    assert re.search(message, refused(capsys, "generate", "--model", "tiny", "--prompt", "a cat", *args, root=cli_root))
 
 
 @pytest.mark.parametrize(
@@ -166,10 +177,9 @@ def test_bad_input_fails_with_one_line_and_exit_code_1(cli_root, args, message):
         (("--variant", "../x"), "The variant '../x' is not a folder name"),
     ],
 )
-def test_serve_refuses_before_ray_starts(args, message, tmp_path):
-    result = run_cli("serve", "--model", "tiny", *args, root=tmp_path)
-    assert result.returncode == 1 and re.search(message, error_line(result))
-    assert "Ray" not in result.stderr  # refused before a local Ray started
+def test_serve_refuses_before_ray_starts(args, message, tmp_path, capsys):
+    assert re.search(message, refused(capsys, "serve", "--model", "tiny", *args, root=tmp_path))
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()  # refused before a local Ray started
 
 
 def test_compress_before_convert_says_what_to_run(tmp_path):

@@ -44,7 +44,7 @@ def version_of(final: Path) -> str:
 
 
 def leftovers(final: Path) -> list[str]:
-    return sorted(path.name for path in final.parent.iterdir() if path.name.startswith(".") and not path.name.endswith(".lock"))
+    return sorted(path.name for path in final.parent.iterdir() if path.name.startswith("."))
 
 
 def write(final: Path, version: str) -> None:
