@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .call_checks import is_whole
+
 MAX_STEPS = 100
 MAX_PROMPT_CHARS = 4000  # OpenAI's limit for dall-e-3
 MAX_IMAGES = 4
@@ -31,10 +33,6 @@ LIMITED_FIELDS = ("prompt", "negative_prompt", "num_inference_steps", "n", "seed
 
 class BodyTooLarge(ValueError):
     """A request body over :data:`MAX_BODY_BYTES` (the images API answers 413)."""
-
-
-def is_whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_number(value: Any) -> bool:

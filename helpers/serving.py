@@ -49,7 +49,6 @@ from .variants import Variant, as_variant
 APP_NAME = "pixart"
 
 
-
 def served_model_id(variant: Variant) -> str:
     """The id ``GET /v1/models`` lists and requests may name: ``<model-name>/<VARIANT>`` (e.g. ``tiny/FP16``)."""
     return f"{variant.folder.parent.name}/{variant.name}"
@@ -64,8 +63,8 @@ def generation_call(body: dict[str, Any], pipe: Any, edit: bool = False) -> tupl
     """The prompt, the pipeline call's arguments and the seed of a request body, or a ``ValueError`` naming the
     problem and the fix: the fields the pipeline knows are checked by its own checks (``check_call_inputs``, the size
     by ``parse_size`` against the model's bins); this adds only what the API adds (types; the front checked the
-    limits, ``helpers.request_limits``). An
-    ``edit`` (the edits route's body) adds its picture, mask and strength (``helpers.serving_edits``)."""
+    limits, ``helpers.request_limits``). An ``edit`` (the edits route's body) adds its picture, mask and strength
+    (``helpers.serving_edits``)."""
     from .sizes import parse_size
 
     prompt, n, seed = body.get("prompt"), body.get("n", 1), body.get("seed")
@@ -263,12 +262,12 @@ class ImagesAPI:
         except ValueError as error:  # refused here: no painter waited for
             raise APIError(400, str(error), param=field_of(str(error))) from None
         events = self.painter.options(stream=True).stream.remote(body, edit) if stream else None
-        drawn = await self._draw(body, edit, events, request.headers.get("x-request-id", "?"))
+        request_id = request.headers.get("x-request-id", "?")  # Ray Serve's proxy sets it (or keeps the client's)
+        drawn = await self._draw(body, edit, events, request_id)
         if "error" in drawn:  # the pipeline's checks, run in the painter
             raise APIError(400, drawn["error"], param=field_of(drawn["error"]))
         if stream:  # the checks passed: the painter draws, its events follow
-            return StreamingResponse(event_stream(events, request.headers.get("x-request-id", "?")),
-                                     media_type="text/event-stream", headers=where_headers(drawn))
+            return StreamingResponse(event_stream(events, request_id), media_type="text/event-stream", headers=where_headers(drawn))
         return images_response(drawn)
 
     async def _draw(self, body: dict, edit: bool, events, request_id: str) -> dict:
