@@ -8,7 +8,6 @@ at any moment leaves the previous complete file, and the next run resumes from i
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from helpers.folders import write_text_atomically
 from helpers.machine import PeakMemory, machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,9 +46,7 @@ def load_results(path: Path, **fields: Any) -> dict:
 def save_results(path: Path, results: dict) -> None:
     """Write ``results`` whole: into a temporary file, then renamed over ``path`` (a stop mid-write keeps the old one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(results, indent=1) + "\n")
 
 
 def save_with_page(path: Path, results: dict, page: str) -> str:

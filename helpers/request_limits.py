@@ -17,7 +17,7 @@ Each message starts with the field's name (the images API's ``param``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, AsyncIterator, Callable
 
 from .call_checks import is_whole
 
@@ -66,25 +66,27 @@ def check_body_limits(body: dict[str, Any]) -> None:
     check_request_limits(**{name: body.get(name) for name in LIMITED_FIELDS})
 
 
-def check_body_size(declared: str | None, limit: int = MAX_BODY_BYTES) -> None:
-    """Refuse a body whose declared length (its ``Content-Length``) is over ``limit``, before a byte of it is read."""
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise body_too_large(f"{int(declared)} bytes", limit)
+def body_too_large(declared: int | None) -> BodyTooLarge:
+    size = f"{declared} bytes" if declared is not None else f"over {MAX_BODY_BYTES} bytes"
+    return BodyTooLarge(f"The request body is {size}, more than the {MAX_BODY_BYTES // 2**10} KiB allowed: send a shorter "
+                        f"prompt (at most {MAX_PROMPT_CHARS} characters) and only the images API's fields.")
 
 
-def body_too_large(size: str, limit: int = MAX_BODY_BYTES) -> BodyTooLarge:
-    return BodyTooLarge(f"The request body is {size}, more than the {limit // 2**10} KiB allowed: send a shorter prompt "
-                        f"(at most {MAX_PROMPT_CHARS} characters) and only the images API's fields.")
-
-
-async def read_body(request: Any, limit: int = MAX_BODY_BYTES) -> bytes:
-    """A request's body, refused as soon as it is over ``limit`` bytes (a body need not declare its length)."""
-    check_body_size(request.headers.get("content-length"), limit)
-    chunks, size = [], 0
+async def limited_body(request: Any, limit: int, too_large: Callable[[int | None], Exception]) -> AsyncIterator[bytes]:
+    """A request's body in chunks, refused (``too_large(declared length)``) before a byte is read when its
+    ``Content-Length`` is over ``limit``, or (``too_large(None)``) as soon as its chunks add up to more: a body need
+    not declare its length."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(int(declared))
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise body_too_large(f"over {limit} bytes", limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise too_large(None)
+        yield chunk
 
+
+async def read_body(request: Any) -> bytes:
+    """A generations request's body, at most :data:`MAX_BODY_BYTES`."""
+    return b"".join([chunk async for chunk in limited_body(request, MAX_BODY_BYTES, body_too_large)])

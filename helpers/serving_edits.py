@@ -11,9 +11,10 @@ the body a painter takes; the painter turns its files into the pipeline's ``imag
 from __future__ import annotations
 
 import math
-from typing import Any, AsyncIterator
+from typing import Any
 
 from .edit_inputs import open_picture, own_size, rgb, transparency_mask
+from .request_limits import limited_body
 from .sizes import largest_side, parse_size
 
 # A 2048² picture (the largest side a 1024² model draws) and its mask, both PNGs of noise, fit; OpenAI takes 50 MB.
@@ -30,19 +31,10 @@ class UploadError(ValueError):
         self.status, self.param = status, param
 
 
-def too_large(size: str) -> UploadError:
+def too_large(declared: int | None) -> UploadError:
+    size = f"{declared / 2**20:.0f} MiB" if declared is not None else f"over {MAX_UPLOAD_BYTES // 2**20} MiB"
     return UploadError(f"The upload is {size}, more than the {MAX_UPLOAD_BYTES // 2**20} MiB this server takes: send a "
                        f"smaller picture (PNG, JPEG or WebP, at most 2048 per side).", status=413, param="image")
-
-
-async def limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """The body's chunks, refused once they add up to more than ``limit`` bytes (a body need not say its length)."""
-    size = 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            raise too_large(f"over {limit // 2**20} MiB")
-        yield chunk
 
 
 async def read_edit_form(request: Any) -> dict[str, Any]:
@@ -52,10 +44,7 @@ async def read_edit_form(request: Any) -> dict[str, Any]:
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UploadError("The body is not a multipart form: send image (a file), prompt and the other fields as "
                           "multipart/form-data, as the openai client's images.edit does.")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:  # refused before a byte of it is read
-        raise too_large(f"{int(declared) / 2**20:.0f} MiB")
-    parser = MultiPartParser(request.headers, limited(request.stream(), MAX_UPLOAD_BYTES), max_files=len(FILES), max_fields=32)
+    parser = MultiPartParser(request.headers, limited_body(request, MAX_UPLOAD_BYTES, too_large), max_files=len(FILES), max_fields=32)
     try:
         form = await parser.parse()
     except MultiPartException as error:
